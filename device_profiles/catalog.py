@@ -1,0 +1,160 @@
+"""Loading profiles from YAML, and the catalog shipped with the package."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import ValidationError
+from rich.table import Table
+
+from device_profiles.schema import DeviceProfile, LinkProfile, ProfileError
+
+PACKAGE_DIR = Path(__file__).parent  # package data lies next to the code after install
+DEVICES_DIR = PACKAGE_DIR / "devices"
+LINKS_DIR = PACKAGE_DIR / "links"
+
+P = TypeVar("P", DeviceProfile, LinkProfile)
+
+
+def load_device(path: Path) -> DeviceProfile:
+    """Read one device profile; any problem raises ProfileError naming the file and field."""
+    return _load(DeviceProfile, Path(path))
+
+
+def load_link(path: Path) -> LinkProfile:
+    """Read one link profile; trace paths are resolved against the file's folder."""
+    path = Path(path)
+    link = _load(LinkProfile, path)
+    traces = {
+        field: _resolve_trace(path, field, getattr(link, field))
+        for field in ("trace_down", "trace_up")
+        if getattr(link, field) is not None
+    }
+    return link.model_copy(update=traces) if traces else link
+
+
+def devices() -> dict[str, DeviceProfile]:
+    """The shipped device profiles by name, sorted by name."""
+    return dict(_catalog(DEVICES_DIR, load_device))
+
+
+def links() -> dict[str, LinkProfile]:
+    """The shipped link profiles by name, sorted by name."""
+    return dict(_catalog(LINKS_DIR, load_link))
+
+
+def get_device(name: str) -> DeviceProfile:
+    """One shipped device profile; an unknown name lists the known ones."""
+    return _lookup("device", name, devices())
+
+
+def get_link(name: str) -> LinkProfile:
+    """One shipped link profile; an unknown name lists the known ones."""
+    return _lookup("link", name, links())
+
+
+def catalog_tables() -> tuple[Table, Table]:
+    """Two rich tables (devices, links) summarising the shipped catalog."""
+    return _device_table(devices().values()), _link_table(links().values())
+
+
+def _load(model: type[P], path: Path) -> P:
+    data = _read_mapping(path)
+    try:
+        return model.model_validate(data, context={"stem": path.stem})
+    except ValidationError as exc:
+        raise ProfileError(_describe(path, model, exc)) from exc
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"{path}: (file): cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ProfileError(f"{path}: {where}: invalid YAML: {problem}") from exc
+    if not isinstance(data, dict):
+        kind = "an empty file" if data is None else type(data).__name__
+        raise ProfileError(f"{path}: (top level): expected a mapping of fields, got {kind}")
+    return data
+
+
+def _describe(path: Path, model: type[P], exc: ValidationError) -> str:
+    """One ``file: field: problem`` line per validation error."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"{path}: {field}: {_problem(model, error)}")
+    return "\n".join(lines)
+
+
+def _problem(model: type[P], error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown field; known fields: {', '.join(model.model_fields)}"
+    if kind == "missing":
+        return "required field is missing (write null where a value is unknown)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "value_error":
+        return message
+    return f"{message} (got {error['input']!r})"
+
+
+def _resolve_trace(path: Path, field: str, trace: str) -> str:
+    resolved = (path.parent / trace).resolve()
+    if not resolved.is_file():
+        raise ProfileError(f"{path}: {field}: no such trace file {str(resolved)!r}")
+    return str(resolved)
+
+
+@functools.cache
+def _catalog(folder: Path, load: Callable[[Path], P]) -> tuple[tuple[str, P], ...]:
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise ProfileError(f"{folder}: (folder): no *.yaml profiles found (package data missing?)")
+    profiles = (load(file) for file in files)
+    return tuple(sorted(((p.name, p) for p in profiles), key=lambda item: item[0]))
+
+
+def _lookup(kind: str, name: str, catalog: dict[str, P]) -> P:
+    if name not in catalog:
+        raise ProfileError(f"unknown {kind} {name!r}; known: {', '.join(catalog)}")
+    return catalog[name]
+
+
+def _fmt(value: float | None, spec: str = "g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _device_table(profiles: Iterable[DeviceProfile]) -> Table:
+    table = Table(title="Devices")
+    for header in ("name", "cores", "CPU GFLOP/s", "accel GFLOP/s", "RAM GB",
+                   "app budget MB", "mem BW GB/s", "power W"):
+        table.add_column(header, justify="left" if header == "name" else "right",
+                         no_wrap=header == "name")
+    for d in profiles:
+        table.add_row(d.name, str(d.cpu_cores), _fmt(d.cpu_gflops, ".1f"),
+                      _fmt(d.accelerator_gflops, ".1f"), _fmt(d.ram_gb),
+                      str(d.app_ram_budget_mb), _fmt(d.mem_bandwidth_gbps, ".1f"),
+                      _fmt(d.power_w))
+    return table
+
+
+def _link_table(profiles: Iterable[LinkProfile]) -> Table:
+    table = Table(title="Links")
+    for header in ("name", "down Mbit/s", "up Mbit/s", "RTT ms", "loss"):
+        table.add_column(header, justify="left" if header == "name" else "right",
+                         no_wrap=header == "name")
+    for link in profiles:
+        table.add_row(link.name, _fmt(link.down_mbps), _fmt(link.up_mbps),
+                      _fmt(link.rtt_ms), _fmt(link.loss_rate))
+    return table

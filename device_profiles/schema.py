@@ -1,0 +1,94 @@
+"""Typed, validated device and link profiles.
+
+A profile is data with a source: every number in a YAML file says where it comes from
+(`sources`), how it was obtained (`notes`), and whether it was computed or assumed rather
+than published (`derived`). The models here only validate; reading files is in catalog.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator
+
+NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"  # kebab-case, e.g. "jetson-orin-nano"
+
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]  # strict: accepts int, rejects "8" and true
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
+Fraction = Annotated[float, Strict(), Field(ge=0, lt=1)]
+Text = Annotated[str, Strict(), Field(min_length=1)]
+Name = Annotated[str, Strict(), Field(pattern=NAME_PATTERN)]
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be loaded or found; the message reads ``file: field: problem``."""
+
+
+class _Profile(BaseModel):
+    """Fields and checks shared by device and link profiles."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Name  # kebab-case; equals the YAML file's stem
+    display_name: Text  # human-readable name for tables and reports
+    sources: tuple[Text, ...] = Field(min_length=1)  # where each number comes from
+    notes: Text  # how derived numbers were obtained; gaps and assumptions
+    derived: tuple[str, ...]  # fields whose values are computed or assumed, not published
+
+    @field_validator("name")
+    @classmethod
+    def _name_matches_file(cls, value: str, info: ValidationInfo) -> str:
+        stem = (info.context or {}).get("stem")
+        if stem is not None and value != stem:
+            raise ValueError(f"must equal the file name stem {stem!r}, got {value!r}")
+        return value
+
+    @field_validator("derived")
+    @classmethod
+    def _derived_are_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in cls.model_fields]
+        if unknown:
+            raise ValueError(f"not a field of this profile: {', '.join(unknown)}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a field more than once")
+        return value
+
+
+class DeviceProfile(_Profile):
+    """An edge device: compute, memory and power as the emulator uses them."""
+
+    cpu_cores: PositiveInt  # cores the client's compute threads run on (big cores only)
+    cpu_gflops: PositiveFloat  # sustained FP32 dense-GEMM GFLOP/s of those cores together
+    accelerator: Text | None  # GPU/NPU description; None when the device has none
+    accelerator_gflops: PositiveFloat | None  # sustained FP32 GFLOP/s usable for training
+    ram_gb: PositiveFloat  # physical RAM of the modelled variant, GiB
+    app_ram_budget_mb: PositiveInt  # RAM one client process may use, MiB (README policy)
+    mem_bandwidth_gbps: PositiveFloat | None  # DRAM bandwidth, GB/s (10^9 bytes/s)
+    power_w: PositiveFloat | None  # typical board/SoC power under load, W
+
+    @field_validator("accelerator_gflops")
+    @classmethod
+    def _accelerator_named(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and "accelerator" in info.data and info.data["accelerator"] is None:
+            raise ValueError("is set but accelerator is null; name the accelerator")
+        return value
+
+    @field_validator("app_ram_budget_mb")
+    @classmethod
+    def _budget_fits_ram(cls, value: int, info: ValidationInfo) -> int:
+        ram_gb: Any = info.data.get("ram_gb")
+        if ram_gb is not None and value > ram_gb * 1024:
+            raise ValueError(f"{value} MB exceeds ram_gb ({ram_gb} GB = {ram_gb * 1024:g} MB)")
+        return value
+
+
+class LinkProfile(_Profile):
+    """A network access link class: per-direction rate, round-trip time and loss."""
+
+    down_mbps: PositiveFloat  # mean downlink rate, Mbit/s (10^6 bit/s)
+    up_mbps: PositiveFloat  # mean uplink rate, Mbit/s
+    rtt_ms: NonNegativeFloat  # base round-trip propagation delay, ms
+    loss_rate: Fraction  # packet loss probability, 0 <= loss_rate < 1
+    trace_down: Text | None = None  # mahimahi downlink trace; relative to the YAML file
+    trace_up: Text | None = None  # mahimahi uplink trace; relative to the YAML file

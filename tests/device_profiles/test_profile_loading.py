@@ -1,0 +1,217 @@
+"""Loading single profiles: bad input fails with ``file: field: problem``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from device_profiles import DeviceProfile, LinkProfile, ProfileError, load_device, load_link
+
+GOOD_DEVICE: dict[str, Any] = {
+    "name": "test-board",
+    "display_name": "Test board",
+    "cpu_cores": 4,
+    "cpu_gflops": 20.0,
+    "accelerator": None,
+    "accelerator_gflops": None,
+    "ram_gb": 4,
+    "app_ram_budget_mb": 3072,
+    "mem_bandwidth_gbps": 12.8,
+    "power_w": None,
+    "sources": ["a datasheet"],
+    "notes": "cpu_gflops derived from cores x clock",
+    "derived": ["cpu_gflops"],
+}
+GOOD_LINK: dict[str, Any] = {
+    "name": "test-link",
+    "display_name": "Test link",
+    "down_mbps": 10.0,
+    "up_mbps": 2,
+    "rtt_ms": 40,
+    "loss_rate": 0.01,
+    "trace_down": None,
+    "trace_up": None,
+    "sources": ["a report"],
+    "notes": "none derived",
+    "derived": [],
+}
+
+
+def write(folder: Path, stem: str, data: Any) -> Path:
+    path = folder / f"{stem}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def device_file(folder: Path, **changes: Any) -> Path:
+    return write(folder, "test-board", {**GOOD_DEVICE, **changes})
+
+
+def link_file(folder: Path, **changes: Any) -> Path:
+    return write(folder, "test-link", {**GOOD_LINK, **changes})
+
+
+def load_error(load, path: Path) -> str:
+    with pytest.raises(ProfileError) as info:
+        load(path)
+    return str(info.value)
+
+
+def test_good_device_loads_into_a_frozen_profile(tmp_path: Path) -> None:
+    device = load_device(device_file(tmp_path))
+    assert isinstance(device, DeviceProfile)
+    assert device.ram_gb == 4.0 and isinstance(device.ram_gb, float)
+    assert device.sources == ("a datasheet",)
+
+
+def test_good_link_loads(tmp_path: Path) -> None:
+    link = load_link(link_file(tmp_path))
+    assert isinstance(link, LinkProfile)
+    assert (link.down_mbps, link.up_mbps, link.rtt_ms, link.loss_rate) == (10.0, 2.0, 40.0, 0.01)
+
+
+def test_unknown_key_names_file_and_field(tmp_path: Path) -> None:
+    path = device_file(tmp_path, gpu_tflops=1.0)
+    message = load_error(load_device, path)
+    assert message.startswith(f"{path}: gpu_tflops: unknown field")
+    assert "cpu_gflops" in message  # the known fields are listed
+
+
+def test_negative_rate_names_file_and_field(tmp_path: Path) -> None:
+    path = link_file(tmp_path, up_mbps=-1.0)
+    message = load_error(load_link, path)
+    assert message.startswith(f"{path}: up_mbps: ")
+    assert "greater than 0" in message
+
+
+def test_zero_device_compute_is_rejected(tmp_path: Path) -> None:
+    path = device_file(tmp_path, cpu_gflops=0)
+    assert load_error(load_device, path).startswith(f"{path}: cpu_gflops: ")
+
+
+def test_wrong_type_names_file_and_field(tmp_path: Path) -> None:
+    path = device_file(tmp_path, cpu_cores="four")
+    message = load_error(load_device, path)
+    assert message.startswith(f"{path}: cpu_cores: ")
+    assert "'four'" in message
+
+
+@pytest.mark.parametrize(
+    "field, value", [("ram_gb", "8"), ("cpu_cores", 4.5), ("cpu_gflops", True)]
+)
+def test_no_silent_coercion(tmp_path: Path, field: str, value: Any) -> None:
+    path = device_file(tmp_path, **{field: value})
+    assert load_error(load_device, path).startswith(f"{path}: {field}: ")
+
+
+def test_budget_above_ram_names_file_and_field(tmp_path: Path) -> None:
+    path = device_file(tmp_path, ram_gb=2, app_ram_budget_mb=3000)
+    message = load_error(load_device, path)
+    assert message.startswith(f"{path}: app_ram_budget_mb: ")
+    assert "exceeds ram_gb" in message
+
+
+def test_budget_equal_to_ram_is_allowed(tmp_path: Path) -> None:
+    device = load_device(device_file(tmp_path, ram_gb=2, app_ram_budget_mb=2048))
+    assert device.app_ram_budget_mb == 2048
+
+
+def test_name_must_match_file_stem(tmp_path: Path) -> None:
+    path = write(tmp_path, "other-board", GOOD_DEVICE)
+    message = load_error(load_device, path)
+    assert message.startswith(f"{path}: name: ")
+    assert "'other-board'" in message
+
+
+def test_name_must_be_kebab_case(tmp_path: Path) -> None:
+    path = write(tmp_path, "Test_Board", {**GOOD_DEVICE, "name": "Test_Board"})
+    assert load_error(load_device, path).startswith(f"{path}: name: ")
+
+
+@pytest.mark.parametrize("loss_rate", [1.0, -0.1, 1.5])
+def test_loss_rate_must_be_a_fraction_below_one(tmp_path: Path, loss_rate: float) -> None:
+    path = link_file(tmp_path, loss_rate=loss_rate)
+    assert load_error(load_link, path).startswith(f"{path}: loss_rate: ")
+
+
+def test_negative_rtt_is_rejected_and_zero_allowed(tmp_path: Path) -> None:
+    assert load_link(link_file(tmp_path, rtt_ms=0)).rtt_ms == 0.0
+    path = link_file(tmp_path, rtt_ms=-5)
+    assert load_error(load_link, path).startswith(f"{path}: rtt_ms: ")
+
+
+def test_derived_must_name_real_fields(tmp_path: Path) -> None:
+    path = device_file(tmp_path, derived=["cpu_gflops", "gpu_magic"])
+    message = load_error(load_device, path)
+    assert message.startswith(f"{path}: derived: ")
+    assert "gpu_magic" in message
+
+
+def test_sources_must_not_be_empty(tmp_path: Path) -> None:
+    path = device_file(tmp_path, sources=[])
+    assert load_error(load_device, path).startswith(f"{path}: sources: ")
+
+
+def test_missing_field_is_an_error_not_a_default(tmp_path: Path) -> None:
+    data = {k: v for k, v in GOOD_DEVICE.items() if k != "power_w"}
+    path = write(tmp_path, "test-board", data)
+    message = load_error(load_device, path)
+    assert message.startswith(f"{path}: power_w: required field is missing")
+
+
+def test_accelerator_gflops_needs_an_accelerator(tmp_path: Path) -> None:
+    path = device_file(tmp_path, accelerator=None, accelerator_gflops=100.0)
+    assert load_error(load_device, path).startswith(f"{path}: accelerator_gflops: ")
+
+
+def test_every_problem_is_reported_one_per_line(tmp_path: Path) -> None:
+    path = device_file(tmp_path, cpu_cores=-1, power_w=-3)
+    lines = load_error(load_device, path).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["cpu_cores", "power_w"]
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: broken\ncpu_cores: [4\n", encoding="utf-8")
+    message = load_error(load_device, path)
+    assert message.startswith(f"{path}: line ")
+    assert "invalid YAML" in message
+
+
+@pytest.mark.parametrize("text", ["", "- a\n- b\n", "just a string\n"])
+def test_non_mapping_file_is_rejected(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "odd.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert load_error(load_device, path).startswith(f"{path}: (top level): expected a mapping")
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    assert load_error(load_device, path).startswith(f"{path}: (file): cannot read")
+
+
+def test_trace_path_resolves_against_the_profile_folder(tmp_path: Path) -> None:
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "cell.down").write_text("1\n2\n", encoding="utf-8")
+    link = load_link(link_file(tmp_path, trace_down="traces/cell.down"))
+    assert link.trace_down == str((tmp_path / "traces" / "cell.down").resolve())
+    assert link.trace_up is None
+
+
+def test_missing_trace_file_names_file_and_field(tmp_path: Path) -> None:
+    path = link_file(tmp_path, trace_up="traces/nowhere.up")
+    message = load_error(load_link, path)
+    assert message.startswith(f"{path}: trace_up: no such trace file")
+
+
+def test_trace_fields_are_optional(tmp_path: Path) -> None:
+    data = {k: v for k, v in GOOD_LINK.items() if not k.startswith("trace_")}
+    link = load_link(write(tmp_path, "test-link", data))
+    assert link.trace_down is None and link.trace_up is None
+
+
+def test_profile_error_is_a_value_error() -> None:
+    assert issubclass(ProfileError, ValueError)
