@@ -1,0 +1,155 @@
+"""FedLLM: clients fine-tune LoRA adapters locally; the server averages them.
+
+FedAvg weighted by local sample counts, with an optional FedProx proximal term
+(``framework.fedprox_mu``). Only adapter tensors travel, serialised with safetensors.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from testbed.calibration import lora_training_workload
+from testbed.modeling import (
+    AdapterState,
+    OptimizerSpec,
+    adapter_state,
+    attach_lora,
+    count_parameters,
+    deserialize,
+    load_adapter_state,
+    load_base_model,
+    load_tokenizer,
+    serialize,
+)
+from testbed.protocol import Client, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload
+from testbed.task import EncodedExample, TaskEncoder, autocast, evaluate, training_batch
+from testbed.taskdata import build_task_data
+
+
+def fedavg(states: list[AdapterState], weights: list[float]) -> AdapterState:
+    """Weighted average of adapter states (same keys), weights normalised to sum to 1."""
+    if not states:
+        raise ValueError("fedavg needs at least one state")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError(f"fedavg weights must sum to > 0, got {weights}")
+    return {
+        key: sum((w / total) * s[key] for s, w in zip(states, weights, strict=True))
+        for key in states[0]
+    }
+
+
+def batch_order(n_examples: int, n_needed: int, seed: int) -> list[int]:
+    """Seeded epochs of shuffled example positions, concatenated to `n_needed`."""
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    while len(order) < n_needed:
+        order.extend(rng.permutation(n_examples).tolist())
+    return order[:n_needed]
+
+
+def proximal_term(model, global_params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """sum ||w - w_global||^2 over the trainable (adapter) parameters."""
+    terms = [((p - global_params[n]) ** 2).sum() for n, p in model.named_parameters() if p.requires_grad]
+    return torch.stack(terms).sum()
+
+
+def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, steps: int,
+                batch_size: int, optimizer: OptimizerSpec, seed: int, precision: str = "fp32",
+                prox_mu: float = 0.0) -> tuple[list[float], int]:
+    """Run `steps` optimizer steps; returns per-step losses and tokens processed."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = optimizer.build(params)
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad} if prox_mu else {}
+    order = batch_order(len(examples), steps * batch_size, seed)
+    losses, tokens = [], 0
+    for step in range(steps):
+        batch = training_batch(encoder, [examples[i] for i in order[step * batch_size:(step + 1) * batch_size]])
+        with autocast(precision):
+            loss = model(**batch).loss
+        total = loss + 0.5 * prox_mu * proximal_term(model, anchor) if prox_mu else loss
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        tokens += int(batch["attention_mask"].sum())
+    model.eval()
+    return losses, tokens
+
+
+class FedLLMClient(Client):
+    def setup(self) -> None:
+        scenario = self.spec.scenario
+        tokenizer = load_tokenizer(self.spec.model_dir)
+        data = build_task_data(scenario)
+        self.encoder = TaskEncoder(tokenizer, data.dataset.labels, max_tokens=scenario.dataset.max_tokens)
+        idx = self.spec.train_indices
+        self.examples = self.encoder.encode_many(data.texts(idx), data.labels(idx))
+        base = load_base_model(self.spec.model_dir)
+        self.model = attach_lora(base, scenario.framework.lora, seed=scenario.seed)
+        self.n_params, self.n_trainable = count_parameters(self.model)
+
+    def fit(self, ins: FitIns) -> FitRes:
+        fw = self.spec.scenario.framework
+        t0 = time.perf_counter()
+        load_adapter_state(self.model, deserialize(ins.payloads[0].data))
+        losses, tokens = train_local(
+            self.model, self.encoder, self.examples, steps=fw.local_steps, batch_size=fw.batch_size,
+            optimizer=OptimizerSpec(fw.optimizer, fw.lr, fw.weight_decay), seed=ins.seed,
+            precision=fw.precision, prox_mu=fw.fedprox_mu,
+        )
+        up = Payload("adapter_up", serialize(adapter_state(self.model)))
+        host_s = time.perf_counter() - t0
+        work = lora_training_workload(n_params=self.n_params, n_trainable=self.n_trainable, tokens=tokens)
+        return FitRes(
+            client_id=self.spec.client_id, round=ins.round, payloads=(up,), n_samples=len(self.examples),
+            metrics={"train_loss": float(np.mean(losses)), "tokens": float(tokens)},
+            spans=(ComputeSpan("train", host_s, work),),
+        )
+
+
+class FedLLM(Framework):
+    name = "fedllm"
+    client_class = FedLLMClient
+
+    def setup(self) -> None:
+        scenario = self.ctx.scenario
+        tokenizer = load_tokenizer(self.ctx.model_dir)
+        data = build_task_data(scenario)
+        self.encoder = TaskEncoder(tokenizer, data.dataset.labels, max_tokens=scenario.dataset.max_tokens)
+        test = data.splits.test
+        self.test_examples = self.encoder.encode_many(data.texts(test), data.labels(test))
+        self.model = attach_lora(load_base_model(self.ctx.model_dir), scenario.framework.lora, seed=scenario.seed)
+        self.global_state = adapter_state(self.model)
+
+    def configure_fit(self, rnd: int, client_ids: list[int]) -> dict[int, FitIns]:
+        down = Payload("adapter_down", serialize(self.global_state))
+        seed = self.ctx.scenario.seed
+        return {cid: FitIns(round=rnd, payloads=(down,), seed=seed * 1_000_003 + rnd * 1009 + cid) for cid in client_ids}
+
+    def aggregate_fit(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> dict[str, float]:
+        if not results:
+            return {}
+        results = sorted(results, key=lambda r: r.client_id)
+        states = [deserialize(r.payloads[0].data) for r in results]
+        weights = [float(r.n_samples) for r in results]
+        self.global_state = fedavg(states, weights)
+        loss = sum(w * r.metrics["train_loss"] for w, r in zip(weights, results, strict=True)) / sum(weights)
+        return {"train_loss": loss}
+
+    def evaluate(self, rnd: int) -> dict[str, float]:
+        load_adapter_state(self.model, self.global_state)
+        scenario = self.ctx.scenario
+        res = evaluate(self.model, self.encoder, self.test_examples, batch_size=scenario.eval.batch_size,
+                       precision=scenario.framework.precision)
+        return {"eval_loss": res.loss, "accuracy": res.accuracy}
+
+    def save(self, out_dir: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file(self.global_state, str(out_dir / "global_adapter.safetensors"))

@@ -1,0 +1,299 @@
+"""One persistent OS process per client, pinned to host cores, optionally in a cgroup.
+
+Workers are spawned once and load the model once; each round's fit is sent over a pipe.
+At most ``parallel`` workers compute at once, each pinned (all its threads) to its own
+slot of host cores, so parallel clients don't inflate each other's measured time; host
+calibration runs in the same slots at the same time. Where the host allows, each worker
+lives in a cgroup whose memory limit is its device's app RAM budget: an OOM kill there is
+that client's recorded failure for the round, and the worker is respawned for the next.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from importlib import import_module
+from statistics import mean
+
+import psutil
+
+from testbed.backends.base import Backend
+from testbed.calibration import HostCalibration
+from testbed.protocol import Client, ClientSpec, Failure, FitIns, Outcome
+
+_POLL_S = 0.2
+_KILL_AFTER_START_S = 0.3  # fault injection: how long into a fit the kill lands
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _load_class(path: str) -> type:
+    module, _, name = path.partition(":")
+    return getattr(import_module(module), name)
+
+
+def worker_main(conn, client_class_path: str, spec: ClientSpec, threads: int) -> None:
+    """The worker process: build the client once, then serve fit/calibrate requests."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from testbed.backends.memory import PeakRssSampler
+    from testbed.calibration import calibrate_host
+
+    torch.set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        client = _load_class(client_class_path)(spec)
+        client.setup()
+        conn.send(("ready", {"setup_s": time.perf_counter() - t0, "rss_bytes": psutil.Process().memory_info().rss}))
+    except Exception:
+        conn.send(("setup_error", traceback.format_exc(limit=4)))
+        return
+    while True:
+        cmd, arg = conn.recv()
+        if cmd == "stop":
+            return
+        if cmd == "calibrate":
+            conn.send(("calibration", calibrate_host(threads=threads, seconds=arg).to_dict()))
+            continue
+        conn.send(("started", os.getpid()))
+        t0 = time.perf_counter()
+        try:
+            with PeakRssSampler() as mem:
+                res = client.fit(arg)
+            conn.send(("ok", replace(res, peak_rss_bytes=mem.peak_rss_bytes)))
+        except Exception as exc:
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            conn.send(("error", (detail, time.perf_counter() - t0, mem.peak_rss_bytes)))
+
+
+@dataclass
+class _Worker:
+    spec: ClientSpec
+    process: mp.process.BaseProcess | None = None
+    conn: object | None = None
+    cgroup: object | None = None
+    setup_error: str | None = None
+    timed_out: bool = False
+
+
+class ProcessBackend(Backend):
+    def __init__(self, client_class: type[Client], specs: list[ClientSpec], *, threads: int = 1,
+                 parallel: int | None = None, memory_limits_bytes: dict[int, int] | None = None,
+                 enforce_memory: bool = True, calibration_s: float = 1.0, timeout_s: float = 1800.0,
+                 setup_timeout_s: float = 600.0, run_id: str = "run", **_: object) -> None:
+        super().__init__(client_class, specs)
+        self.threads = threads
+        cores = sorted(os.sched_getaffinity(0))
+        self.parallel = parallel or max(1, len(cores) // threads)
+        self.slots = [[cores[(k * threads + j) % len(cores)] for j in range(threads)] for k in range(self.parallel)]
+        self.memory_limits = dict(memory_limits_bytes or {})
+        self.enforce_memory = enforce_memory
+        self.calibration_s = calibration_s
+        self.timeout_s = timeout_s
+        self.setup_timeout_s = setup_timeout_s
+        self.run_id = run_id
+        self.workers = {cid: _Worker(spec) for cid, spec in self.specs.items()}
+        self._ctx = mp.get_context("spawn")
+        self._calibration: HostCalibration | None = None
+        self.cgroups_enforced = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.cgroups_enforced = self.enforce_memory and self._cgroups_usable()
+        for w in self.workers.values():
+            self._spawn(w)
+        for w in self.workers.values():
+            self._wait_ready(w)
+        self._calibration = self._calibrate()
+
+    def _cgroups_usable(self) -> bool:
+        from testbed.cgroups import detect
+
+        support = detect()
+        if not support.memory_writable:
+            warnings.warn(f"memory limits are measured, not enforced: {support.reason}", stacklevel=2)
+        return support.memory_writable
+
+    def _spawn(self, w: _Worker) -> None:
+        parent, child = self._ctx.Pipe()
+        w.process = self._ctx.Process(
+            target=worker_main, args=(child, _class_path(self.client_class), w.spec, self.threads),
+            name=f"client-{w.spec.client_id}", daemon=True,
+        )
+        w.process.start()
+        child.close()
+        w.conn, w.setup_error = parent, None
+        limit = self.memory_limits.get(w.spec.client_id)
+        if self.cgroups_enforced and limit:
+            from testbed.cgroups import ClientCgroup
+
+            if w.cgroup is None:
+                w.cgroup = ClientCgroup(f"{self.run_id}-client{w.spec.client_id}",
+                                        memory_limit_bytes=limit, cpu_quota_cores=None)
+                w.cgroup.create()
+            w.cgroup.add(w.process.pid)
+
+    def _wait_ready(self, w: _Worker) -> None:
+        reply = self._receive(w, self.setup_timeout_s)
+        if reply is None:
+            w.setup_error = self._death_detail(w)
+        elif reply[0] == "setup_error":
+            w.setup_error = reply[1]
+            self._reap(w)
+
+    def close(self) -> None:
+        for w in self.workers.values():
+            if w.process is not None and w.process.is_alive():
+                try:
+                    w.conn.send(("stop", None))
+                except OSError:
+                    pass
+                w.process.join(timeout=5)
+                if w.process.is_alive():
+                    w.process.kill()
+                    w.process.join()
+            if w.cgroup is not None:
+                w.cgroup.remove()
+
+    # -- calibration -------------------------------------------------------------------------
+    @property
+    def calibration(self) -> HostCalibration:
+        if self._calibration is None:
+            raise RuntimeError("backend not started")
+        return self._calibration
+
+    def _calibrate(self) -> HostCalibration:
+        alive = [w for w in self.workers.values() if self._alive(w)][: self.parallel]
+        if not alive:
+            from testbed.calibration import calibrate_host
+
+            return calibrate_host(threads=self.threads, seconds=self.calibration_s)
+        for w, slot in zip(alive, self.slots, strict=False):
+            self._pin(w, slot)
+            w.conn.send(("calibrate", self.calibration_s))
+        results = [HostCalibration.from_dict(w.conn.recv()[1]) for w in alive]
+        first = results[0]
+        bf16 = [r.gemm_gflops_bf16 for r in results if r.gemm_gflops_bf16]
+        return replace(
+            first,
+            gemm_gflops_fp32=mean(r.gemm_gflops_fp32 for r in results),
+            gemm_gflops_bf16=mean(bf16) if bf16 else None,
+            mem_bandwidth_gbps=mean(r.mem_bandwidth_gbps for r in results),
+        )
+
+    # -- rounds ------------------------------------------------------------------------------
+    def fit(self, tasks: dict[int, FitIns], *, kill: Iterable[int] = ()) -> dict[int, Outcome]:
+        killed = set(kill)
+        free: queue.Queue[int] = queue.Queue()
+        for k in range(self.parallel):
+            free.put(k)
+
+        def job(cid: int) -> Outcome:
+            slot = free.get()
+            try:
+                return self._fit_on(self.workers[cid], tasks[cid], self.slots[slot], cid in killed)
+            finally:
+                free.put(slot)
+
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            futures = {cid: pool.submit(job, cid) for cid in sorted(tasks)}
+            return {cid: f.result() for cid, f in futures.items()}
+
+    def _fit_on(self, w: _Worker, ins: FitIns, cores: list[int], kill: bool) -> Outcome:
+        cid = w.spec.client_id
+        if not self._alive(w):
+            self._respawn(w)
+        if w.setup_error is not None:
+            return Failure(cid, ins.round, self._cause(w, 0), f"client setup failed: {w.setup_error}")
+        self._pin(w, cores)
+        oom_before = w.cgroup.oom_kills() if w.cgroup is not None else 0
+        t0 = time.perf_counter()
+        w.conn.send(("fit", ins))
+        if kill:
+            threading.Timer(_KILL_AFTER_START_S, self._kill, args=(w,)).start()
+        while True:
+            reply = self._receive(w, self.timeout_s)
+            if reply is None:
+                cause = self._cause(w, oom_before)
+                detail = ("fault injection: " if kill else "") + self._death_detail(w)
+                return Failure(cid, ins.round, cause, detail, host_s=time.perf_counter() - t0)
+            if reply[0] == "started":
+                continue
+            if reply[0] == "ok":
+                return reply[1]
+            detail, host_s, peak = reply[1]
+            return Failure(cid, ins.round, "error", detail, host_s=host_s, peak_rss_bytes=peak)
+
+    def _respawn(self, w: _Worker) -> None:
+        self._reap(w)
+        self._spawn(w)
+        self._wait_ready(w)
+
+    # -- process plumbing --------------------------------------------------------------------
+    def _receive(self, w: _Worker, timeout_s: float):
+        """The worker's next message, or None once it died or stayed silent for timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if w.conn.poll(_POLL_S):
+                    return w.conn.recv()
+            except (EOFError, OSError):
+                break
+            if not w.process.is_alive():
+                break
+        if w.process.is_alive():
+            self._kill(w)
+            w.timed_out = True
+        self._reap(w)
+        return None
+
+    def _alive(self, w: _Worker) -> bool:
+        return w.process is not None and w.process.is_alive() and w.setup_error is None
+
+    def _kill(self, w: _Worker) -> None:
+        if w.process is not None and w.process.is_alive():
+            os.kill(w.process.pid, signal.SIGKILL)
+
+    def _reap(self, w: _Worker) -> None:
+        if w.process is not None:
+            w.process.join(timeout=10)
+
+    def _cause(self, w: _Worker, oom_before: int) -> str:
+        if w.cgroup is not None and w.cgroup.oom_kills() > oom_before:
+            return "oom"
+        if w.timed_out:
+            w.timed_out = False
+            return "timeout"
+        code = w.process.exitcode if w.process is not None else None
+        if code is not None and code < 0:
+            return "killed"
+        return "crashed"
+
+    def _death_detail(self, w: _Worker) -> str:
+        code = w.process.exitcode if w.process is not None else None
+        if code is not None and code < 0:
+            return f"worker killed by {signal.Signals(-code).name}"
+        return f"worker exited with code {code}"
+
+    def _pin(self, w: _Worker, cores: list[int]) -> None:
+        """Pin every thread of the worker (torch's pool included) to `cores`."""
+        try:
+            for t in psutil.Process(w.process.pid).threads():
+                os.sched_setaffinity(t.id, cores)
+        except (psutil.Error, OSError):
+            pass  # the worker just died; the fit reports it
+
+    def memory_limit_bytes(self, client_id: int) -> int | None:
+        return self.memory_limits.get(client_id)

@@ -1,0 +1,129 @@
+"""The ``testbed`` command: run, validate, profiles, calibrate, assets."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="testbed", description="Edge-device emulation testbed for federated LLM fine-tuning")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a scenario into a run directory")
+    run.add_argument("scenario", help="scenario YAML file")
+    run.add_argument("--out", help="run directory (default: the scenario's `output`)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario field, e.g. framework.rounds=2 or fleet.0.count=3 (repeatable)")
+    run.add_argument("--replay-compute", metavar="RUN_DIR",
+                     help="reuse the measured compute durations of a previous run of this scenario")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or table")
+
+    val = sub.add_parser("validate", help="check a scenario without running it")
+    val.add_argument("scenario")
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    sub.add_parser("profiles", help="print the device and link catalogs")
+
+    cal = sub.add_parser("calibrate", help="measure this host's sustained compute and memory bandwidth")
+    cal.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as client workers use)")
+    cal.add_argument("--seconds", type=float, default=2.0, help="measurement time per kernel")
+
+    sub.add_parser("assets", help="fetch and convert the bundled model and data (offline afterwards)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": cmd_run, "validate": cmd_validate, "profiles": cmd_profiles,
+               "calibrate": cmd_calibrate, "assets": cmd_assets}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _bad_input(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _load(args):
+    from testbed.scenario import load_scenario
+
+    return load_scenario(args.scenario, args.overrides)
+
+
+def cmd_validate(args) -> int:
+    from testbed.scenario import ScenarioError
+
+    try:
+        scenario = _load(args)
+    except ScenarioError as exc:
+        return _bad_input(str(exc))
+    print(f"{args.scenario}: ok ({scenario.framework.name}, {scenario.n_clients} clients, "
+          f"{scenario.framework.rounds} rounds, model {scenario.model})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from testbed.assets import AssetError
+    from testbed.data import DataError
+    from testbed.replay import ReplayError
+    from testbed.run import run_scenario
+    from testbed.scenario import ScenarioError
+
+    try:
+        scenario = _load(args)
+        out_dir = Path(args.out or scenario.output)
+        summary = run_scenario(scenario, out_dir, replay_dir=args.replay_compute, quiet=args.quiet)
+    except (ScenarioError, DataError, ReplayError) as exc:
+        return _bad_input(str(exc))
+    except AssetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0 if summary.get("status") == "completed" else 1
+
+
+def cmd_profiles(args) -> int:
+    from rich.console import Console
+
+    from device_profiles import catalog_tables
+
+    console = Console()
+    for table in catalog_tables():
+        console.print(table)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    import json
+
+    from testbed.assets import cache_dir
+    from testbed.calibration import calibrate_host
+
+    cal = calibrate_host(threads=args.threads, seconds=args.seconds)
+    path = cache_dir() / f"calibration-{args.threads}t.json"
+    path.write_text(json.dumps(cal.to_dict(), indent=2) + "\n")
+    print(json.dumps(cal.to_dict(), indent=2))
+    print(f"stored in {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_assets(args) -> int:
+    from testbed.assets import bbc_news_dir, smollm2_dir, tiny_llama_dir
+
+    for name, fn in (("smollm2-135m", smollm2_dir), ("tiny-llama", tiny_llama_dir), ("bbc-news", bbc_news_dir)):
+        print(f"{name}: {fn()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

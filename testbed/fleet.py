@@ -1,0 +1,96 @@
+"""The fleet as the simulator sees it: each client's device profile and link pipes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from device_profiles import DeviceProfile, get_device, get_link
+
+from network import Network, Pipe
+from testbed.scenario import FleetEntry, LinkSpec, Scenario
+
+
+@dataclass(frozen=True)
+class LinkRates:
+    name: str
+    down_mbps: float
+    up_mbps: float
+    rtt_ms: float
+
+
+@dataclass(frozen=True)
+class FleetClient:
+    client_id: int
+    name: str  # e.g. pixel-7#1
+    device: DeviceProfile
+    link: LinkRates
+    memory_budget_mb: float  # the app RAM budget (or the scenario's override)
+
+    @property
+    def threads(self) -> int:
+        return self.device.cpu_cores
+
+    @property
+    def compute_gflops(self) -> float:
+        return self.device.cpu_gflops
+
+
+def _link_rates(entry: FleetEntry) -> LinkRates:
+    if isinstance(entry.link, LinkSpec):
+        return LinkRates("custom", entry.link.down_mbps, entry.link.up_mbps, entry.link.rtt_ms)
+    p = get_link(entry.link)
+    return LinkRates(p.name, p.down_mbps, p.up_mbps, p.rtt_ms)
+
+
+def expand_fleet(scenario: Scenario) -> list[FleetClient]:
+    """Fleet entries with counts -> one FleetClient per client id, in file order."""
+    clients: list[FleetClient] = []
+    for entry in scenario.fleet:
+        device = get_device(entry.device)
+        budget = scenario.emulation.memory_limit_mb or device.app_ram_budget_mb
+        for k in range(entry.count):
+            name = f"{device.name}#{k + 1}" if entry.count > 1 else device.name
+            clients.append(FleetClient(len(clients), name, device, _link_rates(entry), float(budget)))
+    return clients
+
+
+def device_compute(client: FleetClient, *, use_accelerator: bool) -> float:
+    """Sustained GFLOP/s the device brings to training: its accelerator where it has one."""
+    accel = client.device.accelerator_gflops
+    return accel if use_accelerator and accel else client.device.cpu_gflops
+
+
+@dataclass(frozen=True)
+class ClientPipes:
+    up: Pipe
+    down: Pipe
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Star topology: every client's access link, and the server's shared access link."""
+
+    server_in: Pipe  # the server's ingress: every upload crosses it
+    server_out: Pipe  # the server's egress: every download crosses it
+    clients: dict[int, ClientPipes]
+
+    def uplink_path(self, client_id: int) -> list[Pipe]:
+        return [self.clients[client_id].up, self.server_in]
+
+    def downlink_path(self, client_id: int) -> list[Pipe]:
+        return [self.server_out, self.clients[client_id].down]
+
+
+def build_topology(net: Network, scenario: Scenario, clients: list[FleetClient]) -> Topology:
+    srv = scenario.server.link
+    half_s = srv.rtt_ms / 2000.0
+    server_in = net.pipe("server.in", rate_mbps=srv.rate_mbps, delay_s=half_s)
+    server_out = net.pipe("server.out", rate_mbps=srv.rate_mbps, delay_s=half_s)
+    pipes = {
+        c.client_id: ClientPipes(
+            up=net.pipe(f"client{c.client_id}.up", rate_mbps=c.link.up_mbps, delay_s=c.link.rtt_ms / 2000.0),
+            down=net.pipe(f"client{c.client_id}.down", rate_mbps=c.link.down_mbps, delay_s=c.link.rtt_ms / 2000.0),
+        )
+        for c in clients
+    }
+    return Topology(server_in, server_out, pipes)

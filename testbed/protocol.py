@@ -1,0 +1,129 @@
+"""What frameworks, backends and the round loop exchange: plain dataclasses.
+
+A framework describes what a client and the server do; it never drives a link, a process
+or a container. Payloads hold real serialised bytes (their length is what the network
+times); compute spans carry measured host seconds and the work they stood for (to place
+them on the device's roofline); failures arrive as values.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from testbed.calibration import Workload
+    from testbed.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class Payload:
+    kind: str  # exchange kind, e.g. adapter_down / adapter_up
+    data: bytes  # exactly what is serialised on the wire (before protocol headers)
+
+    @property
+    def payload_bytes(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class ComputeSpan:
+    label: str  # e.g. "train"
+    host_s: float  # measured on this host, at the worker's thread count and pinning
+    workload: Workload  # FLOPs and bytes the span stood for (roofline placement)
+
+
+@dataclass(frozen=True)
+class FitIns:
+    round: int
+    payloads: tuple[Payload, ...]  # sent down to the client, in order
+    seed: int  # the client's seed for this round (batch order)
+
+
+@dataclass(frozen=True)
+class FitRes:
+    client_id: int
+    round: int
+    payloads: tuple[Payload, ...]  # sent up to the server, in order
+    n_samples: int  # local training examples (aggregation weight)
+    metrics: dict[str, float]
+    spans: tuple[ComputeSpan, ...]
+    peak_rss_bytes: int = 0  # filled in by the backend that ran it
+
+
+@dataclass(frozen=True)
+class Failure:
+    client_id: int
+    round: int
+    cause: str  # crashed | killed | oom | timeout | error
+    detail: str
+    host_s: float = 0.0  # host seconds of work done before the failure
+    peak_rss_bytes: int = 0
+
+
+Outcome = FitRes | Failure
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """Everything a worker needs to build one client; picklable, no live objects."""
+
+    client_id: int
+    scenario: Scenario
+    model_dir: str
+    train_indices: tuple[int, ...]
+    threads: int
+
+
+@dataclass
+class ServerContext:
+    scenario: Scenario
+    model_dir: str
+    out_dir: Path
+    extra: dict = field(default_factory=dict)
+
+
+class Client(ABC):
+    """The client side of a framework, built inside its worker (process or in-process)."""
+
+    def __init__(self, spec: ClientSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Load the model and the client's data (once per worker)."""
+
+    @abstractmethod
+    def fit(self, ins: FitIns) -> FitRes:
+        """One round of local work."""
+
+
+class Framework(ABC):
+    """The server side of a framework; the round loop in testbed.runner calls these hooks."""
+
+    name: ClassVar[str]
+    client_class: ClassVar[type[Client]]
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Load server-side models and the evaluation data."""
+
+    @abstractmethod
+    def configure_fit(self, rnd: int, client_ids: list[int]) -> dict[int, FitIns]:
+        """What each selected client is sent this round."""
+
+    @abstractmethod
+    def aggregate_fit(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> dict[str, float]:
+        """Combine the results that arrived (in client-id order); return round metrics."""
+
+    @abstractmethod
+    def evaluate(self, rnd: int) -> dict[str, float]:
+        """Held-out evaluation of the global model: at least eval_loss and accuracy."""
+
+    def save(self, out_dir: Path) -> None:
+        """Write the final global artefacts into the run directory."""

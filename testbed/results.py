@@ -1,0 +1,68 @@
+"""The run directory's tables, rewritten after every round so a crash loses at most one.
+
+Three grains, all CSV (pandas.read_csv): ``events.csv`` one row per exchange or compute
+span, ``client_rounds.csv`` one row per selected client per round, ``rounds.csv`` one row
+per round (round 0 = the model before training).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+EVENT_COLUMNS = [
+    "round", "client", "kind", "payload_bytes", "wire_bytes", "sim_start_s", "sim_end_s",
+    "host_s", "device_s", "status", "detail",
+]
+CLIENT_ROUND_COLUMNS = [
+    "round", "client", "device", "link", "outcome", "cause", "n_samples", "train_loss",
+    "host_compute_s", "device_compute_s", "dilation_factor", "bound", "peak_rss_mb",
+    "memory_budget_mb", "over_memory_budget", "bytes_down", "bytes_up", "sim_start_s", "sim_end_s",
+]
+ROUND_COLUMNS = [
+    "round", "sim_start_s", "sim_end_s", "sim_duration_s", "selected", "participants", "failures",
+    "straggler", "train_loss", "eval_loss", "accuracy", "bytes_up", "bytes_down", "wire_bytes_up",
+    "wire_bytes_down", "server_compute_s", "host_round_s", "host_eval_s",
+]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunRecorder:
+    """Collects rows in memory and rewrites the tables atomically on flush()."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.events: list[dict[str, Any]] = []
+        self.client_rounds: list[dict[str, Any]] = []
+        self.rounds: list[dict[str, Any]] = []
+
+    def event(self, **row: Any) -> None:
+        self.events.append(row)
+
+    def client_round(self, **row: Any) -> None:
+        self.client_rounds.append(row)
+
+    def round(self, **row: Any) -> None:
+        self.rounds.append(row)
+
+    def flush(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for name, rows, cols in (
+            ("events.csv", self.events, EVENT_COLUMNS),
+            ("client_rounds.csv", self.client_rounds, CLIENT_ROUND_COLUMNS),
+            ("rounds.csv", self.rounds, ROUND_COLUMNS),
+        ):
+            _atomic_write_text(self.out_dir / name, pd.DataFrame(rows, columns=cols).to_csv(index=False))
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(self.out_dir / name, json.dumps(data, indent=2, default=str) + "\n")

@@ -1,0 +1,273 @@
+"""The round loop, written once: configure -> run clients -> simulate -> aggregate -> evaluate.
+
+Real work runs first on the host (in parallel where the backend allows); its measured
+durations, converted to device time, and its real payload sizes then enter the simpy
+simulation, which decides when each client's update arrives. The simulated clock is one
+simpy Environment for the whole run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+
+from network import NO_OVERHEAD, TCP_IP, Network
+from testbed.backends import Backend, make_backend
+from testbed.calibration import HostCalibration, dilate
+from testbed.fleet import FleetClient, Topology, build_topology, device_compute, expand_fleet
+from testbed.protocol import ClientSpec, Failure, FitIns, FitRes, Framework, Outcome, Payload, ServerContext
+from testbed.registry import framework_class
+from testbed.replay import ComputeReplay
+from testbed.results import RunRecorder
+from testbed.scenario import Scenario
+from testbed.taskdata import build_task_data
+
+SERVER = -1  # the `client` column of server-side rows
+
+
+@dataclass
+class ClientTimeline:
+    """What one client did in one round, in simulated seconds."""
+
+    start_s: float = 0.0
+    end_s: float = 0.0
+    device_s: float = 0.0
+    host_s: float = 0.0
+    factor: float = float("nan")
+    bound: str = ""
+    bytes_down: int = 0
+    bytes_up: int = 0
+    wire_down: int = 0
+    wire_up: int = 0
+    arrived: bool = False
+    failed_at_s: float | None = None
+
+
+@dataclass
+class RoundContext:
+    rnd: int
+    ins: dict[int, FitIns]
+    outcomes: dict[int, Outcome]
+    timelines: dict[int, ClientTimeline] = field(default_factory=dict)
+
+
+class Runner:
+    """Runs one scenario into one run directory."""
+
+    def __init__(self, scenario: Scenario, out_dir: Path, *, model_dir: str,
+                 replay: ComputeReplay | None = None, progress: Callable[[str], None] | None = None) -> None:
+        self.scenario = scenario
+        self.out_dir = Path(out_dir)
+        self.model_dir = model_dir
+        self.replay = replay
+        self.progress = progress or (lambda _msg: None)
+        self.recorder = RunRecorder(self.out_dir)
+        self.clients = expand_fleet(scenario)
+        self.env = simpy.Environment()
+        overhead = TCP_IP if scenario.emulation.protocol_overhead else NO_OVERHEAD
+        self.net = Network(self.env, overhead=overhead)
+        self.topology: Topology = build_topology(self.net, scenario, self.clients)
+        self.framework: Framework | None = None
+        self.backend: Backend | None = None
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _specs(self) -> list[ClientSpec]:
+        data = build_task_data(self.scenario)
+        threads = self.scenario.emulation.threads_per_client
+        return [
+            ClientSpec(c.client_id, self.scenario, self.model_dir, data.client_indices[c.client_id],
+                       threads=min(c.device.cpu_cores, threads))
+            for c in self.clients
+        ]
+
+    def _make_backend(self, client_class: type) -> Backend:
+        emu = self.scenario.emulation
+        return make_backend(
+            emu.backend, client_class, self._specs(), threads=emu.threads_per_client,
+            parallel=None if emu.parallel_clients == "auto" else emu.parallel_clients,
+            memory_limits_bytes={c.client_id: int(c.memory_budget_mb * 2**20) for c in self.clients},
+            enforce_memory=emu.enforce_memory, timeout_s=emu.client_timeout_s,
+            run_id=f"{self.scenario.name}-{int(time.time())}",
+        )
+
+    def start(self) -> None:
+        cls = framework_class(self.scenario.framework.name)
+        self.framework = cls(ServerContext(self.scenario, self.model_dir, self.out_dir))
+        self.progress("loading the server model")
+        self.framework.setup()
+        self.progress(f"starting {len(self.clients)} client workers ({self.scenario.emulation.backend})")
+        self.backend = self._make_backend(cls.client_class)
+        self.backend.start()
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+    @property
+    def calibration(self) -> HostCalibration:
+        return self.backend.calibration
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, on_round: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        if self.scenario.eval.before_training:
+            self._record_round0()
+            if on_round:
+                on_round(self.recorder.rounds[-1])
+        for rnd in range(1, self.scenario.framework.rounds + 1):
+            self.run_round(rnd)
+            if on_round:
+                on_round(self.recorder.rounds[-1])
+        self.framework.save(self.out_dir)
+        return self.recorder.rounds
+
+    def _record_round0(self) -> None:
+        t0 = time.perf_counter()
+        metrics = self.framework.evaluate(0)
+        self.recorder.round(round=0, sim_start_s=0.0, sim_end_s=0.0, sim_duration_s=0.0, selected="",
+                            participants=0, failures=0, host_eval_s=time.perf_counter() - t0, **metrics)
+        self.recorder.flush()
+
+    def select(self, rnd: int) -> list[int]:
+        rng = np.random.default_rng([self.scenario.seed, rnd])
+        k = self.scenario.framework.clients_per_round
+        return sorted(int(c) for c in rng.choice(len(self.clients), size=k, replace=False))
+
+    def run_round(self, rnd: int) -> None:
+        host_t0 = time.perf_counter()
+        selected = self.select(rnd)
+        ins = self.framework.configure_fit(rnd, selected)
+        kill = [k.client for k in self.scenario.faults.kill if k.round == rnd]
+        self.progress(f"round {rnd}: {len(selected)} clients computing")
+        outcomes = self.backend.fit(ins, kill=kill)
+        ctx = RoundContext(rnd, ins, outcomes)
+        sim_start = self.env.now
+        procs = [self.env.process(self.client_round(ctx, cid)) for cid in selected]
+        self.env.run(until=self.env.all_of(procs))
+        results = [o for o in outcomes.values() if isinstance(o, FitRes) and ctx.timelines[o.client_id].arrived]
+        failures = [o for o in outcomes.values() if isinstance(o, Failure)]
+        metrics, server_s = self._aggregate(rnd, results, failures)
+        t_eval = time.perf_counter()
+        if rnd % self.scenario.eval.every == 0 or rnd == self.scenario.framework.rounds:
+            metrics.update(self.framework.evaluate(rnd))
+        host_eval_s = time.perf_counter() - t_eval
+        self._record_round(ctx, sim_start, metrics, server_s, time.perf_counter() - host_t0 - host_eval_s, host_eval_s)
+        self.recorder.flush()
+
+    def _aggregate(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> tuple[dict, float]:
+        t0 = time.perf_counter()
+        metrics = self.framework.aggregate_fit(rnd, sorted(results, key=lambda r: r.client_id), failures)
+        host_s = time.perf_counter() - t0
+        if self.replay is not None:
+            host_s, device_s = self.replay.lookup(rnd, SERVER, "aggregate", host_s, host_s)
+        else:
+            device_s = host_s  # the server is this host: its time is its own
+        start = self.env.now
+        self.env.run(until=self.env.timeout(device_s))
+        self.recorder.event(round=rnd, client=SERVER, kind="aggregate", payload_bytes=0, wire_bytes=0,
+                            sim_start_s=start, sim_end_s=self.env.now, host_s=host_s, device_s=device_s,
+                            status="ok", detail=f"{len(results)} updates")
+        return dict(metrics), device_s
+
+    # -- one client's round, as a simpy process ----------------------------------------------
+    def client_round(self, ctx: RoundContext, cid: int) -> Generator:
+        tl = ctx.timelines.setdefault(cid, ClientTimeline(start_s=self.env.now))
+        for payload in ctx.ins[cid].payloads:
+            rec = yield self.net.transfer(payload.payload_bytes, self.topology.downlink_path(cid), label=payload.kind)
+            self._transfer_event(ctx.rnd, cid, payload, rec)
+            tl.bytes_down += rec.payload_bytes
+            tl.wire_down += rec.wire_bytes
+        outcome = ctx.outcomes[cid]
+        yield from self._compute(ctx.rnd, cid, outcome, tl)
+        if isinstance(outcome, Failure):
+            tl.failed_at_s = tl.end_s = self.env.now
+            return
+        for payload in outcome.payloads:
+            rec = yield self.net.transfer(payload.payload_bytes, self.topology.uplink_path(cid), label=payload.kind)
+            self._transfer_event(ctx.rnd, cid, payload, rec)
+            tl.bytes_up += rec.payload_bytes
+            tl.wire_up += rec.wire_bytes
+        tl.arrived = True
+        tl.end_s = self.env.now
+
+    def _compute(self, rnd: int, cid: int, outcome: Outcome, tl: ClientTimeline) -> Generator:
+        client = self.clients[cid]
+        spans = outcome.spans if isinstance(outcome, FitRes) else ()
+        for span in spans:
+            host_s, device_s, factor, bound = self._dilate(client, span.host_s, span.workload)
+            if self.replay is not None:
+                host_s, device_s = self.replay.lookup(rnd, cid, span.label, host_s, device_s)
+                factor = device_s / host_s if host_s > 0 else float("nan")
+            start = self.env.now
+            yield self.env.timeout(device_s)
+            tl.host_s += host_s
+            tl.device_s += device_s
+            tl.factor, tl.bound = factor, bound
+            self.recorder.event(round=rnd, client=cid, kind="compute", payload_bytes=0, wire_bytes=0,
+                                sim_start_s=start, sim_end_s=self.env.now, host_s=host_s, device_s=device_s,
+                                status="ok", detail=span.label)
+        if isinstance(outcome, Failure):
+            factor = self._factor(client)
+            device_s = outcome.host_s * factor
+            if self.replay is not None:
+                _, device_s = self.replay.lookup(rnd, cid, "failed", outcome.host_s, device_s)
+            start = self.env.now
+            yield self.env.timeout(device_s)
+            tl.host_s, tl.device_s = outcome.host_s, device_s
+            self.recorder.event(round=rnd, client=cid, kind="compute", payload_bytes=0, wire_bytes=0,
+                                sim_start_s=start, sim_end_s=self.env.now, host_s=outcome.host_s,
+                                device_s=device_s, status="failed", detail=f"{outcome.cause}: {outcome.detail}")
+
+    def _dilate(self, client: FleetClient, host_s: float, workload) -> tuple[float, float, float, str]:
+        d = dilate(host_s, workload=workload, host=self.calibration,
+                   device_gflops=device_compute(client, use_accelerator=self.scenario.emulation.use_accelerator),
+                   device_mem_bandwidth_gbps=client.device.mem_bandwidth_gbps,
+                   precision=self.scenario.framework.precision)
+        return d.host_s, d.device_s, d.factor, d.bound
+
+    def _factor(self, client: FleetClient) -> float:
+        """Compute-bound dilation factor, for partial work of a failed client."""
+        gflops = device_compute(client, use_accelerator=self.scenario.emulation.use_accelerator)
+        return self.calibration.gemm_gflops_fp32 / gflops
+
+    def _transfer_event(self, rnd: int, cid: int, payload: Payload, rec) -> None:
+        self.recorder.event(round=rnd, client=cid, kind=payload.kind, payload_bytes=rec.payload_bytes,
+                            wire_bytes=rec.wire_bytes, sim_start_s=rec.start_s, sim_end_s=rec.end_s,
+                            host_s=0.0, device_s=0.0, status=rec.status, detail="")
+
+    # -- rows ------------------------------------------------------------------------------------
+    def _record_round(self, ctx: RoundContext, sim_start: float, metrics: dict, server_s: float,
+                      host_round_s: float, host_eval_s: float) -> None:
+        arrived = [cid for cid, tl in ctx.timelines.items() if tl.arrived]
+        for cid in sorted(ctx.timelines):
+            self._record_client_round(ctx, cid)
+        last = max(arrived, key=lambda c: (ctx.timelines[c].end_s, c)) if arrived else None
+        tls = ctx.timelines.values()
+        self.recorder.round(
+            round=ctx.rnd, sim_start_s=sim_start, sim_end_s=self.env.now, sim_duration_s=self.env.now - sim_start,
+            selected=" ".join(map(str, sorted(ctx.ins))), participants=len(arrived),
+            failures=len(ctx.timelines) - len(arrived), straggler=last,
+            bytes_up=sum(t.bytes_up for t in tls), bytes_down=sum(t.bytes_down for t in tls),
+            wire_bytes_up=sum(t.wire_up for t in tls), wire_bytes_down=sum(t.wire_down for t in tls),
+            server_compute_s=server_s, host_round_s=host_round_s, host_eval_s=host_eval_s, **metrics,
+        )
+
+    def _record_client_round(self, ctx: RoundContext, cid: int) -> None:
+        tl, outcome, client = ctx.timelines[cid], ctx.outcomes[cid], self.clients[cid]
+        ok = isinstance(outcome, FitRes)
+        peak_mb = outcome.peak_rss_bytes / 2**20
+        self.recorder.client_round(
+            round=ctx.rnd, client=cid, device=client.name, link=client.link.name,
+            outcome="ok" if ok else "failed", cause="" if ok else outcome.cause,
+            n_samples=outcome.n_samples if ok else 0,
+            train_loss=outcome.metrics.get("train_loss") if ok else None,
+            host_compute_s=tl.host_s, device_compute_s=tl.device_s, dilation_factor=tl.factor, bound=tl.bound,
+            peak_rss_mb=peak_mb, memory_budget_mb=client.memory_budget_mb,
+            over_memory_budget=bool(peak_mb > client.memory_budget_mb),
+            bytes_down=tl.bytes_down, bytes_up=tl.bytes_up, sim_start_s=tl.start_s, sim_end_s=tl.end_s,
+        )

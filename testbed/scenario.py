@@ -1,0 +1,281 @@
+"""The scenario: a YAML file validated into frozen, typed configuration.
+
+Every node rejects unknown keys; every problem is reported as ``file: field: problem``
+(:class:`ScenarioError`). ``--set key.sub=value`` overrides are applied to the raw
+mapping before validation, so they are validated exactly like the file itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ScenarioError(ValueError):
+    """Bad scenario input; the message reads ``file: field: problem``."""
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetConfig(_Node):
+    name: str | None = "bbc-news"  # a bundled dataset (bbc-news), or null when `path` is given
+    path: str | None = None  # bring your own data: a CSV/TSV/JSONL file
+    text: str = "text"  # text column of `path`
+    label: str = "label"  # label column of `path`
+    max_tokens: int = Field(96, gt=0)  # article tokens kept per example (sequence length)
+    test_size: int = Field(150, gt=0)  # held-out examples for evaluation (fixed per seed)
+    public_size: int = Field(0, ge=0)  # unlabeled public examples (knowledge distillation)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        if self.path is not None:
+            return self.model_copy(update={"name": None}) if self.name == "bbc-news" else self
+        if self.name is None:
+            raise ValueError("give a dataset `name` (bbc-news) or a `path` to a CSV/JSONL file")
+        return self
+
+
+class PartitionConfig(_Node):
+    kind: Literal["iid", "dirichlet"] = "dirichlet"  # how training data is split over clients
+    alpha: float = Field(0.5, gt=0)  # Dirichlet concentration (smaller = more skewed labels)
+    min_per_client: int = Field(8, ge=1)  # every client gets at least this many examples
+
+
+class LoraConfig(_Node):
+    r: int = Field(8, gt=0)  # adapter rank
+    alpha: float = Field(16, gt=0)  # scaling numerator (scale = alpha / r)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: tuple[str, ...] = ("q_proj", "v_proj")  # module names that get adapters
+
+    @field_validator("targets")
+    @classmethod
+    def _non_empty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("needs at least one target module name")
+        return v
+
+
+class FrameworkConfig(_Node):
+    name: str = "fedllm"  # fedllm | kd | split
+    rounds: int = Field(3, gt=0)
+    clients_per_round: int = Field(4, gt=0)  # K clients selected each round (seeded)
+    local_steps: int = Field(8, gt=0)  # optimizer steps per client per round
+    batch_size: int = Field(8, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1.0e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lora: LoraConfig = LoraConfig()
+    fedprox_mu: float = Field(0.0, ge=0)  # FedProx proximal term (0 = FedAvg)
+    precision: Literal["fp32", "bf16"] = "fp32"  # autocast dtype of client compute
+
+
+class LinkSpec(_Node):
+    """An inline link, when a catalog link class does not fit."""
+
+    down_mbps: float = Field(gt=0)
+    up_mbps: float = Field(gt=0)
+    rtt_ms: float = Field(0.0, ge=0)
+
+
+class ServerLinkConfig(_Node):
+    rate_mbps: float = Field(1000.0, gt=0)  # capacity of the server's access link, each direction
+    rtt_ms: float = Field(2.0, ge=0)  # round-trip propagation delay it adds
+
+
+class ServerConfig(_Node):
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where server-side models run
+    link: ServerLinkConfig = ServerLinkConfig()
+
+
+class FleetEntry(_Node):
+    device: str  # a device profile name (see `testbed profiles`)
+    link: str | LinkSpec  # a link profile name, or an inline {down_mbps, up_mbps, rtt_ms}
+    count: int = Field(1, gt=0)
+
+
+class EmulationConfig(_Node):
+    backend: Literal["inproc", "process"] = "process"
+    time: Literal["dilate", "throttle"] = "dilate"  # how host time becomes device time
+    enforce_memory: bool = True  # cgroup memory limit = the device's app RAM budget
+    threads_per_client: int = Field(1, gt=0)  # torch threads of each client worker (capped by device cores)
+    parallel_clients: int | Literal["auto"] = "auto"  # client workers computing at once on the host
+    use_accelerator: bool = True  # convert time with the device's accelerator where it has one
+    protocol_overhead: bool = True  # TCP/IP header bytes on the wire (reported apart from payload)
+    client_timeout_s: float = Field(1800.0, gt=0)  # host seconds before a silent worker is killed
+    memory_limit_mb: float | None = Field(None, gt=0)  # overrides every device's app RAM budget
+
+    @field_validator("parallel_clients")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("must be a positive integer or 'auto'")
+        return v
+
+
+class KillFault(_Node):
+    round: int = Field(gt=0)  # round in which the client's worker is killed mid-fit
+    client: int = Field(ge=0)  # client id (position in the expanded fleet)
+
+
+class FaultsConfig(_Node):
+    kill: tuple[KillFault, ...] = ()  # SIGKILL these clients' workers mid-round
+
+
+class EvalConfig(_Node):
+    before_training: bool = True  # evaluate the initial global model (round 0)
+    every: int = Field(1, gt=0)  # evaluate after every n-th round (and always after the last)
+    batch_size: int = Field(16, gt=0)
+
+
+class Scenario(_Node):
+    name: str = "scenario"
+    seed: int = 0
+    model: str = "smollm2-135m"  # bundled name, local Hugging Face folder, or hub id
+    dataset: DatasetConfig = DatasetConfig()
+    partition: PartitionConfig = PartitionConfig()
+    framework: FrameworkConfig = FrameworkConfig()
+    server: ServerConfig = ServerConfig()
+    fleet: tuple[FleetEntry, ...]
+    emulation: EmulationConfig = EmulationConfig()
+    eval: EvalConfig = EvalConfig()
+    faults: FaultsConfig = FaultsConfig()
+    output: str = "runs/scenario"
+
+    @field_validator("fleet")
+    @classmethod
+    def _fleet_non_empty(cls, v: tuple[FleetEntry, ...]) -> tuple[FleetEntry, ...]:
+        if not v:
+            raise ValueError("needs at least one client entry")
+        return v
+
+    @model_validator(mode="after")
+    def _enough_clients(self) -> Scenario:
+        n = sum(e.count for e in self.fleet)
+        if self.framework.clients_per_round > n:
+            raise ValueError(
+                f"framework.clients_per_round={self.framework.clients_per_round} exceeds the fleet size {n}"
+            )
+        for i, k in enumerate(self.faults.kill):
+            if k.client >= n:
+                raise ValueError(f"faults.kill.{i}.client={k.client} is not a client id (fleet has {n})")
+        return self
+
+    @property
+    def n_clients(self) -> int:
+        return sum(e.count for e in self.fleet)
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.sub=value`` (``fleet.0.count=3`` indexes lists) to a raw mapping."""
+    if "=" not in assignment:
+        raise ScenarioError(f"--set {assignment}: expected key=value")
+    key, _, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ScenarioError(f"--set {assignment}: empty key component")
+    value = yaml.safe_load(text) if text.strip() else ""
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _step_into(node, part, parts[i + 1], key)
+    _assign(node, parts[-1], value, key)
+
+
+def _step_into(node: Any, part: str, next_part: str, key: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, key)]
+    if not isinstance(node, dict):
+        raise ScenarioError(f"--set {key}: '{part}' is inside a value that is not a mapping or list")
+    if node.get(part) is None:
+        node[part] = [] if next_part.isdigit() else {}
+    return node[part]
+
+
+def _assign(node: Any, part: str, value: Any, key: str) -> None:
+    if isinstance(node, list):
+        node[_index(node, part, key)] = value
+    elif isinstance(node, dict):
+        node[part] = value
+    else:
+        raise ScenarioError(f"--set {key}: cannot set '{part}' inside a scalar")
+
+
+def _index(node: list[Any], part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ScenarioError(f"--set {key}: '{part}' is not an index of a list of length {len(node)}")
+    return int(part)
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ScenarioError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ScenarioError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: expected a mapping of scenario fields at the top level")
+    return raw
+
+
+def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
+    """Read, override and validate a scenario; profile names are checked too."""
+    path = Path(path)
+    raw = read_raw(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate_raw(raw, str(path))
+
+
+def validate_raw(raw: dict[str, Any], source: str) -> Scenario:
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as err:
+        raise ScenarioError(format_validation_error(source, err)) from None
+    check_references(scenario, source)
+    return scenario
+
+
+def check_references(scenario: Scenario, source: str) -> None:
+    """Names that point elsewhere (profiles, files, frameworks) must resolve."""
+    from device_profiles import ProfileError, get_device, get_link
+
+    from testbed.registry import framework_names
+
+    problems = []
+    if scenario.framework.name not in framework_names():
+        problems.append(
+            f"framework.name: unknown framework '{scenario.framework.name}'; "
+            f"supported: {', '.join(framework_names())}"
+        )
+    for i, entry in enumerate(scenario.fleet):
+        try:
+            get_device(entry.device)
+        except ProfileError as exc:
+            problems.append(f"fleet.{i}.device: {exc}")
+        if isinstance(entry.link, str):
+            try:
+                get_link(entry.link)
+            except ProfileError as exc:
+                problems.append(f"fleet.{i}.link: {exc}")
+    if scenario.dataset.path is not None and not Path(scenario.dataset.path).expanduser().is_file():
+        problems.append(f"dataset.path: file not found: {scenario.dataset.path}")
+    if problems:
+        raise ScenarioError("\n".join(f"{source}: {p}" for p in problems))

@@ -1,0 +1,127 @@
+"""The learning task: text classification as generation.
+
+An example becomes ``Article: <text cut to max_tokens>\\nTopic:`` followed by `` <label>``.
+Training puts the loss on the label tokens only; accuracy compares the log-likelihood of
+every label after the prompt (the highest wins); held-out loss is the mean negative
+log-likelihood of the true label's tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+PROMPT_HEAD = "Article:"
+PROMPT_TAIL = "\nTopic:"
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    prompt_ids: tuple[int, ...]  # prompt tokens, ending just before the label
+    label_index: int  # index into TaskEncoder.labels
+
+
+class TaskEncoder:
+    """Turns (text, label) pairs into token ids; one per (tokenizer, label set, length)."""
+
+    def __init__(self, tokenizer, labels: Sequence[str], *, max_tokens: int) -> None:
+        if max_tokens <= 0:
+            raise ValueError(f'"max_tokens" must be > 0, got {max_tokens}')
+        self.tokenizer = tokenizer
+        self.labels = tuple(labels)
+        self.max_tokens = max_tokens
+        self._head = self._ids(PROMPT_HEAD)
+        self._tail = self._ids(PROMPT_TAIL)
+        self.label_ids = tuple(tuple(self._ids(" " + label)) for label in self.labels)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode(self, text: str, label: str) -> EncodedExample:
+        body = self._ids(" " + text)[: self.max_tokens]
+        return EncodedExample(tuple(self._head + body + self._tail), self.labels.index(label))
+
+    def encode_many(self, texts: Sequence[str], labels: Sequence[str]) -> list[EncodedExample]:
+        return [self.encode(t, lab) for t, lab in zip(texts, labels, strict=True)]
+
+    @property
+    def single_token_labels(self) -> bool:
+        return all(len(ids) == 1 for ids in self.label_ids)
+
+
+def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def training_batch(encoder: TaskEncoder, batch: Sequence[EncodedExample]) -> dict[str, torch.Tensor]:
+    """input_ids/attention_mask/labels (B, T) with the loss on the label tokens only."""
+    rows = [list(ex.prompt_ids) + list(encoder.label_ids[ex.label_index]) for ex in batch]
+    ids, mask = _right_pad(rows, encoder.pad_id)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for i, ex in enumerate(batch):
+        start, end = len(ex.prompt_ids), len(rows[i])
+        labels[i, start:end] = ids[i, start:end]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float  # mean NLL of the true label's tokens
+    accuracy: float  # share of examples whose true label has the highest log-likelihood
+    n_examples: int
+
+
+@torch.no_grad()
+def label_log_likelihoods(model, encoder: TaskEncoder, batch: Sequence[EncodedExample]) -> torch.Tensor:
+    """(B, n_labels) summed log-probabilities of each label's tokens after each prompt."""
+    if encoder.single_token_labels:
+        ids, mask = _right_pad([list(ex.prompt_ids) for ex in batch], encoder.pad_id)
+        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+        last = mask.sum(dim=1) - 1  # (B,)
+        logp = F.log_softmax(logits[torch.arange(len(batch)), last].float(), dim=-1)  # (B, V)
+        return logp[:, [ids_[0] for ids_ in encoder.label_ids]]
+    return _multi_token_scores(model, encoder, batch)
+
+
+def _multi_token_scores(model, encoder: TaskEncoder, batch: Sequence[EncodedExample]) -> torch.Tensor:
+    scores = torch.empty(len(batch), len(encoder.labels))
+    for j, label in enumerate(encoder.label_ids):
+        rows = [list(ex.prompt_ids) + list(label) for ex in batch]
+        ids, mask = _right_pad(rows, encoder.pad_id)
+        logp = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        for i, ex in enumerate(batch):
+            pos = torch.arange(len(ex.prompt_ids) - 1, len(rows[i]) - 1)
+            scores[i, j] = logp[i, pos, torch.tensor(label)].sum()
+    return scores
+
+
+def evaluate(
+    model, encoder: TaskEncoder, examples: Sequence[EncodedExample], *, batch_size: int, precision: str = "fp32"
+) -> EvalResult:
+    model.eval()
+    correct, nll = 0, 0.0
+    with autocast(precision):
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start : start + batch_size]
+            scores = label_log_likelihoods(model, encoder, batch)  # (B, n_labels)
+            truth = torch.tensor([ex.label_index for ex in batch])
+            correct += int((scores.argmax(dim=1) == truth).sum())
+            nll -= float(scores[torch.arange(len(batch)), truth].sum())
+    n = len(examples)
+    return EvalResult(loss=nll / n, accuracy=correct / n, n_examples=n)
+
+
+def autocast(precision: str):
+    """bf16 autocast on the CPU when asked; a no-op context for fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -1,0 +1,93 @@
+"""The round loop on the simulated clock, end to end on the tiny model (inproc backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from testbed.run import run_scenario
+from testbed.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "scenarios" / "smoke.yaml"
+FAST = ["emulation.backend=inproc", "eval.before_training=false"]
+
+
+def _run(tmp_path: Path, name: str, overrides: list[str], replay: Path | None = None) -> Path:
+    out = tmp_path / name
+    scenario = load_scenario(SMOKE, FAST + overrides)
+    summary = run_scenario(scenario, out, replay_dir=str(replay) if replay else None, quiet=True)
+    assert summary["status"] == "completed"
+    return out
+
+
+def _exchanges(out: Path, kind: str) -> pd.DataFrame:
+    ev = pd.read_csv(out / "events.csv")
+    rows = ev[ev.kind == kind].copy()
+    rows["duration_s"] = rows.sim_end_s - rows.sim_start_s
+    return rows
+
+
+def test_exchange_time_is_half_rtt_plus_serialisation(assets, tmp_path):
+    # one client per round on a 2 Mbit/s, 80 ms link; the server link is far faster and adds no delay
+    out = _run(tmp_path, "const", [
+        "framework.clients_per_round=1", "framework.rounds=2", "emulation.protocol_overhead=false",
+        "server.link.rate_mbps=100000", "server.link.rtt_ms=0",
+        "fleet=[{device: pixel-7, link: {down_mbps: 2, up_mbps: 1, rtt_ms: 80}, count: 2}]",
+    ])
+    for kind, rate_mbps in (("adapter_down", 2.0), ("adapter_up", 1.0)):
+        rows = _exchanges(out, kind)
+        assert len(rows) == 2
+        for row in rows.itertuples():
+            expected_s = 0.040 + row.payload_bytes * 8 / (rate_mbps * 1e6)
+            assert row.duration_s == pytest.approx(expected_s, rel=0.01)
+            assert row.wire_bytes == row.payload_bytes  # overhead off
+
+
+def test_protocol_overhead_is_reported_apart_from_payload(assets, tmp_path):
+    out = _run(tmp_path, "overhead", ["framework.rounds=1"])
+    rows = _exchanges(out, "adapter_up")
+    for row in rows.itertuples():
+        assert row.wire_bytes == row.payload_bytes + -(-row.payload_bytes // 1460) * 40
+
+
+def test_shared_server_bottleneck_doubles_download_time(assets, tmp_path):
+    # clients on fast links behind a 1 Mbit/s server: the server link is the bottleneck
+    fleet = "fleet=[{device: pixel-7, link: wifi, count: 2}]"
+    common = ["framework.rounds=1", "server.link.rate_mbps=1", "server.link.rtt_ms=0",
+              "emulation.protocol_overhead=false", fleet]
+    alone = _exchanges(_run(tmp_path, "alone", common + ["framework.clients_per_round=1"]), "adapter_down")
+    both = _exchanges(_run(tmp_path, "both", common + ["framework.clients_per_round=2"]), "adapter_down")
+    one_s = alone.duration_s.iloc[0]
+    assert len(both) == 2
+    for d in both.duration_s:
+        assert d == pytest.approx(2 * one_s, rel=0.05)
+
+
+def test_same_seed_same_learning_and_replay_gives_identical_rounds(assets, tmp_path):
+    first = _run(tmp_path, "a", ["framework.rounds=2"])
+    second = _run(tmp_path, "b", ["framework.rounds=2"])
+    ra, rb = pd.read_csv(first / "rounds.csv"), pd.read_csv(second / "rounds.csv")
+    same = ["round", "selected", "participants", "failures", "train_loss", "eval_loss", "accuracy",
+            "bytes_up", "bytes_down", "wire_bytes_up", "wire_bytes_down"]
+    pd.testing.assert_frame_equal(ra[same], rb[same])
+    replayed = _run(tmp_path, "c", ["framework.rounds=2"], replay=first)
+    rc = pd.read_csv(replayed / "rounds.csv")
+    timing = ["sim_start_s", "sim_end_s", "sim_duration_s", "straggler", "server_compute_s"]
+    pd.testing.assert_frame_equal(ra[same + timing], rc[same + timing])
+
+
+def test_simulated_round_follows_the_slowest_client(assets, tmp_path):
+    out = _run(tmp_path, "straggle", ["framework.rounds=1", "framework.clients_per_round=3"])
+    cr = pd.read_csv(out / "client_rounds.csv")
+    rounds = pd.read_csv(out / "rounds.csv")
+    r1 = rounds[rounds["round"] == 1].iloc[0]
+    slowest = cr.loc[cr.sim_end_s.idxmax()]
+    assert int(r1.straggler) == int(slowest.client)
+    assert r1.sim_end_s == pytest.approx(slowest.sim_end_s + r1.server_compute_s, rel=1e-9)
+    # device time really is host time converted by each device's roofline
+    for row in cr.itertuples():
+        assert row.device_compute_s == pytest.approx(row.host_compute_s * row.dilation_factor, rel=1e-9)
+    assert cr.groupby("device").dilation_factor.first().nunique() == 3
