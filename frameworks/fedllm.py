@@ -26,7 +26,7 @@ from testbed.modeling import (
     serialize,
 )
 from testbed.protocol import Client, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload
-from testbed.task import EncodedExample, TaskEncoder, autocast, evaluate, training_batch
+from testbed.task import EncodedExample, TaskEncoder, autocast, evaluate, label_loss, training_batch
 from testbed.taskdata import build_task_data
 
 
@@ -71,7 +71,7 @@ def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, 
     for step in range(steps):
         batch = training_batch(encoder, [examples[i] for i in order[step * batch_size:(step + 1) * batch_size]])
         with autocast(precision):
-            loss = model(**batch).loss
+            loss = label_loss(model, batch)
         total = loss + 0.5 * prox_mu * proximal_term(model, anchor) if prox_mu else loss
         opt.zero_grad(set_to_none=True)
         total.backward()

@@ -75,6 +75,32 @@ def training_batch(encoder: TaskEncoder, batch: Sequence[EncodedExample]) -> dic
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def causal_lm(model):
+    """The Hugging Face causal LM inside a PEFT wrapper (LoRA layers are injected in place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def last_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, C) final hidden states of the decoder, before the LM head."""
+    decoder = causal_lm(model).get_decoder()
+    return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def head_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """(N, V) logits of the rows of `hidden` (N, C) only: the LM head is a fifth of the
+    model's FLOPs at this size, and full (B, T, V) logits dominate activation memory."""
+    return causal_lm(model).get_output_embeddings()(hidden)
+
+
+def label_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the supervised (label) tokens; equals the model's own loss."""
+    labels = batch["labels"]  # (B, T)
+    hidden = last_hidden(model, batch["input_ids"], batch["attention_mask"])  # (B, T, C)
+    rows, cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)  # position p predicts p + 1
+    logits = head_logits(model, hidden[rows, cols])  # (N, V)
+    return F.cross_entropy(logits.float(), labels[rows, cols + 1])
+
+
 @dataclass(frozen=True)
 class EvalResult:
     loss: float  # mean NLL of the true label's tokens
@@ -87,9 +113,10 @@ def label_log_likelihoods(model, encoder: TaskEncoder, batch: Sequence[EncodedEx
     """(B, n_labels) summed log-probabilities of each label's tokens after each prompt."""
     if encoder.single_token_labels:
         ids, mask = _right_pad([list(ex.prompt_ids) for ex in batch], encoder.pad_id)
-        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+        hidden = last_hidden(model, ids, mask)  # (B, T, C)
         last = mask.sum(dim=1) - 1  # (B,)
-        logp = F.log_softmax(logits[torch.arange(len(batch)), last].float(), dim=-1)  # (B, V)
+        logits = head_logits(model, hidden[torch.arange(len(batch)), last])  # (B, V)
+        logp = F.log_softmax(logits.float(), dim=-1)  # (B, V)
         return logp[:, [ids_[0] for ids_ in encoder.label_ids]]
     return _multi_token_scores(model, encoder, batch)
 

@@ -1,0 +1,60 @@
+"""Client workers as real OS processes: killed and OOM-killed clients are recorded failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from testbed.cgroups import detect
+from testbed.run import run_scenario
+from testbed.scenario import load_scenario
+
+SMOKE = Path(__file__).resolve().parents[3] / "scenarios" / "smoke.yaml"
+
+
+def _run(tmp_path: Path, overrides: list[str]) -> tuple[dict, Path]:
+    out = tmp_path / "run"
+    summary = run_scenario(load_scenario(SMOKE, ["eval.before_training=false", *overrides]), out, quiet=True)
+    return summary, out
+
+
+def test_killed_client_is_a_failure_row_and_the_run_completes(assets, tmp_path):
+    summary, out = _run(tmp_path, ["framework.clients_per_round=3", "faults.kill=[{round: 1, client: 1}]"])
+    assert summary["status"] == "completed"
+    cr = pd.read_csv(out / "client_rounds.csv")
+    r1 = cr[cr["round"] == 1].set_index("client")
+    assert r1.loc[1, "outcome"] == "failed" and r1.loc[1, "cause"] == "killed"
+    assert set(r1[r1.outcome == "ok"].index) == {0, 2}
+    # the worker was respawned: the same client trains again next round
+    r2 = cr[cr["round"] == 2].set_index("client")
+    assert r2.loc[1, "outcome"] == "ok"
+    rounds = pd.read_csv(out / "rounds.csv").set_index("round")
+    assert rounds.loc[1, "failures"] == 1 and rounds.loc[1, "participants"] == 2
+    assert rounds.loc[2, "failures"] == 0
+    ev = pd.read_csv(out / "events.csv")
+    failed = ev[(ev["round"] == 1) & (ev.client == 1)]
+    assert "failed" in set(failed.status) and "adapter_up" not in set(failed.kind)
+    assert "SIGKILL" in failed[failed.status == "failed"].detail.iloc[0]
+
+
+def test_peak_memory_is_measured_per_client_round(assets, tmp_path):
+    summary, out = _run(tmp_path, ["framework.rounds=1", "framework.clients_per_round=2"])
+    cr = pd.read_csv(out / "client_rounds.csv")
+    # a worker holds torch + transformers + the tiny model: hundreds of MB, well under the budget
+    assert (cr.peak_rss_mb > 200).all() and (cr.peak_rss_mb < cr.memory_budget_mb).all()
+    assert summary["backend"]["parallel_clients"] >= 1
+
+
+@pytest.mark.skipif(not detect().memory_writable, reason=f"cgroups not writable: {detect().reason}")
+def test_memory_limit_below_the_runtime_is_an_oom_failure(assets, tmp_path):
+    summary, out = _run(tmp_path, ["framework.rounds=1", "framework.clients_per_round=2",
+                                   "emulation.memory_limit_mb=150"])
+    assert summary["status"] == "completed"
+    assert summary["backend"]["cgroups_enforced"] is True
+    cr = pd.read_csv(out / "client_rounds.csv")
+    assert (cr.outcome == "failed").all()
+    assert set(cr.cause) == {"oom"}
+    rounds = pd.read_csv(out / "rounds.csv").set_index("round")
+    assert rounds.loc[1, "participants"] == 0 and rounds.loc[1, "failures"] == 2
