@@ -26,8 +26,20 @@ CLIENT_ROUND_COLUMNS = [
 ROUND_COLUMNS = [
     "round", "sim_start_s", "sim_end_s", "sim_duration_s", "selected", "participants", "failures",
     "straggler", "train_loss", "eval_loss", "accuracy", "bytes_up", "bytes_down", "wire_bytes_up",
-    "wire_bytes_down", "server_compute_s", "host_round_s", "host_eval_s",
+    "wire_bytes_down", "server_compute_s", "host_round_s", "host_fit_s", "host_eval_s",
 ]
+INTEGER_COLUMNS = {
+    "round", "client", "payload_bytes", "wire_bytes", "n_samples", "bytes_down", "bytes_up", "participants",
+    "failures", "straggler", "wire_bytes_up", "wire_bytes_down",
+}
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """Rows -> DataFrame with nullable integers where a column counts things (NA, not 2.0)."""
+    df = pd.DataFrame(rows, columns=columns)
+    for col in INTEGER_COLUMNS.intersection(columns):
+        df[col] = pd.to_numeric(df[col]).astype("Int64")
+    return df
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -61,7 +73,7 @@ class RunRecorder:
             ("client_rounds.csv", self.client_rounds, CLIENT_ROUND_COLUMNS),
             ("rounds.csv", self.rounds, ROUND_COLUMNS),
         ):
-            _atomic_write_text(self.out_dir / name, pd.DataFrame(rows, columns=cols).to_csv(index=False))
+            _atomic_write_text(self.out_dir / name, _table(rows, cols).to_csv(index=False))
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)

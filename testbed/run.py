@@ -86,7 +86,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = 
     runner = Runner(scenario, out_dir, model_dir=model_dir, replay=replay, progress=lambda m: console.log(m))
     try:
         runner.start()
-        summary.update(_backend_facts(runner))
+        summary.update(_backend_facts(runner), host_setup_s=time.perf_counter() - host_t0)
         runner.recorder.write_json("summary.json", summary)
         rounds = _run_with_progress(runner, scenario, console, summary)
     except BaseException:

@@ -144,7 +144,9 @@ class Runner:
         ins = self.framework.configure_fit(rnd, selected)
         kill = [k.client for k in self.scenario.faults.kill if k.round == rnd]
         self.progress(f"round {rnd}: {len(selected)} clients computing")
+        t_fit = time.perf_counter()
         outcomes = self.backend.fit(ins, kill=kill)
+        host_fit_s = time.perf_counter() - t_fit
         ctx = RoundContext(rnd, ins, outcomes)
         sim_start = self.env.now
         procs = [self.env.process(self.client_round(ctx, cid)) for cid in selected]
@@ -156,7 +158,8 @@ class Runner:
         if rnd % self.scenario.eval.every == 0 or rnd == self.scenario.framework.rounds:
             metrics.update(self.framework.evaluate(rnd))
         host_eval_s = time.perf_counter() - t_eval
-        self._record_round(ctx, sim_start, metrics, server_s, time.perf_counter() - host_t0 - host_eval_s, host_eval_s)
+        host_round_s = time.perf_counter() - host_t0 - host_eval_s
+        self._record_round(ctx, sim_start, metrics, server_s, host_round_s, host_fit_s, host_eval_s)
         self.recorder.flush()
 
     def _aggregate(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> tuple[dict, float]:
@@ -242,7 +245,7 @@ class Runner:
 
     # -- rows ------------------------------------------------------------------------------------
     def _record_round(self, ctx: RoundContext, sim_start: float, metrics: dict, server_s: float,
-                      host_round_s: float, host_eval_s: float) -> None:
+                      host_round_s: float, host_fit_s: float, host_eval_s: float) -> None:
         arrived = [cid for cid, tl in ctx.timelines.items() if tl.arrived]
         for cid in sorted(ctx.timelines):
             self._record_client_round(ctx, cid)
@@ -254,7 +257,8 @@ class Runner:
             failures=len(ctx.timelines) - len(arrived), straggler=last,
             bytes_up=sum(t.bytes_up for t in tls), bytes_down=sum(t.bytes_down for t in tls),
             wire_bytes_up=sum(t.wire_up for t in tls), wire_bytes_down=sum(t.wire_down for t in tls),
-            server_compute_s=server_s, host_round_s=host_round_s, host_eval_s=host_eval_s, **metrics,
+            server_compute_s=server_s, host_round_s=host_round_s, host_fit_s=host_fit_s, host_eval_s=host_eval_s,
+            **metrics,
         )
 
     def _record_client_round(self, ctx: RoundContext, cid: int) -> None:

@@ -14,7 +14,6 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import threading
 import time
 import traceback
 import warnings
@@ -31,7 +30,6 @@ from testbed.calibration import HostCalibration
 from testbed.protocol import Client, ClientSpec, Failure, FitIns, Outcome
 
 _POLL_S = 0.2
-_KILL_AFTER_START_S = 0.3  # fault injection: how long into a fit the kill lands
 
 
 def _class_path(cls: type) -> str:
@@ -221,20 +219,27 @@ class ProcessBackend(Backend):
         oom_before = w.cgroup.oom_kills() if w.cgroup is not None else 0
         t0 = time.perf_counter()
         w.conn.send(("fit", ins))
-        if kill:
-            threading.Timer(_KILL_AFTER_START_S, self._kill, args=(w,)).start()
         while True:
             reply = self._receive(w, self.timeout_s)
             if reply is None:
                 cause = self._cause(w, oom_before)
-                detail = ("fault injection: " if kill else "") + self._death_detail(w)
-                return Failure(cid, ins.round, cause, detail, host_s=time.perf_counter() - t0)
+                return Failure(cid, ins.round, cause, self._death_detail(w), host_s=time.perf_counter() - t0)
+            if reply[0] == "started" and kill:
+                return self._kill_mid_fit(w, ins, t0)
             if reply[0] == "started":
                 continue
             if reply[0] == "ok":
                 return reply[1]
             detail, host_s, peak = reply[1]
             return Failure(cid, ins.round, "error", detail, host_s=host_s, peak_rss_bytes=peak)
+
+    def _kill_mid_fit(self, w: _Worker, ins: FitIns, t0: float) -> Failure:
+        """Fault injection: SIGKILL the worker once it has started the fit; whatever it was
+        about to send is lost with it."""
+        self._kill(w)
+        self._reap(w)
+        detail = f"fault injection: {self._death_detail(w)} mid-fit"
+        return Failure(w.spec.client_id, ins.round, "killed", detail, host_s=time.perf_counter() - t0)
 
     def _respawn(self, w: _Worker) -> None:
         self._reap(w)
