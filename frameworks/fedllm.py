@@ -13,21 +13,18 @@ import numpy as np
 import torch
 
 from testbed.calibration import lora_training_workload
+from frameworks.common import load_lora_task
 from testbed.modeling import (
     AdapterState,
     OptimizerSpec,
     adapter_state,
-    attach_lora,
     count_parameters,
     deserialize,
     load_adapter_state,
-    load_base_model,
-    load_tokenizer,
     serialize,
 )
 from testbed.protocol import Client, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload
 from testbed.task import EncodedExample, TaskEncoder, autocast, evaluate, label_loss, training_batch
-from testbed.taskdata import build_task_data
 
 
 def fedavg(states: list[AdapterState], weights: list[float]) -> AdapterState:
@@ -84,14 +81,8 @@ def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, 
 
 class FedLLMClient(Client):
     def setup(self) -> None:
-        scenario = self.spec.scenario
-        tokenizer = load_tokenizer(self.spec.model_dir)
-        data = build_task_data(scenario)
-        self.encoder = TaskEncoder(tokenizer, data.dataset.labels, max_tokens=scenario.dataset.max_tokens)
-        idx = self.spec.train_indices
-        self.examples = self.encoder.encode_many(data.texts(idx), data.labels(idx))
-        base = load_base_model(self.spec.model_dir)
-        self.model = attach_lora(base, scenario.framework.lora, seed=scenario.seed)
+        task = load_lora_task(self.spec.scenario, self.spec.model_dir, lambda _data: self.spec.train_indices)
+        self.encoder, self.examples, self.model = task.encoder, task.examples, task.model
         self.n_params, self.n_trainable = count_parameters(self.model)
 
     def fit(self, ins: FitIns) -> FitRes:
@@ -118,13 +109,8 @@ class FedLLM(Framework):
     client_class = FedLLMClient
 
     def setup(self) -> None:
-        scenario = self.ctx.scenario
-        tokenizer = load_tokenizer(self.ctx.model_dir)
-        data = build_task_data(scenario)
-        self.encoder = TaskEncoder(tokenizer, data.dataset.labels, max_tokens=scenario.dataset.max_tokens)
-        test = data.splits.test
-        self.test_examples = self.encoder.encode_many(data.texts(test), data.labels(test))
-        self.model = attach_lora(load_base_model(self.ctx.model_dir), scenario.framework.lora, seed=scenario.seed)
+        task = load_lora_task(self.ctx.scenario, self.ctx.model_dir, lambda data: data.splits.test)
+        self.encoder, self.test_examples, self.model = task.encoder, task.examples, task.model
         self.global_state = adapter_state(self.model)
 
     def configure_fit(self, rnd: int, client_ids: list[int]) -> dict[int, FitIns]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import re
 import time
@@ -243,6 +244,21 @@ def _move_pids(source: Path, target: Path) -> None:
                 raise
 
 
+def _follow(source: Path, target: Path) -> None:
+    """Put every process of ``source`` into ``target`` too (v1: another hierarchy), again until
+    none is missing, so that children forked meanwhile are caught."""
+    for _ in range(10):
+        missing = set(_pids(source)) - set(_pids(target))
+        if not missing:
+            return
+        for pid in missing:
+            try:
+                _write(target / "cgroup.procs", pid)
+            except CgroupError as e:
+                if not isinstance(e.__cause__, ProcessLookupError):
+                    raise
+
+
 def _destroy(group: Path, home: Path) -> None:
     """Move the group's processes to ``home``, then remove it (retrying while they exit)."""
     deadline = time.monotonic() + _RMDIR_TIMEOUT_S
@@ -361,7 +377,7 @@ class ClientCgroup:
 
     @property
     def paths(self) -> tuple[Path, ...]:
-        """The group directories made by ``create()`` (empty before and after)."""
+        """Group directories made by ``create()`` and ``set_cpu_quota()`` (none before or after)."""
         return tuple(group for group, _ in self._groups.values())
 
     def create(self) -> None:
@@ -431,6 +447,69 @@ class ClientCgroup:
             raise RuntimeError(f"{self.dirname}: call create() before add()")
         for group in self.paths:
             _write(group / "cgroup.procs", pid)
+
+    def set_cpu_quota(self, cores: float | None) -> None:
+        """Change (or add, or remove with None) the CPU quota of the created group, processes kept.
+
+        cgroup v1: the cpu child group is made if missing, its quota written (-1 for None), and
+        every process of the memory child moved into it (the cpu hierarchy is separate, so memory
+        charges stay where they are). v2: ``cpu.max`` of the one group is written ("max" for
+        None), after enabling ``cpu`` in the parent's ``cgroup.subtree_control`` if needed.
+        Raises ValueError for a quota below the kernel's smallest, CgroupError (naming the file)
+        where it cannot be set.
+        """
+        if cores is not None and not (math.isfinite(cores) and cores > 0):
+            raise ValueError(f'"cores" must be a finite number > 0 or None, got {cores}.')
+        if cores is not None and cores * CFS_PERIOD_US < _MIN_QUOTA_US:
+            raise ValueError(f'"cores" must be >= 0.01, got {cores}.')
+        if not self._created:
+            raise RuntimeError(f"{self.dirname}: call create() before set_cpu_quota()")
+        support = self._support
+        assert support is not None  # set by create()
+        has_cpu = "cpu" in self._groups or (
+            support.version == 2 and self.cpu_quota_cores is not None
+        )
+        if cores is None and not has_cpu:
+            self.cpu_quota_cores = None  # no quota was ever set: nothing to undo
+            return
+        if not support.cpu_writable:
+            where = support.cpu_parent or support.memory_parent or Path("/sys/fs/cgroup")
+            raise CgroupError(where, f"cannot set a CPU quota: {support.reason}")
+        quota_us = -1 if cores is None else round(cores * CFS_PERIOD_US)
+        if support.version == 1:
+            self._set_cpu_quota_v1(support, quota_us)
+        else:
+            self._set_cpu_quota_v2(support, quota_us)
+        self.cpu_quota_cores = cores
+
+    def _set_cpu_quota_v1(self, support: CgroupSupport, quota_us: int) -> None:
+        if "cpu" in self._groups:
+            group, _ = self._groups["cpu"]
+            _write(group / "cpu.cfs_quota_us", quota_us)
+        else:
+            home = support.cpu_parent
+            assert home is not None  # cpu_writable
+            group = _fresh_dir(home / self.dirname, home)
+            try:
+                _write(group / "cpu.cfs_period_us", CFS_PERIOD_US)
+                _write(group / "cpu.cfs_quota_us", quota_us)
+            except BaseException:
+                _destroy(group, home)
+                raise
+            self._groups["cpu"] = (group, home)
+        if "memory" in self._groups:
+            _follow(self._groups["memory"][0], group)
+
+    def _set_cpu_quota_v2(self, support: CgroupSupport, quota_us: int) -> None:
+        parent = support.memory_parent
+        assert parent is not None and self._groups  # create() made the one group
+        role, (group, _) = next(iter(self._groups.items()))
+        _v2_enable(parent, ["cpu"])
+        # Enabling may have moved the parent's own processes into the supervisor leaf: that is
+        # now where this group's processes go back to on remove().
+        self._groups[role] = (group, _v2_home(parent))
+        limit = "max" if quota_us < 0 else str(quota_us)
+        _write(group / "cpu.max", f"{limit} {CFS_PERIOD_US}")
 
     def pids(self) -> list[int]:
         """Processes now in the group."""

@@ -118,6 +118,8 @@ def _backend_facts(runner) -> dict[str, Any]:
             "parallel_clients": getattr(backend, "parallel", 1),
             "threads_per_client": runner.scenario.emulation.threads_per_client,
             "cgroups_enforced": getattr(backend, "cgroups_enforced", False),
+            "time": runner.scenario.emulation.time,
+            "cpu_quota_cores": {str(k): round(v, 4) for k, v in runner.throttled.items()},
         },
         "clients": [
             {"client": c.client_id, "name": c.name, "device": c.device.name, "link": asdict(c.link),

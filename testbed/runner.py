@@ -75,6 +75,7 @@ class Runner:
         self.topology: Topology = build_topology(self.net, scenario, self.clients)
         self.framework: Framework | None = None
         self.backend: Backend | None = None
+        self.throttled: dict[int, float] = {}  # client -> CPU quota (cores) under `time: throttle`
 
     # -- set-up ----------------------------------------------------------------------------
     def _specs(self) -> list[ClientSpec]:
@@ -92,7 +93,7 @@ class Runner:
             emu.backend, client_class, self._specs(), threads=emu.threads_per_client,
             parallel=None if emu.parallel_clients == "auto" else emu.parallel_clients,
             memory_limits_bytes={c.client_id: int(c.memory_budget_mb * 2**20) for c in self.clients},
-            enforce_memory=emu.enforce_memory, timeout_s=emu.client_timeout_s,
+            enforce_memory=emu.enforce_memory, cpu_quotas=emu.time == "throttle", timeout_s=emu.client_timeout_s,
             run_id=f"{self.scenario.name}-{int(time.time())}",
         )
 
@@ -104,6 +105,27 @@ class Runner:
         self.progress(f"starting {len(self.clients)} client workers ({self.scenario.emulation.backend})")
         self.backend = self._make_backend(cls.client_class)
         self.backend.start()
+        if self.scenario.emulation.time == "throttle":
+            self.throttled = self.backend.set_cpu_quotas(self._cpu_quotas())
+            self._warn_unthrottled()
+
+    def _cpu_quotas(self) -> dict[int, float]:
+        """Cores that make the host as slow as each device (compute-bound); only for devices
+        slower than the host: a quota cannot speed a process up."""
+        quotas = {}
+        for c in self.clients:
+            factor = self._compute_bound_factor(c)
+            if factor > 1.0:
+                quotas[c.client_id] = self.scenario.emulation.threads_per_client / factor
+        return quotas
+
+    def _warn_unthrottled(self) -> None:
+        import warnings
+
+        fast = [c.name for c in self.clients if c.client_id not in self.throttled]
+        if fast:
+            warnings.warn(f"time: throttle: not throttled, time dilated instead (device at least as fast as "
+                          f"this host, or no cgroups): {', '.join(fast)}", stacklevel=2)
 
     def close(self) -> None:
         if self.backend is not None:
@@ -202,7 +224,10 @@ class Runner:
         client = self.clients[cid]
         spans = outcome.spans if isinstance(outcome, FitRes) else ()
         for span in spans:
-            host_s, device_s, factor, bound = self._dilate(client, span.host_s, span.workload)
+            if cid in self.throttled:  # measured under the device's CPU quota: already device time
+                host_s, device_s, factor, bound = span.host_s, span.host_s, 1.0, "throttled"
+            else:
+                host_s, device_s, factor, bound = self._dilate(client, span.host_s, span.workload)
             if self.replay is not None:
                 host_s, device_s = self.replay.lookup(rnd, cid, span.label, host_s, device_s)
                 factor = device_s / host_s if host_s > 0 else float("nan")
@@ -215,7 +240,7 @@ class Runner:
                                 sim_start_s=start, sim_end_s=self.env.now, host_s=host_s, device_s=device_s,
                                 status="ok", detail=span.label)
         if isinstance(outcome, Failure):
-            factor = self._factor(client)
+            factor = 1.0 if cid in self.throttled else self._compute_bound_factor(client)
             device_s = outcome.host_s * factor
             if self.replay is not None:
                 _, device_s = self.replay.lookup(rnd, cid, "failed", outcome.host_s, device_s)
@@ -233,10 +258,12 @@ class Runner:
                    precision=self.scenario.framework.precision)
         return d.host_s, d.device_s, d.factor, d.bound
 
-    def _factor(self, client: FleetClient) -> float:
-        """Compute-bound dilation factor, for partial work of a failed client."""
+    def _compute_bound_factor(self, client: FleetClient) -> float:
+        """Host-to-device time factor when compute-bound (failed work, CPU quotas)."""
         gflops = device_compute(client, use_accelerator=self.scenario.emulation.use_accelerator)
-        return self.calibration.gemm_gflops_fp32 / gflops
+        cal = self.calibration
+        host = cal.gemm_gflops_bf16 if self.scenario.framework.precision == "bf16" else cal.gemm_gflops_fp32
+        return host / gflops
 
     def _transfer_event(self, rnd: int, cid: int, payload: Payload, rec) -> None:
         self.recorder.event(round=rnd, client=cid, kind=payload.kind, payload_bytes=rec.payload_bytes,

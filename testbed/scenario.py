@@ -116,6 +116,12 @@ class EmulationConfig(_Node):
             raise ValueError("must be a positive integer or 'auto'")
         return v
 
+    @model_validator(mode="after")
+    def _throttle_needs_processes(self) -> EmulationConfig:
+        if self.time == "throttle" and self.backend != "process":
+            raise ValueError("time: throttle needs backend: process (a CPU quota applies to a process)")
+        return self
+
 
 class KillFault(_Node):
     round: int = Field(gt=0)  # round in which the client's worker is killed mid-fit

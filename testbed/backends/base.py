@@ -32,6 +32,10 @@ class Backend(ABC):
     def memory_limit_bytes(self, client_id: int) -> int | None:
         return None
 
+    def set_cpu_quotas(self, quotas: dict[int, float]) -> dict[int, float]:
+        """Throttle clients to CPU quotas (cores) where the backend can; returns those applied."""
+        return {}
+
     def close(self) -> None:
         """Stop workers and release what start() made."""
 

@@ -89,7 +89,7 @@ class _Worker:
 class ProcessBackend(Backend):
     def __init__(self, client_class: type[Client], specs: list[ClientSpec], *, threads: int = 1,
                  parallel: int | None = None, memory_limits_bytes: dict[int, int] | None = None,
-                 enforce_memory: bool = True, calibration_s: float = 1.0, timeout_s: float = 1800.0,
+                 enforce_memory: bool = True, cpu_quotas: bool = False, calibration_s: float = 1.0, timeout_s: float = 1800.0,
                  setup_timeout_s: float = 600.0, run_id: str = "run", **_: object) -> None:
         super().__init__(client_class, specs)
         self.threads = threads
@@ -98,6 +98,7 @@ class ProcessBackend(Backend):
         self.slots = [[cores[(k * threads + j) % len(cores)] for j in range(threads)] for k in range(self.parallel)]
         self.memory_limits = dict(memory_limits_bytes or {})
         self.enforce_memory = enforce_memory
+        self.cpu_quotas = cpu_quotas
         self.calibration_s = calibration_s
         self.timeout_s = timeout_s
         self.setup_timeout_s = setup_timeout_s
@@ -109,7 +110,7 @@ class ProcessBackend(Backend):
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self.cgroups_enforced = self.enforce_memory and self._cgroups_usable()
+        self.cgroups_enforced = (self.enforce_memory or self.cpu_quotas) and self._cgroups_usable()
         for w in self.workers.values():
             self._spawn(w)
         for w in self.workers.values():
@@ -121,7 +122,8 @@ class ProcessBackend(Backend):
 
         support = detect()
         if not support.memory_writable:
-            warnings.warn(f"memory limits are measured, not enforced: {support.reason}", stacklevel=2)
+            warnings.warn(f"cgroups unavailable, memory limits are measured, not enforced: {support.reason}",
+                          stacklevel=2)
         return support.memory_writable
 
     def _spawn(self, w: _Worker) -> None:
@@ -133,11 +135,11 @@ class ProcessBackend(Backend):
         w.process.start()
         child.close()
         w.conn, w.setup_error = parent, None
-        limit = self.memory_limits.get(w.spec.client_id)
-        if self.cgroups_enforced and limit:
+        if self.cgroups_enforced:
             from testbed.cgroups import ClientCgroup
 
             if w.cgroup is None:
+                limit = self.memory_limits.get(w.spec.client_id) if self.enforce_memory else None
                 w.cgroup = ClientCgroup(f"{self.run_id}-client{w.spec.client_id}",
                                         memory_limit_bytes=limit, cpu_quota_cores=None)
                 w.cgroup.create()
@@ -164,6 +166,16 @@ class ProcessBackend(Backend):
                     w.process.join()
             if w.cgroup is not None:
                 w.cgroup.remove()
+
+    def set_cpu_quotas(self, quotas: dict[int, float]) -> dict[int, float]:
+        """Throttle workers to `quotas` (cores); returns the quotas actually applied."""
+        applied = {}
+        for cid, cores in quotas.items():
+            cgroup = self.workers[cid].cgroup
+            if cgroup is not None:
+                cgroup.set_cpu_quota(cores)
+                applied[cid] = cores
+        return applied
 
     # -- calibration -------------------------------------------------------------------------
     @property

@@ -363,3 +363,77 @@ def _rmdir_when_empty(group: Path) -> None:
             return
         except OSError:
             time.sleep(0.01)
+
+
+def test_cpu_quota_set_and_lifted_on_a_memory_only_group() -> None:
+    support = _needs("cpu_writable")
+    if not support.memory_writable:
+        pytest.skip(f"memory cgroups not usable here: {support.reason}")
+    group = ClientCgroup(
+        _name("setcpu"), memory_limit_bytes=64 * MIB, cpu_quota_cores=None, support=support
+    )
+    # Two 1 s busy loops, each started by a line on stdin: quota 0.25, then no quota.
+    busy = _child(LOOP_1S + "sys.stdout.flush()\nsys.stdin.readline()\n" + LOOP_1S)
+
+    def one_second() -> tuple[int, float]:
+        busy.stdin.write("go\n")  # type: ignore[union-attr]
+        busy.stdin.flush()  # type: ignore[union-attr]
+        loops, cpu_s = busy.stdout.readline().split()  # type: ignore[union-attr]
+        return int(loops), float(cpu_s)
+
+    try:
+        with group:
+            group.add(busy.pid)
+            (memory_path,) = group.paths
+
+            group.set_cpu_quota(0.25)
+            paths = group.paths
+            cpu_group = paths[-1]
+            cpu_pids = (cpu_group / "cgroup.procs").read_text().split()
+            in_group = group.pids()
+            # Outweigh the host's other load, so that only the quota can hold the child back.
+            (cpu_group / "cpu.shares").write_text("262144")
+            quarter_loops, _ = one_second()
+            throttled_quarter = _throttled_periods(cpu_group)
+
+            group.set_cpu_quota(None)
+            free_loops, free_cpu_s = one_second()
+            throttled_free = _throttled_periods(cpu_group)
+            busy.wait(timeout=10)
+    finally:
+        busy.kill()
+        busy.wait()
+
+    assert len(paths) == 2 and paths[0] == memory_path
+    assert cpu_pids == [str(busy.pid)] and in_group == [busy.pid]  # moved, still in memory
+    # Loops per second of a whole core, from the unthrottled second's own CPU time (as in
+    # test_cpu_quota_gives_a_quarter_core); shares are loops per wall second against it.
+    core_loops_per_s = free_loops / free_cpu_s
+    quarter_share, free_share = quarter_loops / core_loops_per_s, free_loops / core_loops_per_s
+    assert 0.15 <= quarter_share <= 0.40, (quarter_loops, free_loops, free_cpu_s)
+    assert free_share > 0.7, (quarter_loops, free_loops, free_cpu_s)
+    assert throttled_quarter > 0 and throttled_free == throttled_quarter
+    assert not any(p.exists() for p in paths)
+    assert group.paths == ()
+
+
+def _throttled_periods(cpu_group: Path) -> int:
+    stat = dict(line.split() for line in (cpu_group / "cpu.stat").read_text().splitlines())
+    return int(stat["nr_throttled"])
+
+
+def test_set_cpu_quota_checks_its_argument_and_needs_create() -> None:
+    group = ClientCgroup("x", memory_limit_bytes=None, cpu_quota_cores=None)
+    for bad in (0, -1.0, 0.001, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match='"cores"'):
+            group.set_cpu_quota(bad)
+    with pytest.raises(RuntimeError, match="create"):
+        group.set_cpu_quota(0.5)
+
+
+def test_set_cpu_quota_without_cgroup_support_fails_with_the_reason() -> None:
+    none = CgroupSupport(None, False, False, "no cgroup hierarchy mounted")
+    with ClientCgroup("x", memory_limit_bytes=None, cpu_quota_cores=None, support=none) as group:
+        group.set_cpu_quota(None)  # nothing to remove: a no-op
+        with pytest.raises(CgroupError, match="no cgroup hierarchy mounted"):
+            group.set_cpu_quota(0.5)

@@ -91,3 +91,36 @@ def test_simulated_round_follows_the_slowest_client(assets, tmp_path):
     for row in cr.itertuples():
         assert row.device_compute_s == pytest.approx(row.host_compute_s * row.dilation_factor, rel=1e-9)
     assert cr.groupby("device").dilation_factor.first().nunique() == 3
+
+
+def _csv(tmp_path: Path, rows: list[tuple[str, str]]) -> Path:
+    path = tmp_path / "mine.csv"
+    pd.DataFrame(rows, columns=["body", "topic"]).to_csv(path, index=False)
+    return path
+
+
+def test_bring_your_own_csv_runs_without_code_changes(assets, tmp_path):
+    words = {"weather": "rain sun cloud wind storm", "cooking": "pan salt oven bake stir"}
+    rows = [(f"{words[t]} note {i}", t) for i in range(60) for t in words]
+    path = _csv(tmp_path, rows)
+    out = _run(tmp_path, "byo", ["framework.rounds=1", f"dataset={{path: {path}, text: body, label: topic, "
+                                 "max_tokens: 16, test_size: 20}", "partition.min_per_client=4"])
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert rounds.accuracy.notna().all()
+    cr = pd.read_csv(out / "client_rounds.csv")
+    assert cr.n_samples.sum() <= 100  # 120 rows minus 20 held out, shared by the selected clients
+
+
+def test_bad_own_data_exits_2_naming_the_problem(assets, tmp_path, capsys):
+    from testbed.cli import main
+
+    path = _csv(tmp_path, [(f"text {i}", "only") for i in range(30)])
+    code = main(["run", str(SMOKE), "--set", f"dataset={{path: {path}, text: body, label: topic}}",
+                 "--out", str(tmp_path / "x"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "mine.csv" in err and "at least 2 distinct labels" in err
+    code = main(["run", str(SMOKE), "--set", f"dataset={{path: {path}, text: missing, label: topic}}",
+                 "--out", str(tmp_path / "y"), "--quiet"])
+    assert code == 2
+    assert "missing" in capsys.readouterr().err

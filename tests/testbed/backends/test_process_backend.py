@@ -58,3 +58,20 @@ def test_memory_limit_below_the_runtime_is_an_oom_failure(assets, tmp_path):
     assert set(cr.cause) == {"oom"}
     rounds = pd.read_csv(out / "rounds.csv").set_index("round")
     assert rounds.loc[1, "participants"] == 0 and rounds.loc[1, "failures"] == 2
+
+
+@pytest.mark.skipif(not detect().cpu_writable, reason=f"cgroups not writable: {detect().reason}")
+def test_throttle_mode_measures_device_time_under_a_cpu_quota(assets, tmp_path):
+    # Raspberry Pi 4 (23.8 GFLOP/s) is slower than any host core: it gets a quota; its device
+    # time is its measured time. The Jetson Orin Nano's GPU is faster than a host core: dilated.
+    summary, out = _run(tmp_path, ["framework.rounds=1", "framework.clients_per_round=2",
+                                   "emulation.time=throttle", "framework.local_steps=3",
+                                   "fleet=[{device: raspberry-pi-4, link: wifi}, {device: jetson-orin-nano, link: wifi}]"])
+    cr = pd.read_csv(out / "client_rounds.csv").set_index("client")
+    assert cr.loc[0, "bound"] == "throttled"
+    assert cr.loc[0, "device_compute_s"] == pytest.approx(cr.loc[0, "host_compute_s"])
+    assert cr.loc[1, "bound"] in {"compute", "memory"}
+    host_gflops = summary["calibration"]["gemm_gflops_fp32"]
+    expected_slowdown = host_gflops / 23.8
+    # the quota really slowed the work: per-token host time far above the dilated client's
+    assert cr.loc[0, "host_compute_s"] > 0.4 * expected_slowdown * cr.loc[1, "host_compute_s"]

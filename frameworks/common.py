@@ -1,0 +1,29 @@
+"""Pieces the frameworks share: a LoRA-wrapped model with its encoded examples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from testbed.modeling import attach_lora, load_base_model, load_tokenizer
+from testbed.scenario import Scenario
+from testbed.task import EncodedExample, TaskEncoder
+from testbed.taskdata import TaskData, build_task_data
+
+
+@dataclass
+class LoraTask:
+    encoder: TaskEncoder
+    examples: list[EncodedExample]  # the examples `pick` chose, encoded
+    model: object  # the base model with fresh LoRA adapters (seeded by the scenario)
+
+
+def load_lora_task(scenario: Scenario, model_dir: str, pick: Callable[[TaskData], tuple[int, ...]]) -> LoraTask:
+    """Tokenizer, task encoder, the picked examples (a client's partition, the test set, ...)
+    and the LoRA-wrapped model: the same on the server and in every client."""
+    data = build_task_data(scenario)
+    encoder = TaskEncoder(load_tokenizer(model_dir), data.dataset.labels, max_tokens=scenario.dataset.max_tokens)
+    idx = pick(data)
+    examples = encoder.encode_many(data.texts(idx), data.labels(idx))
+    model = attach_lora(load_base_model(model_dir), scenario.framework.lora, seed=scenario.seed)
+    return LoraTask(encoder, examples, model)
