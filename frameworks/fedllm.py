@@ -22,6 +22,7 @@ from testbed.modeling import (
     deserialize,
     load_adapter_state,
     serialize,
+    server_device,
 )
 from testbed.protocol import Client, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload
 from testbed.task import EncodedExample, TaskEncoder, autocast, evaluate, label_loss, training_batch
@@ -111,6 +112,7 @@ class FedLLM(Framework):
     def setup(self) -> None:
         task = load_lora_task(self.ctx.scenario, self.ctx.model_dir, lambda data: data.splits.test)
         self.encoder, self.test_examples, self.model = task.encoder, task.examples, task.model
+        self.model.to(server_device(self.ctx.scenario.server.device))
         self.global_state = adapter_state(self.model)
 
     def configure_fit(self, rnd: int, client_ids: list[int]) -> dict[int, FitIns]:

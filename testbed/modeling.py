@@ -41,6 +41,15 @@ def load_base_model(model_dir: str, *, dtype: torch.dtype = torch.float32):
     return model.eval()
 
 
+def server_device(setting: str) -> torch.device:
+    """`server.device`: auto -> CUDA when present, else CPU; cuda without a GPU is an error."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("server.device: cuda requested but torch sees no CUDA device")
+    if setting == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
 def load_tokenizer(model_dir: str):
     from transformers import AutoTokenizer
 

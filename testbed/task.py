@@ -83,7 +83,8 @@ def causal_lm(model):
 def last_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T, C) final hidden states of the decoder, before the LM head."""
     decoder = causal_lm(model).get_decoder()
-    return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    device = next(model.parameters()).device
+    return decoder(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).last_hidden_state
 
 
 def head_logits(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -98,7 +99,7 @@ def label_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     hidden = last_hidden(model, batch["input_ids"], batch["attention_mask"])  # (B, T, C)
     rows, cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)  # position p predicts p + 1
     logits = head_logits(model, hidden[rows, cols])  # (N, V)
-    return F.cross_entropy(logits.float(), labels[rows, cols + 1])
+    return F.cross_entropy(logits.float(), labels[rows, cols + 1].to(logits.device))
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,10 @@ def label_log_likelihoods(model, encoder: TaskEncoder, batch: Sequence[EncodedEx
     if encoder.single_token_labels:
         ids, mask = _right_pad([list(ex.prompt_ids) for ex in batch], encoder.pad_id)
         hidden = last_hidden(model, ids, mask)  # (B, T, C)
-        last = mask.sum(dim=1) - 1  # (B,)
-        logits = head_logits(model, hidden[torch.arange(len(batch)), last])  # (B, V)
+        last = (mask.sum(dim=1) - 1).to(hidden.device)  # (B,)
+        logits = head_logits(model, hidden[torch.arange(len(batch), device=hidden.device), last])  # (B, V)
         logp = F.log_softmax(logits.float(), dim=-1)  # (B, V)
-        return logp[:, [ids_[0] for ids_ in encoder.label_ids]]
+        return logp[:, [ids_[0] for ids_ in encoder.label_ids]].cpu()
     return _multi_token_scores(model, encoder, batch)
 
 
@@ -126,7 +127,9 @@ def _multi_token_scores(model, encoder: TaskEncoder, batch: Sequence[EncodedExam
     for j, label in enumerate(encoder.label_ids):
         rows = [list(ex.prompt_ids) + list(label) for ex in batch]
         ids, mask = _right_pad(rows, encoder.pad_id)
-        logp = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        device = next(model.parameters()).device
+        logp = F.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), dim=-1)
+        logp = logp.cpu()
         for i, ex in enumerate(batch):
             pos = torch.arange(len(ex.prompt_ids) - 1, len(rows[i]) - 1)
             scores[i, j] = logp[i, pos, torch.tensor(label)].sum()
@@ -138,7 +141,7 @@ def evaluate(
 ) -> EvalResult:
     model.eval()
     correct, nll = 0, 0.0
-    with autocast(precision):
+    with autocast(precision, next(model.parameters()).device.type):
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
             scores = label_log_likelihoods(model, encoder, batch)  # (B, n_labels)
@@ -149,6 +152,6 @@ def evaluate(
     return EvalResult(loss=nll / n, accuracy=correct / n, n_examples=n)
 
 
-def autocast(precision: str):
-    """bf16 autocast on the CPU when asked; a no-op context for fp32."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+def autocast(precision: str, device_type: str = "cpu"):
+    """bf16 autocast when asked; a no-op context for fp32."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")

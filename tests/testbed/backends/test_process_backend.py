@@ -62,16 +62,22 @@ def test_memory_limit_below_the_runtime_is_an_oom_failure(assets, tmp_path):
 
 @pytest.mark.skipif(not detect().cpu_writable, reason=f"cgroups not writable: {detect().reason}")
 def test_throttle_mode_measures_device_time_under_a_cpu_quota(assets, tmp_path):
-    # Raspberry Pi 4 (23.8 GFLOP/s) is slower than any host core: it gets a quota; its device
-    # time is its measured time. The Jetson Orin Nano's GPU is faster than a host core: dilated.
-    summary, out = _run(tmp_path, ["framework.rounds=1", "framework.clients_per_round=2",
-                                   "emulation.time=throttle", "framework.local_steps=3",
-                                   "fleet=[{device: raspberry-pi-4, link: wifi}, {device: jetson-orin-nano, link: wifi}]"])
+    # Raspberry Pi 4 (23.8 GFLOP/s) is slower than any host core: it gets a CPU quota and its
+    # device time is its measured time. The Jetson Orin Nano's GPU is faster than a host core:
+    # it cannot be throttled and is dilated instead.
+    fleet = "fleet=[{device: raspberry-pi-4, link: wifi}, {device: jetson-orin-nano, link: wifi}]"
+    common = ["framework.rounds=1", "framework.clients_per_round=2", "framework.local_steps=40", fleet]
+    summary, out = _run(tmp_path / "throttle", common + ["emulation.time=throttle"])
+    _, free_out = _run(tmp_path / "dilate", common)
     cr = pd.read_csv(out / "client_rounds.csv").set_index("client")
+    free = pd.read_csv(free_out / "client_rounds.csv").set_index("client")
     assert cr.loc[0, "bound"] == "throttled"
     assert cr.loc[0, "device_compute_s"] == pytest.approx(cr.loc[0, "host_compute_s"])
     assert cr.loc[1, "bound"] in {"compute", "memory"}
-    host_gflops = summary["calibration"]["gemm_gflops_fp32"]
-    expected_slowdown = host_gflops / 23.8
-    # the quota really slowed the work: per-token host time far above the dilated client's
-    assert cr.loc[0, "host_compute_s"] > 0.4 * expected_slowdown * cr.loc[1, "host_compute_s"]
+    target_slowdown = summary["calibration"]["gemm_gflops_fp32"] / 23.8
+    quota = summary["backend"]["cpu_quota_cores"]["0"]
+    assert quota == pytest.approx(1 / target_slowdown, rel=1e-3)
+    # the quota really slowed the work (CFS enforces it per 100 ms period, so a ~1 s job lands
+    # somewhat under the target; the benchmark measures the precision on longer work)
+    achieved = cr.loc[0, "host_compute_s"] / free.loc[0, "host_compute_s"]
+    assert achieved > 0.5 * target_slowdown
