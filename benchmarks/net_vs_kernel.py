@@ -181,7 +181,8 @@ def sender_main(spec: dict) -> int:
     return 0 if all("error" not in r for r in results.values()) else 1
 
 
-def _send_one(sock: socket.socket, port: int, size_bytes: int, barrier, out: dict) -> None:
+def _send_one(sock: socket.socket, port: int, size_bytes: int, barrier: threading.Barrier,
+              out: dict) -> None:
     """Send the payload, half-close, wait for the receiver to close."""
     payload = bytes(size_bytes)
     mss_bytes = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
@@ -223,21 +224,27 @@ class NamespacePair:
             if res.returncode != 0:
                 raise SkipBenchmark(f"cannot create network namespaces ({res.stderr.strip()})")
             self.created_ns.append(ns)
-        _run(["ip", "link", "add", self.dev_a, "netns", self.ns_a, "type", "veth",
-              "peer", "name", self.dev_b, "netns", self.ns_b])
+        res = _run(["ip", "link", "add", self.dev_a, "netns", self.ns_a, "type", "veth",
+                    "peer", "name", self.dev_b, "netns", self.ns_b], check=False)
+        if res.returncode != 0:
+            raise SkipBenchmark(f"cannot create a veth pair ({res.stderr.strip()})")
         for ns, dev, addr in ((self.ns_a, self.dev_a, ADDR_A), (self.ns_b, self.dev_b, ADDR_B)):
             self.ip(ns, "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", dev)
+            self.ip(ns, "link", "set", dev, "mtu", str(MTU_BYTES), "up")
             # one segment per packet: the shapers then schedule MTU-sized packets, not
             # 64 KB GSO bundles (htb's round robin would favour the flows with bigger ones)
-            self.ip(ns, "link", "set", dev, "mtu", str(MTU_BYTES), "gso_max_segs", "1", "up")
+            gso = _run(["ip", "-n", ns, "link", "set", dev, "gso_max_segs", "1"], check=False)
+            if gso.returncode != 0:
+                print(f"warning: GSO stays on ({gso.stderr.strip()}); htb sharing may be "
+                      "uneven", file=sys.stderr)
             self.ip(ns, "link", "set", "lo", "up")
             # no cached ssthresh from one connection to the next
-            self.exec(ns, "sysctl", "-q", "-w", "net.ipv4.tcp_no_metrics_save=1", check=False)
+            self.netns_exec(ns, "sysctl", "-q", "-w", "net.ipv4.tcp_no_metrics_save=1", check=False)
 
     def ip(self, ns: str, *args: str) -> subprocess.CompletedProcess:
         return _run(["ip", "-n", ns, *args])
 
-    def exec(self, ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def netns_exec(self, ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return _run(["ip", "netns", "exec", ns, *args], check=check)
 
     def tc(self, *args: str) -> subprocess.CompletedProcess:

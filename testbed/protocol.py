@@ -9,9 +9,10 @@ them on the device's roofline); failures arrive as values.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     from testbed.calibration import Workload
@@ -67,6 +68,37 @@ Outcome = FitRes | Failure
 
 
 @dataclass(frozen=True)
+class Send:
+    """Script action: a payload crosses the client's link (timed by the network)."""
+
+    payload: Payload
+    direction: Literal["up", "down"]
+
+
+@dataclass(frozen=True)
+class ClientCall:
+    """Script action: real work in the client's worker, `method(*args)` of its Client; the
+    script receives the method's result (its `spans` become device time on the clock)."""
+
+    method: str
+    args: tuple = ()
+
+
+@dataclass(frozen=True)
+class ServerCall:
+    """Script action: real work on the server, queued on the server (a simpy Resource) in
+    simulated arrival order; its measured time enters the clock."""
+
+    fn: Callable[..., Any]
+    args: tuple = ()
+    label: str = "server"
+
+
+Action = Send | ClientCall | ServerCall
+ClientScript = Generator[Action, Any, "FitRes"]
+
+
+@dataclass(frozen=True)
 class ClientSpec:
     """Everything a worker needs to build one client; picklable, no live objects."""
 
@@ -116,6 +148,21 @@ class Framework(ABC):
     @abstractmethod
     def configure_fit(self, rnd: int, client_ids: list[int]) -> dict[int, FitIns]:
         """What each selected client is sent this round."""
+
+    def client_script(self, rnd: int, cid: int, ins: FitIns) -> ClientScript:
+        """One client's round as actions the runner times: by default download what
+        configure_fit sent, run `fit` in the client, upload what it returns."""
+        for payload in ins.payloads:
+            yield Send(payload, "down")
+        res = yield ClientCall("fit", (ins,))
+        for payload in res.payloads:
+            yield Send(payload, "up")
+        return res
+
+    def prefetch(self, rnd: int, cid: int, ins: FitIns) -> ClientCall | None:
+        """A call whose inputs are known at round start: the runner starts it on the host
+        at once (clients in parallel) and the script's identical call takes its result."""
+        return ClientCall("fit", (ins,))
 
     @abstractmethod
     def aggregate_fit(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> dict[str, float]:

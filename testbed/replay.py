@@ -49,6 +49,8 @@ class ComputeReplay:
     def _label(kind: str, status: str, detail: object) -> str | None:
         if kind == "aggregate":
             return "aggregate"
+        if kind == "server_compute":
+            return f"server:{detail}"
         if kind != "compute":
             return None
         return "failed" if status == "failed" else str(detail)

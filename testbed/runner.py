@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,19 @@ from network import NO_OVERHEAD, TCP_IP, Network
 from testbed.backends import Backend, make_backend
 from testbed.calibration import HostCalibration, dilate
 from testbed.fleet import FleetClient, Topology, build_topology, device_compute, expand_fleet
-from testbed.protocol import ClientSpec, Failure, FitIns, FitRes, Framework, Outcome, Payload, ServerContext
+from testbed.protocol import (
+    ClientCall,
+    ClientSpec,
+    Failure,
+    FitIns,
+    FitRes,
+    Framework,
+    Outcome,
+    Payload,
+    Send,
+    ServerCall,
+    ServerContext,
+)
 from testbed.registry import framework_class
 from testbed.replay import ComputeReplay
 from testbed.results import RunRecorder
@@ -45,16 +58,20 @@ class ClientTimeline:
     bytes_up: int = 0
     wire_down: int = 0
     wire_up: int = 0
+    peak_rss_bytes: int = 0
     arrived: bool = False
-    failed_at_s: float | None = None
 
 
 @dataclass
 class RoundContext:
     rnd: int
     ins: dict[int, FitIns]
-    outcomes: dict[int, Outcome]
+    kill: set[int]  # clients whose first call this round is killed (fault injection)
+    prefetched: dict[int, tuple[ClientCall, Future]] = field(default_factory=dict)
+    results: dict[int, FitRes] = field(default_factory=dict)
+    failures: dict[int, Failure] = field(default_factory=dict)
     timelines: dict[int, ClientTimeline] = field(default_factory=dict)
+    server_host_s: float = 0.0  # host seconds of server calls made during the round
 
 
 class Runner:
@@ -73,6 +90,7 @@ class Runner:
         overhead = TCP_IP if scenario.emulation.protocol_overhead else NO_OVERHEAD
         self.net = Network(self.env, overhead=overhead)
         self.topology: Topology = build_topology(self.net, scenario, self.clients)
+        self.server = simpy.Resource(self.env, capacity=1)  # server compute: one request at a time
         self.framework: Framework | None = None
         self.backend: Backend | None = None
         self.throttled: dict[int, float] = {}  # client -> CPU quota (cores) under `time: throttle`
@@ -164,18 +182,16 @@ class Runner:
         host_t0 = time.perf_counter()
         selected = self.select(rnd)
         ins = self.framework.configure_fit(rnd, selected)
-        kill = [k.client for k in self.scenario.faults.kill if k.round == rnd]
+        ctx = RoundContext(rnd, ins, kill={k.client for k in self.scenario.faults.kill if k.round == rnd})
         self.progress(f"round {rnd}: {len(selected)} clients computing")
-        t_fit = time.perf_counter()
-        outcomes = self.backend.fit(ins, kill=kill)
-        host_fit_s = time.perf_counter() - t_fit
-        ctx = RoundContext(rnd, ins, outcomes)
+        t_clients = time.perf_counter()
+        self._prefetch(ctx)
         sim_start = self.env.now
         procs = [self.env.process(self.client_round(ctx, cid)) for cid in selected]
         self.env.run(until=self.env.all_of(procs))
-        results = [o for o in outcomes.values() if isinstance(o, FitRes) and ctx.timelines[o.client_id].arrived]
-        failures = [o for o in outcomes.values() if isinstance(o, Failure)]
-        metrics, server_s = self._aggregate(rnd, results, failures)
+        host_fit_s = time.perf_counter() - t_clients - ctx.server_host_s
+        results = [ctx.results[cid] for cid in sorted(ctx.results)]
+        metrics, server_s = self._aggregate(rnd, results, list(ctx.failures.values()))
         t_eval = time.perf_counter()
         if rnd % self.scenario.eval.every == 0 or rnd == self.scenario.framework.rounds:
             metrics.update(self.framework.evaluate(rnd))
@@ -199,30 +215,84 @@ class Runner:
                             status="ok", detail=f"{len(results)} updates")
         return dict(metrics), device_s
 
-    # -- one client's round, as a simpy process ----------------------------------------------
+    # -- one client's round: its framework script, interpreted on the clock -----------------
+    def _prefetch(self, ctx: RoundContext) -> None:
+        """Start the calls whose inputs are known now, all clients at once on the host."""
+        for cid, ins in ctx.ins.items():
+            call = self.framework.prefetch(ctx.rnd, cid, ins)
+            if call is not None:
+                kill = cid in ctx.kill
+                ctx.kill.discard(cid)
+                ctx.prefetched[cid] = (call, self.backend.submit(cid, ctx.rnd, call.method, call.args, kill=kill))
+
     def client_round(self, ctx: RoundContext, cid: int) -> Generator:
         tl = ctx.timelines.setdefault(cid, ClientTimeline(start_s=self.env.now))
-        for payload in ctx.ins[cid].payloads:
-            rec = yield self.net.transfer(payload.payload_bytes, self.topology.downlink_path(cid), label=payload.kind)
-            self._transfer_event(ctx.rnd, cid, payload, rec)
-            tl.bytes_down += rec.payload_bytes
-            tl.wire_down += rec.wire_bytes
-        outcome = ctx.outcomes[cid]
-        yield from self._compute(ctx.rnd, cid, outcome, tl)
-        if isinstance(outcome, Failure):
-            tl.failed_at_s = tl.end_s = self.env.now
-            return
-        for payload in outcome.payloads:
-            rec = yield self.net.transfer(payload.payload_bytes, self.topology.uplink_path(cid), label=payload.kind)
-            self._transfer_event(ctx.rnd, cid, payload, rec)
+        script = self.framework.client_script(ctx.rnd, cid, ctx.ins[cid])
+        reply = None
+        while True:
+            try:
+                action = script.send(reply)
+            except StopIteration as stop:
+                ctx.results[cid] = stop.value
+                tl.arrived, tl.end_s = True, self.env.now
+                return
+            if isinstance(action, Send):
+                reply = yield from self._send(ctx.rnd, cid, action, tl)
+            elif isinstance(action, ServerCall):
+                reply = yield from self._server_call(ctx, cid, action)
+            else:
+                reply = self._client_call(ctx, cid, action)
+                tl.peak_rss_bytes = max(tl.peak_rss_bytes, getattr(reply, "peak_rss_bytes", 0))
+                yield from self._compute(ctx.rnd, cid, reply, tl)
+                if isinstance(reply, Failure):
+                    script.close()
+                    ctx.failures[cid] = reply
+                    tl.end_s = self.env.now
+                    return
+
+    def _client_call(self, ctx: RoundContext, cid: int, call: ClientCall) -> Outcome:
+        """The call's real result: from the prefetched future when it is that call."""
+        pre = ctx.prefetched.pop(cid, None)
+        if pre is not None and pre[0] == call:
+            return pre[1].result()
+        kill = cid in ctx.kill
+        ctx.kill.discard(cid)
+        return self.backend.submit(cid, ctx.rnd, call.method, call.args, kill=kill).result()
+
+    def _send(self, rnd: int, cid: int, action: Send, tl: ClientTimeline) -> Generator:
+        up = action.direction == "up"
+        path = self.topology.uplink_path(cid) if up else self.topology.downlink_path(cid)
+        rec = yield self.net.transfer(action.payload.payload_bytes, path, label=action.payload.kind)
+        self._transfer_event(rnd, cid, action.payload, rec)
+        if up:
             tl.bytes_up += rec.payload_bytes
             tl.wire_up += rec.wire_bytes
-        tl.arrived = True
-        tl.end_s = self.env.now
+        else:
+            tl.bytes_down += rec.payload_bytes
+            tl.wire_down += rec.wire_bytes
+        return rec
+
+    def _server_call(self, ctx: RoundContext, cid: int, call: ServerCall) -> Generator:
+        """Queue on the server; once served, run the real work and hold the server for it."""
+        with self.server.request() as turn:
+            yield turn
+            t0 = time.perf_counter()
+            value = call.fn(*call.args)
+            host_s = time.perf_counter() - t0
+            ctx.server_host_s += host_s
+            device_s = host_s  # the server is this host (its GPU where it has one)
+            if self.replay is not None:
+                host_s, device_s = self.replay.lookup(ctx.rnd, cid, f"server:{call.label}", host_s, device_s)
+            start = self.env.now
+            yield self.env.timeout(device_s)
+        self.recorder.event(round=ctx.rnd, client=cid, kind="server_compute", payload_bytes=0, wire_bytes=0,
+                            sim_start_s=start, sim_end_s=self.env.now, host_s=host_s, device_s=device_s,
+                            status="ok", detail=call.label)
+        return value
 
     def _compute(self, rnd: int, cid: int, outcome: Outcome, tl: ClientTimeline) -> Generator:
         client = self.clients[cid]
-        spans = outcome.spans if isinstance(outcome, FitRes) else ()
+        spans = () if isinstance(outcome, Failure) else getattr(outcome, "spans", ())
         for span in spans:
             if cid in self.throttled:  # measured under the device's CPU quota: already device time
                 host_s, device_s, factor, bound = span.host_s, span.host_s, 1.0, "throttled"
@@ -246,7 +316,8 @@ class Runner:
                 _, device_s = self.replay.lookup(rnd, cid, "failed", outcome.host_s, device_s)
             start = self.env.now
             yield self.env.timeout(device_s)
-            tl.host_s, tl.device_s = outcome.host_s, device_s
+            tl.host_s += outcome.host_s
+            tl.device_s += device_s
             self.recorder.event(round=rnd, client=cid, kind="compute", payload_bytes=0, wire_bytes=0,
                                 sim_start_s=start, sim_end_s=self.env.now, host_s=outcome.host_s,
                                 device_s=device_s, status="failed", detail=f"{outcome.cause}: {outcome.detail}")
@@ -289,9 +360,10 @@ class Runner:
         )
 
     def _record_client_round(self, ctx: RoundContext, cid: int) -> None:
-        tl, outcome, client = ctx.timelines[cid], ctx.outcomes[cid], self.clients[cid]
+        tl, client = ctx.timelines[cid], self.clients[cid]
+        outcome = ctx.results.get(cid) or ctx.failures.get(cid)
         ok = isinstance(outcome, FitRes)
-        peak_mb = outcome.peak_rss_bytes / 2**20
+        peak_mb = tl.peak_rss_bytes / 2**20
         self.recorder.client_round(
             round=ctx.rnd, client=cid, device=client.name, link=client.link.name,
             outcome="ok" if ok else "failed", cause="" if ok else outcome.cause,

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from concurrent.futures import Future
+from dataclasses import fields, replace
+from typing import Any
 
 from testbed.calibration import HostCalibration
 from testbed.protocol import Client, ClientSpec, FitIns, Outcome
+
+
+def with_peak_rss(result: Any, peak_rss_bytes: int) -> Any:
+    """The result with its `peak_rss_bytes` field filled in, where it has one."""
+    names = {f.name for f in fields(result)} if hasattr(result, "__dataclass_fields__") else set()
+    return replace(result, peak_rss_bytes=peak_rss_bytes) if "peak_rss_bytes" in names else result
 
 
 class Backend(ABC):
@@ -26,8 +35,15 @@ class Backend(ABC):
         """Host speed measured at the threads and concurrency clients run with."""
 
     @abstractmethod
+    def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
+        """Start `method(*args)` in client `cid`; the future's value is its result or a Failure.
+        `kill` kills the client's worker once the call has started (fault injection)."""
+
     def fit(self, tasks: dict[int, FitIns], *, kill: Iterable[int] = ()) -> dict[int, Outcome]:
-        """Run the tasks; clients in `kill` are killed mid-fit (fault injection)."""
+        """Run every client's fit (in parallel where the backend can)."""
+        killed = set(kill)
+        futures = {cid: self.submit(cid, ins.round, "fit", (ins,), kill=cid in killed) for cid, ins in tasks.items()}
+        return {cid: f.result() for cid, f in sorted(futures.items())}
 
     def memory_limit_bytes(self, client_id: int) -> int | None:
         return None

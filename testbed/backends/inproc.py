@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Iterable
+from concurrent.futures import Future
 
 import torch
 
-from testbed.backends.base import Backend
+from testbed.backends.base import Backend, with_peak_rss
 from testbed.backends.memory import PeakRssSampler
 from testbed.calibration import HostCalibration, calibrate_host
-from testbed.protocol import Client, ClientSpec, Failure, FitIns, Outcome
+from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
 
 class InprocBackend(Backend):
@@ -37,24 +37,20 @@ class InprocBackend(Backend):
             raise RuntimeError("backend not started")
         return self._calibration
 
-    def fit(self, tasks: dict[int, FitIns], *, kill: Iterable[int] = ()) -> dict[int, Outcome]:
-        killed = set(kill)
-        out: dict[int, Outcome] = {}
-        for cid in sorted(tasks):
-            if cid in killed:
-                out[cid] = Failure(cid, tasks[cid].round, "killed", "fault injection: killed before its fit")
-                continue
-            out[cid] = self._fit_one(cid, tasks[cid])
-        return out
+    def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
+        """Runs the call at once, in this process; the returned future is already done."""
+        future: Future = Future()
+        future.set_result(self._call(cid, rnd, method, args, kill))
+        return future
 
-    def _fit_one(self, cid: int, ins: FitIns) -> Outcome:
+    def _call(self, cid: int, rnd: int, method: str, args: tuple, kill: bool) -> Outcome:
+        if kill:
+            return Failure(cid, rnd, "killed", "fault injection: killed before the call ran")
         t0 = time.perf_counter()
         try:
             with PeakRssSampler() as mem:
-                res = self.clients[cid].fit(ins)
+                res = getattr(self.clients[cid], method)(*args)
         except Exception as exc:  # a client's crash is a recorded failure, not the run's end
             detail = "".join(traceback.format_exception_only(exc)).strip()
-            return Failure(cid, ins.round, "error", detail, host_s=time.perf_counter() - t0)
-        from dataclasses import replace
-
-        return replace(res, peak_rss_bytes=mem.peak_rss_bytes)
+            return Failure(cid, rnd, "error", detail, host_s=time.perf_counter() - t0)
+        return with_peak_rss(res, mem.peak_rss_bytes)

@@ -17,8 +17,7 @@ import signal
 import time
 import traceback
 import warnings
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from importlib import import_module
 from statistics import mean
@@ -27,7 +26,7 @@ import psutil
 
 from testbed.backends.base import Backend
 from testbed.calibration import HostCalibration
-from testbed.protocol import Client, ClientSpec, Failure, FitIns, Outcome
+from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
 _POLL_S = 0.2
 
@@ -46,6 +45,7 @@ def worker_main(conn, client_class_path: str, spec: ClientSpec, threads: int) ->
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    from testbed.backends.base import with_peak_rss
     from testbed.backends.memory import PeakRssSampler
     from testbed.calibration import calibrate_host
 
@@ -65,12 +65,13 @@ def worker_main(conn, client_class_path: str, spec: ClientSpec, threads: int) ->
         if cmd == "calibrate":
             conn.send(("calibration", calibrate_host(threads=threads, seconds=arg).to_dict()))
             continue
+        method, args = arg
         conn.send(("started", os.getpid()))
         t0 = time.perf_counter()
         try:
             with PeakRssSampler() as mem:
-                res = client.fit(arg)
-            conn.send(("ok", replace(res, peak_rss_bytes=mem.peak_rss_bytes)))
+                res = getattr(client, method)(*args)
+            conn.send(("ok", with_peak_rss(res, mem.peak_rss_bytes)))
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(exc)).strip()
             conn.send(("error", (detail, time.perf_counter() - t0, mem.peak_rss_bytes)))
@@ -105,6 +106,10 @@ class ProcessBackend(Backend):
         self.run_id = run_id
         self.workers = {cid: _Worker(spec) for cid, spec in self.specs.items()}
         self._ctx = mp.get_context("spawn")
+        self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="client-call")
+        self._free_slots: queue.Queue[int] = queue.Queue()
+        for k in range(self.parallel):
+            self._free_slots.put(k)
         self._calibration: HostCalibration | None = None
         self.cgroups_enforced = False
 
@@ -154,6 +159,7 @@ class ProcessBackend(Backend):
             self._reap(w)
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         for w in self.workers.values():
             if w.process is not None and w.process.is_alive():
                 try:
@@ -204,54 +210,49 @@ class ProcessBackend(Backend):
         )
 
     # -- rounds ------------------------------------------------------------------------------
-    def fit(self, tasks: dict[int, FitIns], *, kill: Iterable[int] = ()) -> dict[int, Outcome]:
-        killed = set(kill)
-        free: queue.Queue[int] = queue.Queue()
-        for k in range(self.parallel):
-            free.put(k)
+    def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
+        """Queue the call; it runs when a core slot is free, pinned to that slot's cores."""
 
-        def job(cid: int) -> Outcome:
-            slot = free.get()
+        def job() -> Outcome:
+            slot = self._free_slots.get()
             try:
-                return self._fit_on(self.workers[cid], tasks[cid], self.slots[slot], cid in killed)
+                return self._call_on(self.workers[cid], rnd, method, args, self.slots[slot], kill)
             finally:
-                free.put(slot)
+                self._free_slots.put(slot)
 
-        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            futures = {cid: pool.submit(job, cid) for cid in sorted(tasks)}
-            return {cid: f.result() for cid, f in futures.items()}
+        return self._pool.submit(job)
 
-    def _fit_on(self, w: _Worker, ins: FitIns, cores: list[int], kill: bool) -> Outcome:
+    def _call_on(self, w: _Worker, rnd: int, method: str, args: tuple, cores: list[int], kill: bool) -> Outcome:
         cid = w.spec.client_id
         if not self._alive(w):
             self._respawn(w)
         if w.setup_error is not None:
-            return Failure(cid, ins.round, self._cause(w, 0), f"client setup failed: {w.setup_error}")
+            return Failure(cid, rnd, self._cause(w, 0), f"client setup failed: {w.setup_error}")
         self._pin(w, cores)
         oom_before = w.cgroup.oom_kills() if w.cgroup is not None else 0
         t0 = time.perf_counter()
-        w.conn.send(("fit", ins))
+        w.conn.send(("call", (method, args)))
         while True:
             reply = self._receive(w, self.timeout_s)
             if reply is None:
                 cause = self._cause(w, oom_before)
-                return Failure(cid, ins.round, cause, self._death_detail(w), host_s=time.perf_counter() - t0)
+                return Failure(cid, rnd, cause, self._death_detail(w), host_s=time.perf_counter() - t0)
             if reply[0] == "started" and kill:
-                return self._kill_mid_fit(w, ins, t0)
+                return self._kill_mid_call(w, rnd, t0)
             if reply[0] == "started":
                 continue
             if reply[0] == "ok":
                 return reply[1]
             detail, host_s, peak = reply[1]
-            return Failure(cid, ins.round, "error", detail, host_s=host_s, peak_rss_bytes=peak)
+            return Failure(cid, rnd, "error", detail, host_s=host_s, peak_rss_bytes=peak)
 
-    def _kill_mid_fit(self, w: _Worker, ins: FitIns, t0: float) -> Failure:
-        """Fault injection: SIGKILL the worker once it has started the fit; whatever it was
+    def _kill_mid_call(self, w: _Worker, rnd: int, t0: float) -> Failure:
+        """Fault injection: SIGKILL the worker once it has started the call; whatever it was
         about to send is lost with it."""
         self._kill(w)
         self._reap(w)
         detail = f"fault injection: {self._death_detail(w)} mid-fit"
-        return Failure(w.spec.client_id, ins.round, "killed", detail, host_s=time.perf_counter() - t0)
+        return Failure(w.spec.client_id, rnd, "killed", detail, host_s=time.perf_counter() - t0)
 
     def _respawn(self, w: _Worker) -> None:
         self._reap(w)
