@@ -1,10 +1,11 @@
 """Max-min fair rates by progressive filling, checked against the bottleneck property."""
 
+import math
 import random
 
 import pytest
 
-from network import max_min_rates
+from network import max_min_rates, max_min_shares
 
 
 def test_single_link_is_split_equally() -> None:
@@ -61,3 +62,46 @@ def test_random_allocations_are_feasible_and_max_min_fair(seed: int) -> None:
     for link, cap in capacity.items():
         assert sum(r for r, path in zip(rates, paths) if link in path) <= cap * (1 + 1e-9)
     assert all(_has_bottleneck(i, paths, capacity, rates) for i in range(len(paths)))
+
+
+def test_limits_act_as_private_links_and_bottlenecks_are_reported() -> None:
+    # Flow 0 is held to 2 by its own limit; flows 1 and 2 split the remaining 8 of "s".
+    shares = max_min_shares([["s"], ["s"], ["s", "t"]], {"s": 10.0, "t": 100.0}, [2.0, 50.0, 50.0])
+
+    assert [s.rate for s in shares] == pytest.approx([2.0, 4.0, 4.0])
+    assert [s.bottleneck for s in shares] == [None, "s", "s"]
+
+
+def test_parking_lot_bottlenecks() -> None:
+    shares = max_min_shares([["l1", "l2"], ["l1"], ["l2"]], {"l1": 6.0, "l2": 10.0})
+
+    assert [s.bottleneck for s in shares] == ["l1", "l1", "l2"]
+
+
+def test_link_with_no_capacity_freezes_its_flows_at_zero() -> None:
+    shares = max_min_shares([["down", "s"], ["s"]], {"down": 0.0, "s": 10.0})
+
+    assert [s.rate for s in shares] == [0.0, 10.0]
+
+
+def test_star_with_many_clients_matches_the_water_level() -> None:
+    # 20_000 clients, each behind its own link of 1..20, all into one server of 60_000.
+    rng = random.Random(0)
+    own = [rng.uniform(1.0, 20.0) for _ in range(20_000)]
+    capacity = {("own", i): c for i, c in enumerate(own)} | {"server": 60_000.0}
+    paths = [[("own", i), "server"] for i in range(len(own))]
+
+    rates = max_min_rates(paths, capacity)
+
+    level = _water_level(own, 60_000.0)
+    assert rates == pytest.approx([min(c, level) for c in own], rel=1e-9)
+
+
+def _water_level(caps: list[float], total: float) -> float:
+    """The level L with sum(min(c, L)) = total (caps sorted and filled in turn)."""
+    left, ordered = total, sorted(caps)
+    for k, cap in enumerate(ordered):
+        if cap * (len(ordered) - k) >= left:
+            return left / (len(ordered) - k)
+        left -= cap
+    return math.inf

@@ -16,7 +16,7 @@ SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_server_on_cuda_evaluates_like_the_cpu(assets, tmp_path):
+def test_server_on_cuda_evaluates_like_the_cpu(tmp_path):  # tiny model only: no asset fixture
     common = ["emulation.backend=inproc", "framework.rounds=1"]
     rounds = {}
     for device in ("cpu", "cuda"):
