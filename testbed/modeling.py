@@ -31,12 +31,14 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
 
 
-def load_base_model(model_dir: str, *, dtype: torch.dtype = torch.float32):
-    """A causal LM from a local folder (or a hub id where a hub exists), frozen, eval mode."""
+def load_base_model(model_dir: str, *, dtype: torch.dtype = torch.float32, **config_overrides):
+    """A causal LM from a local folder (or a hub id where a hub exists), frozen, eval mode.
+    `config_overrides` change the config before the weights load, e.g. num_hidden_layers=k
+    loads only the first k decoder blocks."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **config_overrides)
     model.requires_grad_(False)
     return model.eval()
 

@@ -200,7 +200,8 @@ def _run_trace(args: argparse.Namespace) -> int:
     _require(sum(rates) > 0, "--rates-mbps must hold a rate > 0")
     _require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
     _require(0 <= args.stay_prob <= 1, f"--stay-prob must be in [0, 1], got {args.stay_prob}")
-    _require(math.isfinite(args.step_s) and args.step_s > 0, f"--step-s must be > 0, got {args.step_s}")
+    _require(math.isfinite(args.step_s) and args.step_s > 0,
+             f"--step-s must be > 0, got {args.step_s}")
     steps = args.duration_s / args.step_s
     _require(math.isfinite(steps) and steps >= 1 and math.isclose(steps, round(steps)),
              f"--duration-s must be a whole number (>= 1) of --step-s, got {args.duration_s}")

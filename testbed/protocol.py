@@ -55,6 +55,15 @@ class FitRes:
 
 
 @dataclass(frozen=True)
+class StepRes:
+    """The result of one client call inside a round (a split step, a logit batch, ...)."""
+
+    payloads: tuple[Payload, ...] = ()
+    spans: tuple[ComputeSpan, ...] = ()
+    peak_rss_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class Failure:
     client_id: int
     round: int
@@ -127,9 +136,9 @@ class Client(ABC):
     def setup(self) -> None:
         """Load the model and the client's data (once per worker)."""
 
-    @abstractmethod
     def fit(self, ins: FitIns) -> FitRes:
-        """One round of local work."""
+        """One round of local work (the default script's single call)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fit(); its framework's script calls other methods")
 
 
 class Framework(ABC):

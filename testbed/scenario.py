@@ -60,6 +60,15 @@ class LoraConfig(_Node):
         return v
 
 
+class SplitOptions(_Node):
+    """Split-FedLLM: the client holds embeddings + blocks [0, cut_layer), the server the rest."""
+
+    cut_layer: int = Field(2, ge=1)  # blocks on the client (must leave at least one on the server)
+    compression: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"  # activations up / gradients down
+    quantization: Literal["none", "int8", "int4"] = "none"  # the client's frozen weights (QLoRA-like)
+    variant: Literal["v1", "v2"] = "v2"  # v1: a server-side adapter per client; v2: one shared
+
+
 class FrameworkConfig(_Node):
     name: str = "fedllm"  # fedllm | kd | split
     rounds: int = Field(3, gt=0)
@@ -72,6 +81,7 @@ class FrameworkConfig(_Node):
     lora: LoraConfig = LoraConfig()
     fedprox_mu: float = Field(0.0, ge=0)  # FedProx proximal term (0 = FedAvg)
     precision: Literal["fp32", "bf16"] = "fp32"  # autocast dtype of client compute
+    split: SplitOptions = SplitOptions()
 
 
 class LinkSpec(_Node):
