@@ -1,10 +1,18 @@
-"""A fluid-flow network on the simpy clock: pipes shared max-min fairly by flows."""
+"""A fluid-flow network on the simpy clock: pipes shared max-min fairly by flows.
+
+One controller process keeps the flows' shares: it wakes when a flow starts, when the
+earliest flow is due (served, an outage on its path begins or ends, a stall times out), and
+reallocates. A new flow whose tightest constraint is its own (a pipe it crosses alone, or
+its loss-limited rate) is admitted without touching the others; otherwise every share is
+recomputed, and only the flows whose share moved are re-timed.
+"""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
@@ -132,7 +140,7 @@ class Network:
         self._flows: dict[_Flow, None] = {}  # active flows, in start order
         self._due: list[tuple[float, int, int, _Flow]] = []  # (due_s, seq, version, flow)
         self._seq = itertools.count()
-        self._joining: list[_Flow] = []  # started, not yet given a share
+        self._joining: deque[_Flow] = deque()  # started, not yet given a share
         self._full = False  # a change that may move every share: reallocate all
         self._users: dict[Pipe, int] = {}  # active flows crossing each pipe
         self._load: dict[Pipe, float] = {}  # sum of their rates, bytes/s
@@ -255,7 +263,7 @@ class Network:
         while True:
             self._settle_due()
             while self._joining and not self._full:
-                self._full = not self._join(self._joining.pop(0))
+                self._full = not self._join(self._joining.popleft())
             if self._full:
                 self._reallocate()
             yield self._next_wakeup()
@@ -282,7 +290,10 @@ class Network:
             self._users[hop] -= 1
             if flow.rate_bytes_per_s > 0 and self._users[hop] > 0 and self._is_full(hop):
                 self._full = True
-            self._load[hop] = self._load.get(hop, 0.0) - flow.rate_bytes_per_s
+            if self._users[hop] == 0:
+                self._load[hop] = 0.0  # no float residue left behind
+            else:
+                self._load[hop] = self._load.get(hop, 0.0) - flow.rate_bytes_per_s
         if status == "ok":
             flow.remaining_bytes = 0.0
         flow.served.succeed(status)

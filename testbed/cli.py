@@ -9,6 +9,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from testbed import netcli  # noqa: E402  (light: imports only the network package)
+
 EXIT_BAD_INPUT = 2
 
 
@@ -36,13 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--seconds", type=float, default=2.0, help="measurement time per kernel")
 
     sub.add_parser("assets", help="fetch and convert the bundled model and data (offline afterwards)")
+    netcli.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "validate": cmd_validate, "profiles": cmd_profiles,
-               "calibrate": cmd_calibrate, "assets": cmd_assets}[args.command]
+               "calibrate": cmd_calibrate, "assets": cmd_assets, "net": netcli.run}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
