@@ -6,16 +6,21 @@ from dataclasses import dataclass
 
 from device_profiles import DeviceProfile, get_device, get_link
 
-from network import Network, Pipe
+import numpy as np
+
+from network import Network, Pipe, ShiftedTrace, load_mahimahi
 from testbed.scenario import FleetEntry, LinkSpec, Scenario
 
 
 @dataclass(frozen=True)
 class LinkRates:
     name: str
-    down_mbps: float
-    up_mbps: float
+    down_mbps: float | None  # None where a trace gives the capacity
+    up_mbps: float | None
     rtt_ms: float
+    loss_rate: float = 0.0
+    trace_down: str | None = None  # mahimahi file
+    trace_up: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,13 @@ class FleetClient:
 
 
 def _link_rates(entry: FleetEntry) -> LinkRates:
-    if isinstance(entry.link, LinkSpec):
-        return LinkRates("custom", entry.link.down_mbps, entry.link.up_mbps, entry.link.rtt_ms)
-    p = get_link(entry.link)
-    return LinkRates(p.name, p.down_mbps, p.up_mbps, p.rtt_ms)
+    link = entry.link
+    if isinstance(link, LinkSpec):
+        return LinkRates("custom", link.down_mbps, link.up_mbps, link.rtt_ms, link.loss_rate,
+                         link.trace_down, link.trace_up)
+    p = get_link(link)
+    return LinkRates(p.name, p.down_mbps, p.up_mbps, p.rtt_ms, p.loss_rate,
+                     str(p.trace_down) if p.trace_down else None, str(p.trace_up) if p.trace_up else None)
 
 
 def expand_fleet(scenario: Scenario) -> list[FleetClient]:
@@ -86,11 +94,24 @@ def build_topology(net: Network, scenario: Scenario, clients: list[FleetClient])
     half_s = srv.rtt_ms / 2000.0
     server_in = net.pipe("server.in", rate_mbps=srv.rate_mbps, delay_s=half_s)
     server_out = net.pipe("server.out", rate_mbps=srv.rate_mbps, delay_s=half_s)
+    rng = np.random.default_rng([scenario.seed, 7])
     pipes = {
         c.client_id: ClientPipes(
-            up=net.pipe(f"client{c.client_id}.up", rate_mbps=c.link.up_mbps, delay_s=c.link.rtt_ms / 2000.0),
-            down=net.pipe(f"client{c.client_id}.down", rate_mbps=c.link.down_mbps, delay_s=c.link.rtt_ms / 2000.0),
+            up=_client_pipe(net, f"client{c.client_id}.up", c.link, "up", rng),
+            down=_client_pipe(net, f"client{c.client_id}.down", c.link, "down", rng),
         )
         for c in clients
     }
     return Topology(server_in, server_out, pipes)
+
+
+def _client_pipe(net: Network, name: str, link: LinkRates, direction: str, rng: np.random.Generator) -> Pipe:
+    """A constant-rate pipe, or a trace pipe started at a random (seeded) point of its trace so
+    that clients sharing a trace file do not fade in lockstep."""
+    delay_s = link.rtt_ms / 2000.0
+    path = getattr(link, f"trace_{direction}")
+    if path is None:
+        return net.pipe(name, rate_mbps=getattr(link, f"{direction}_mbps"), delay_s=delay_s, loss_rate=link.loss_rate)
+    trace = load_mahimahi(path)
+    shifted = ShiftedTrace(trace, float(rng.uniform(0.0, trace.period_ms / 1000.0)))
+    return net.pipe(name, trace=shifted, delay_s=delay_s, loss_rate=link.loss_rate)

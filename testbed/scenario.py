@@ -85,11 +85,22 @@ class FrameworkConfig(_Node):
 
 
 class LinkSpec(_Node):
-    """An inline link, when a catalog link class does not fit."""
+    """An inline link, when a catalog link class does not fit. A direction's trace (a
+    mahimahi file) replaces its constant rate."""
 
-    down_mbps: float = Field(gt=0)
-    up_mbps: float = Field(gt=0)
+    down_mbps: float | None = Field(None, gt=0)
+    up_mbps: float | None = Field(None, gt=0)
     rtt_ms: float = Field(0.0, ge=0)
+    loss_rate: float = Field(0.0, ge=0, lt=1)  # random packet loss (retransmissions + TCP's rate cap)
+    trace_down: str | None = None  # mahimahi trace file for the downlink
+    trace_up: str | None = None  # mahimahi trace file for the uplink
+
+    @model_validator(mode="after")
+    def _rate_or_trace(self) -> LinkSpec:
+        for direction in ("down", "up"):
+            if getattr(self, f"{direction}_mbps") is None and getattr(self, f"trace_{direction}") is None:
+                raise ValueError(f"give {direction}_mbps or trace_{direction}")
+        return self
 
 
 class ServerLinkConfig(_Node):
@@ -269,6 +280,21 @@ def validate_raw(raw: dict[str, Any], source: str) -> Scenario:
     return scenario
 
 
+def _trace_problems(link: LinkSpec, field: str) -> list[str]:
+    from network import TraceError, load_mahimahi
+
+    problems = []
+    for direction in ("down", "up"):
+        path = getattr(link, f"trace_{direction}")
+        if path is None:
+            continue
+        try:
+            load_mahimahi(Path(path).expanduser())
+        except (TraceError, OSError) as exc:
+            problems.append(f"{field}.trace_{direction}: {exc}")
+    return problems
+
+
 def check_references(scenario: Scenario, source: str) -> None:
     """Names that point elsewhere (profiles, files, frameworks) must resolve."""
     from device_profiles import ProfileError, get_device, get_link
@@ -291,6 +317,8 @@ def check_references(scenario: Scenario, source: str) -> None:
                 get_link(entry.link)
             except ProfileError as exc:
                 problems.append(f"fleet.{i}.link: {exc}")
+        else:
+            problems.extend(_trace_problems(entry.link, f"fleet.{i}.link"))
     if scenario.dataset.path is not None and not Path(scenario.dataset.path).expanduser().is_file():
         problems.append(f"dataset.path: file not found: {scenario.dataset.path}")
     if problems:

@@ -124,3 +124,30 @@ def test_bad_own_data_exits_2_naming_the_problem(assets, tmp_path, capsys):
                  "--out", str(tmp_path / "y"), "--quiet"])
     assert code == 2
     assert "missing" in capsys.readouterr().err
+
+
+TRACES = REPO.parent / "shared" / "data" / "traces" / "mahimahi"
+
+
+@pytest.mark.skipif(not TRACES.is_dir(), reason="../shared/data traces not present")
+def test_trace_driven_client_link_is_slower_than_a_fast_constant_one(assets, tmp_path):
+    up, down = TRACES / "Verizon-EVDO-driving.up", TRACES / "Verizon-EVDO-driving.down"
+    fleet = (f"fleet=[{{device: pixel-7, link: {{trace_up: {up}, trace_down: {down}, rtt_ms: 100}}}}, "
+             "{device: pixel-7, link: {down_mbps: 50, up_mbps: 50, rtt_ms: 100}}]")
+    out = _run(tmp_path, "trace", ["framework.rounds=1", "framework.clients_per_round=2", fleet])
+    ev = pd.read_csv(out / "events.csv")
+    ups = ev[ev.kind == "adapter_up"].set_index("client")
+    dur = ups.sim_end_s - ups.sim_start_s
+    # EV-DO uplink averages ~0.84 Mbit/s: the ~17 KB adapter takes far longer than at 50 Mbit/s
+    assert dur.loc[0] > 2.5 * dur.loc[1]
+    assert dur.loc[0] == pytest.approx(0.05 + ups.loc[0, "wire_bytes"] * 8 / 0.84e6, rel=0.6)
+
+
+def test_bad_trace_in_scenario_names_field_and_line(tmp_path):
+    bad = tmp_path / "bad.up"
+    bad.write_text("5\n3\n")
+    from testbed.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"fleet.0.link.trace_up: .*bad.up:2"):
+        load_scenario(SMOKE, ["framework.clients_per_round=1",
+                              f"fleet=[{{device: pixel-7, link: {{trace_up: {bad}, down_mbps: 5}}}}]"])
