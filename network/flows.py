@@ -52,6 +52,16 @@ class TransferRecord:
         return self.end_s - self.start_s
 
 
+@dataclass(frozen=True)
+class _PathInfo:
+    """What a flow needs of its path that never changes: worked out once per path."""
+
+    loss_rate: float  # 1 - prod(1 - p_i)
+    limit_bytes_per_s: float  # loss-limited TCP rate in bytes pushed (inf if none)
+    varying: tuple[Pipe, ...]  # pipes whose capacity follows a trace
+    with_outages: tuple[Pipe, ...]  # pipes that go down at some time
+
+
 @dataclass(eq=False)
 class _Flow:
     """The bandwidth-holding part of a transfer, and its allocation since `since_s`.
@@ -63,6 +73,7 @@ class _Flow:
 
     seq: int  # start order, breaks ties
     path: tuple[Pipe, ...]
+    info: _PathInfo
     remaining_bytes: float  # still to serve at since_s, retransmissions included
     limit_bytes_per_s: float  # its own cap (loss-limited TCP), inf if none
     served: simpy.Event  # succeeds with the status when the flow ends
@@ -148,6 +159,7 @@ class Network:
         self._wake: simpy.Timeout | None = None  # the controller's pending alarm
         self._wake_at_s = math.inf
         self._controller: simpy.Process | None = None
+        self._paths: dict[tuple[Pipe, ...], _PathInfo] = {}  # cache, keyed by the pipes
 
     # -- building -------------------------------------------------------------------------
     def pipe(
@@ -231,24 +243,40 @@ class Network:
 
     def _start_flow(self, wire_bytes: int, path: tuple[Pipe, ...]) -> simpy.Event:
         """Add a flow to the shared pipes; the returned event fires when it ends."""
-        loss_rate = 1.0 - math.prod(1.0 - p.loss_rate for p in path)
-        rtt_s = 2 * sum(p.delay_s for p in path)
-        packet_bytes = self.overhead.mss_bytes + self.overhead.header_bytes
-        goodput_cap = mathis_wire_bytes_per_s(packet_bytes, rtt_s, loss_rate)
+        info = self._path_info(path)
         flow = _Flow(
             seq=next(self._seq),
             path=path,
-            remaining_bytes=wire_bytes / (1.0 - loss_rate),  # each packet sent 1/(1-p) times
-            limit_bytes_per_s=goodput_cap / (1.0 - loss_rate),
+            info=info,
+            remaining_bytes=wire_bytes / (1.0 - info.loss_rate),  # each packet sent 1/(1-p) times
+            limit_bytes_per_s=info.limit_bytes_per_s,
             served=self.env.event(),
             since_s=float(self.env.now),
         )
         self._flows[flow] = None
+        users = self._users
         for hop in path:
-            self._users[hop] = self._users.get(hop, 0) + 1
+            users[hop] = users.get(hop, 0) + 1
         self._joining.append(flow)
         self._notify()
         return flow.served
+
+    def _path_info(self, path: tuple[Pipe, ...]) -> _PathInfo:
+        """The path's loss, TCP limit, varying and outage pipes (cached: paths are reused)."""
+        info = self._paths.get(path)
+        if info is None:
+            loss_rate = 1.0 - math.prod(1.0 - p.loss_rate for p in path)
+            rtt_s = 2 * sum(p.delay_s for p in path)
+            packet_bytes = self.overhead.mss_bytes + self.overhead.header_bytes
+            goodput_cap = mathis_wire_bytes_per_s(packet_bytes, rtt_s, loss_rate)
+            info = _PathInfo(
+                loss_rate=loss_rate,
+                limit_bytes_per_s=goodput_cap / (1.0 - loss_rate),
+                varying=tuple(p for p in path if p.capacity.varying),
+                with_outages=tuple(p for p in path if p.outages),
+            )
+            self._paths[path] = info
+        return info
 
     # -- the controller -------------------------------------------------------------------
     def _notify(self) -> None:
@@ -378,7 +406,7 @@ class Network:
             self._load[hop] = self._load.get(hop, 0.0) + share.rate - flow.rate_bytes_per_s
         flow.rate_bytes_per_s = share.rate
         flow.bottleneck = share.bottleneck
-        varying = tuple(p for p in flow.path if p.capacity.varying)
+        varying = flow.info.varying
         bottleneck = share.bottleneck
         if share.rate > 0 and bottleneck is not None and bottleneck.capacity.varying:
             flow.follows = bottleneck
@@ -386,7 +414,7 @@ class Network:
             flow.caps = tuple(p for p in varying if p is not bottleneck)
         else:
             flow.follows, flow.fraction, flow.caps = None, 0.0, varying
-        change_s = min(p.next_change_s(now_s) for p in flow.path)
+        change_s = min((p.next_change_s(now_s) for p in flow.info.with_outages), default=math.inf)
         if share.rate > 0:
             flow.stalled_since_s = None
             served_s = flow.served_at_s()

@@ -141,11 +141,13 @@ class Pipe:
     outages: tuple[Outage, ...] = ()  # when the pipe is down, sorted, not overlapping
     capacity: Capacity = field(init=False, repr=False)
     _bounds_s: tuple[float, ...] = field(init=False, repr=False)  # start, end, start, ...
+    _rate: float = field(init=False, repr=False)  # mean bytes/s, read on every share
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f'"name" must be a non-empty string, got {self.name!r}')
         object.__setattr__(self, "capacity", self._capacity())
+        object.__setattr__(self, "_rate", self.capacity.mean_bytes_per_s)
         check_number(self.delay_s, "delay_s", positive=False)
         if self.jitter is not None and not isinstance(self.jitter, Jitter):
             raise ValueError(f'"jitter" must be a Jitter, got {self.jitter!r}')
@@ -170,14 +172,18 @@ class Pipe:
     @property
     def rate_bytes_per_s(self) -> float:
         """Capacity in bytes per second (a trace's mean over its period)."""
-        return self.capacity.mean_bytes_per_s
+        return self._rate
 
     def is_down(self, t_s: float) -> bool:
         """Whether an outage covers t_s."""
+        if not self._bounds_s:
+            return False
         return bisect.bisect_right(self._bounds_s, t_s + EPS_S) % 2 == 1
 
     def next_change_s(self, t_s: float) -> float:
         """The first outage start or end after t_s (inf if none)."""
+        if not self._bounds_s:
+            return math.inf
         i = bisect.bisect_right(self._bounds_s, t_s + EPS_S)
         return self._bounds_s[i] if i < len(self._bounds_s) else math.inf
 

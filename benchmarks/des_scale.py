@@ -1,0 +1,227 @@
+"""How fast the network simulator times a large federated run (timing only, no training).
+
+    python benchmarks/des_scale.py                    # the issue's run: 10,000 clients x 100 rounds
+    python benchmarks/des_scale.py --quick            # 1,000 clients x 10 rounds, a smoke run
+    python benchmarks/des_scale.py --links constant   # constant-rate links only
+    python benchmarks/des_scale.py --per-round 1000   # a 10% sample of clients per round
+
+Each round, the participating clients download one adapter from the server, compute for a
+seeded random device time, and upload one adapter back; the round ends when the last upload
+has arrived (synchronous FL). The adapter is SmolLM2's LoRA r=8 on q/v: 460,800 fp32
+parameters, 1,843,200 bytes. A client's downlink path is [server.out, client.down], its
+uplink [client.up, server.in]; the server's pipes are shared by all and saturate when many
+clients transfer at once.
+
+Links: by default 70% of clients get a constant-rate class (lte, 5g, wifi), 30% a trace pipe
+built from seeded synthetic traces (`synthetic_trace` opportunities and `markov_rate_trace`
+rates, each client replaying from its own offset), plus the mahimahi files under
+../shared/data/traces/mahimahi with `--mahimahi` when they are there.
+
+It prints simulated exchanges (one client's download + compute + upload in one round) per
+host second, and the same number of bare simpy timeouts (three per exchange: the least a
+DES needs for it) timed alone, with the ratio of the two host times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Generator
+from pathlib import Path
+
+import numpy as np
+import simpy
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from network import (  # noqa: E402
+    Network,
+    Pipe,
+    ShiftedTrace,
+    TransferRecord,
+    load_mahimahi,
+    markov_rate_trace,
+    synthetic_trace,
+)
+
+ADAPTER_PARAMS = 460_800  # SmolLM2-135M LoRA r=8 on q_proj and v_proj
+ADAPTER_BYTES = ADAPTER_PARAMS * 4  # fp32
+MAHIMAHI_DIR = REPO.parent / "shared" / "data" / "traces" / "mahimahi"
+
+# (name, down Mbit/s, up Mbit/s, one-way delay s): the constant-rate classes
+CONSTANT_CLASSES = (
+    ("lte", 30.0, 10.0, 0.025),
+    ("5g", 200.0, 50.0, 0.010),
+    ("wifi", 100.0, 40.0, 0.005),
+)
+TRACE_SHARE = 0.3  # of clients, in --links mixed
+TRACE_POOL = 8  # distinct synthetic traces of each kind, shared through offsets
+TRACE_S = 120  # their length
+TRACE_DELAY_S = 0.030
+SERVER_DELAY_S = 0.001
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument(
+        "--per-round", type=int, default=None, help="clients sampled per round (default: all)"
+    )
+    parser.add_argument("--links", choices=("mixed", "constant"), default="mixed")
+    parser.add_argument("--server-gbps", type=float, default=10.0, help="server in/out pipes")
+    parser.add_argument("--compute-s", type=float, default=60.0, help="median device time")
+    parser.add_argument("--mahimahi", action="store_true", help="add ../shared mahimahi traces")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="1,000 clients x 10 rounds")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare simpy loop")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.clients, args.rounds = 1_000, 10
+    if args.per_round is None:
+        args.per_round = args.clients
+    if not 1 <= args.per_round <= args.clients:
+        parser.error("--per-round must be in [1, --clients]")
+    return args
+
+
+# -- the scenario ---------------------------------------------------------------------------
+def trace_pool(seed: int, mahimahi: bool) -> list[object]:
+    """Seeded synthetic traces (opportunities and rates), plus mahimahi files if asked."""
+    pool: list[object] = []
+    for k in range(TRACE_POOL):
+        rates = (2.0, 8.0, 25.0, 60.0)
+        pool.append(synthetic_trace(rates_mbps=rates, duration_s=TRACE_S, seed=seed * 100 + k))
+        rate_seed = seed * 100 + 50 + k
+        pool.append(markov_rate_trace(rates_mbps=rates, duration_s=TRACE_S, seed=rate_seed))
+    if mahimahi and MAHIMAHI_DIR.is_dir():
+        pool += [load_mahimahi(p) for p in sorted(MAHIMAHI_DIR.iterdir()) if p.is_file()]
+    return pool
+
+
+def build_clients(
+    net: Network, args: argparse.Namespace, rng: np.random.Generator
+) -> tuple[list[Pipe], list[Pipe], list[str]]:
+    """Each client's down and up pipe, and its link kind."""
+    pool = trace_pool(args.seed, args.mahimahi) if args.links == "mixed" else []
+    downs, ups, kinds = [], [], []
+    for c in range(args.clients):
+        if pool and rng.random() < TRACE_SHARE:
+            down_trace = pool[int(rng.integers(len(pool)))]
+            up_trace = pool[int(rng.integers(len(pool)))]
+            offset = float(rng.uniform(0, TRACE_S))
+            down = ShiftedTrace(down_trace, offset)  # type: ignore[arg-type]
+            up = ShiftedTrace(up_trace, offset)  # type: ignore[arg-type]
+            downs.append(net.pipe(f"c{c}.down", trace=down, delay_s=TRACE_DELAY_S))
+            ups.append(net.pipe(f"c{c}.up", trace=up, delay_s=TRACE_DELAY_S))
+            kinds.append("trace")
+        else:
+            name, down_mbps, up_mbps, delay_s = CONSTANT_CLASSES[
+                int(rng.integers(len(CONSTANT_CLASSES)))
+            ]
+            downs.append(net.pipe(f"c{c}.down", rate_mbps=down_mbps, delay_s=delay_s))
+            ups.append(net.pipe(f"c{c}.up", rate_mbps=up_mbps, delay_s=delay_s))
+            kinds.append(name)
+    return downs, ups, kinds
+
+
+def held_back(record: TransferRecord, client_pipe: Pipe) -> bool:
+    """Whether the transfer took longer than alone on its client pipe: the server limited it."""
+    capacity = client_pipe.capacity
+    alone_s = capacity.time_to_serve(record.start_s, record.wire_bytes) - record.start_s
+    alone_s += client_pipe.delay_s + SERVER_DELAY_S
+    return record.duration_s > alone_s * (1 + 1e-9) + 1e-9
+
+
+def run_simulation(args: argparse.Namespace) -> tuple[Network, float, dict[str, int]]:
+    """Build and run the scenario; returns the network, the host seconds and, per server
+    pipe, how many transfers it held back (took longer than alone on their client pipe)."""
+    env = simpy.Environment()
+    net = Network(env)
+    rng = np.random.default_rng(args.seed)
+    server_rate = args.server_gbps * 1000
+    server_out = net.pipe("server.out", rate_mbps=server_rate, delay_s=SERVER_DELAY_S)
+    server_in = net.pipe("server.in", rate_mbps=server_rate, delay_s=SERVER_DELAY_S)
+    downs, ups, _ = build_clients(net, args, rng)
+    speed = rng.lognormal(0.0, 0.5, args.clients)  # each device's own slowness
+
+    slowed = {"server.out": 0, "server.in": 0}  # transfers the server held back
+
+    def client(c: int, compute_s: float) -> Generator[simpy.Event, object, None]:
+        record = yield net.transfer(ADAPTER_BYTES, [server_out, downs[c]], label="down")
+        slowed["server.out"] += held_back(record, downs[c])
+        yield env.timeout(compute_s)
+        record = yield net.transfer(ADAPTER_BYTES, [ups[c], server_in], label="up")
+        slowed["server.in"] += held_back(record, ups[c])
+
+    def rounds() -> Generator[simpy.Event, object, None]:
+        for _ in range(args.rounds):
+            if args.per_round == args.clients:
+                chosen = np.arange(args.clients)
+            else:
+                chosen = rng.choice(args.clients, args.per_round, replace=False)
+            noise = rng.lognormal(0.0, 0.2, len(chosen))
+            compute = args.compute_s * speed[chosen] * noise
+            yield env.all_of(
+                [env.process(client(int(c), float(s))) for c, s in zip(chosen, compute)]
+            )
+
+    host0, cpu0 = time.perf_counter(), time.process_time()
+    env.run(env.process(rounds()))
+    host_s, cpu_s = time.perf_counter() - host0, time.process_time() - cpu0
+    print(f"host CPU: {cpu_s:.2f} s (wall below; they differ when the machine is shared)")
+    return net, host_s, slowed
+
+
+# -- what it printed ------------------------------------------------------------------------
+def solo_duration_s(record: TransferRecord, pipe: Pipe) -> float:
+    """How long the transfer takes alone on its client pipe (no server limit), plus delays."""
+    wire = record.wire_bytes
+    served_s = pipe.capacity.time_to_serve(record.start_s, wire) - record.start_s
+    return served_s + pipe.delay_s + 0.001
+
+
+def bare_loop(n_timeouts: int) -> float:
+    """Host seconds for a bare simpy process doing `n_timeouts` timeouts."""
+    env = simpy.Environment()
+
+    def loop() -> Generator[simpy.Event, object, None]:
+        for _ in range(n_timeouts):
+            yield env.timeout(1.0)
+
+    host0 = time.perf_counter()
+    env.run(env.process(loop()))
+    return time.perf_counter() - host0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    exchanges = args.rounds * args.per_round
+    print(
+        f"config: {args.clients} clients x {args.rounds} rounds, {args.per_round} per round, "
+        f"links {args.links}, server {args.server_gbps:g} Gbit/s in/out, adapter "
+        f"{ADAPTER_BYTES:,} B each way, compute lognormal median {args.compute_s:g} s, "
+        f"seed {args.seed}"
+    )
+    net, host_s, slowed = run_simulation(args)
+    end_s = max(r.end_s for r in net.records)
+    print(
+        f"simulated: {exchanges:,} exchanges ({len(net.records):,} transfers) "
+        f"over {end_s / 3600:.1f} simulated hours"
+    )
+    for name, count in slowed.items():
+        saturated = "saturated" if count else "never saturated"
+        print(f"{name}: {saturated} ({count:,} transfers slower than alone on their link)")
+    print(f"host: {host_s:.2f} s, {exchanges / host_s:,.0f} exchanges/s")
+    if not args.no_bare:
+        bare_s = bare_loop(3 * exchanges)
+        print(f"bare simpy loop: {3 * exchanges:,} timeouts in {bare_s:.2f} s")
+        print(f"ratio (simulated / bare host time): {host_s / bare_s:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
