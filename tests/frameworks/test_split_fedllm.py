@@ -63,3 +63,12 @@ def test_round_time_grows_with_latency_times_steps(assets, tmp_path):
 def test_bad_cut_layer_is_named(assets, tmp_path):
     with pytest.raises(ValueError, match="framework.split.cut_layer=4"):
         _run(tmp_path, "bad", ["framework.split.cut_layer=4"])
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_quantized_client_blocks_train(assets, tmp_path, scheme):
+    out = _run(tmp_path, scheme, [f"framework.split.quantization={scheme}"])
+    rounds = pd.read_csv(out / "rounds.csv").set_index("round")
+    assert rounds.loc[1, "participants"] == 2 and rounds.loc[1, "train_loss"] > 0
+    ev = pd.read_csv(out / "events.csv")
+    assert (ev.kind == "gradients_down").sum() == 2 * 3
