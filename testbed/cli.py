@@ -42,8 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (e.g. from `timeout` or a scheduler) ends a run like Ctrl-C: the run directory
+    records it and the workers and cgroups are cleaned up."""
+    import signal
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        _interrupt_on_sigterm()
     handler = {"run": cmd_run, "validate": cmd_validate, "profiles": cmd_profiles,
                "calibrate": cmd_calibrate, "assets": cmd_assets, "net": netcli.run}[args.command]
     try:

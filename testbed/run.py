@@ -89,8 +89,9 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = 
         summary.update(_backend_facts(runner), host_setup_s=time.perf_counter() - host_t0)
         runner.recorder.write_json("summary.json", summary)
         rounds = _run_with_progress(runner, scenario, console, summary)
-    except BaseException:
-        summary.update(status="crashed", host_wall_s=time.perf_counter() - host_t0)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed"
+        summary.update(status=status, host_wall_s=time.perf_counter() - host_t0)
         runner.recorder.write_json("summary.json", summary)
         raise
     finally:

@@ -237,9 +237,19 @@ def _index(node: list[Any], part: str, key: str) -> int:
     return int(part)
 
 
+def _union_noise(e: dict, errors: list[dict]) -> bool:
+    """For `link: name | {...}` given a mapping, "should be a valid string" only adds noise."""
+    loc = e["loc"]
+    return (e["type"] == "string_type" and loc[-1] == "str"
+            and any(o is not e and o["loc"][: len(loc) - 1] == loc[:-1] for o in errors))
+
+
 def format_validation_error(source: str, err: ValidationError) -> str:
     lines = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors:
+        if _union_noise(e, errors):
+            continue
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":

@@ -263,15 +263,18 @@ class ProcessBackend(Backend):
     def _receive(self, w: _Worker, timeout_s: float):
         """The worker's next message, or None once it died or stayed silent for timeout_s."""
         deadline = time.monotonic() + timeout_s
+        died = False
         while time.monotonic() < deadline:
             try:
                 if w.conn.poll(_POLL_S):
                     return w.conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError):  # its end of the pipe closed: it is dying
+                died = True
                 break
             if not w.process.is_alive():
+                died = True
                 break
-        if w.process.is_alive():
+        if not died:  # silent past the deadline
             self._kill(w)
             w.timed_out = True
         self._reap(w)

@@ -1,0 +1,42 @@
+"""`testbed run` as a user runs it: a subprocess, interrupted by SIGTERM mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+
+SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
+
+
+def test_sigterm_keeps_finished_rounds_and_cleans_up(assets, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed.cli", "run", str(SMOKE), "--out", str(out), "--quiet",
+         "--set", "framework.rounds=50"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait until round 1 is on disk
+        rounds = out / "rounds.csv"
+        if rounds.exists() and (pd.read_csv(rounds)["round"] >= 1).any():
+            break
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.5)
+    workers = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    assert workers  # the process backend's client workers
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert 1 <= rounds["round"].max() < 50  # finished rounds are kept
+    time.sleep(1)
+    assert not [p for p in workers if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
