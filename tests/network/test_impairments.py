@@ -17,18 +17,11 @@ from network import (
     ProtocolOverhead,
     TransferRecord,
 )
+from flow_helpers import start_at
 
 EVERY_MS = OpportunityTrace(tuple(range(1, 11)))  # one packet per ms, period 10 ms
 
 
-def _start_at(
-    env: simpy.Environment, net: Network, at_s: float, payload_bytes: int, path: list[Pipe]
-) -> simpy.Process:
-    def later() -> object:
-        yield env.timeout(at_s)
-        return (yield net.transfer(payload_bytes, path))
-
-    return env.process(later())
 
 
 def _one_link(
@@ -42,7 +35,7 @@ def _one_link(
     env = simpy.Environment()
     net = Network(env, overhead=overhead, outage_policy=policy)
     link = net.pipe("link", **pipe)  # type: ignore[arg-type]
-    procs = [_start_at(env, net, s, payload_bytes, [link]) for s in starts_s]
+    procs = [start_at(env, net, s, payload_bytes, [link]) for s in starts_s]
     env.run()
     return [p.value for p in procs]
 

@@ -17,19 +17,12 @@ from network import (
     TransferRecord,
     load_mahimahi,
 )
+from flow_helpers import start_at
 
 MAHIMAHI = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces" / "mahimahi"
 EVERY_MS = OpportunityTrace(tuple(range(1, 11)))  # one packet per ms, period 10 ms: 12 Mbit/s
 
 
-def _start_at(
-    env: simpy.Environment, net: Network, at_s: float, payload_bytes: int, path: list[Pipe]
-) -> simpy.Process:
-    def later() -> object:
-        yield env.timeout(at_s)
-        return (yield net.transfer(payload_bytes, path))
-
-    return env.process(later())
 
 
 def _alone(
@@ -43,7 +36,7 @@ def _alone(
     env = simpy.Environment()
     net = Network(env, overhead=overhead)
     cell = net.pipe("cell", trace=trace, delay_s=delay_s)
-    proc = _start_at(env, net, start_s, payload_bytes, [cell])
+    proc = start_at(env, net, start_s, payload_bytes, [cell])
     env.run()
     return proc.value
 
@@ -133,7 +126,7 @@ def test_short_flow_joining_a_long_one_on_a_trace() -> None:
     cell = net.pipe("cell", trace=EVERY_MS)
 
     long = net.transfer(30_000, [cell])
-    short = _start_at(env, net, 0.005, 3000, [cell])
+    short = start_at(env, net, 0.005, 3000, [cell])
     env.run()
 
     assert short.value.end_s == pytest.approx(0.009, abs=1e-12)
@@ -147,7 +140,7 @@ def test_short_flow_joining_a_long_one_on_a_constant_pipe() -> None:
     cell = net.pipe("cell", rate_mbps=12.0)
 
     long = net.transfer(30_000, [cell])
-    short = _start_at(env, net, 0.005, 3000, [cell])
+    short = start_at(env, net, 0.005, 3000, [cell])
     env.run()
 
     assert short.value.end_s == pytest.approx(0.009, rel=1e-9)
