@@ -25,7 +25,6 @@ DES needs for it) timed alone, with the ratio of the two host times.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Generator

@@ -7,7 +7,7 @@ import torch
 
 from frameworks.fedllm import FedLLM, FedLLMClient, batch_order, fedavg, proximal_term, train_local
 from testbed.modeling import OptimizerSpec, adapter_state, deserialize, serialize
-from testbed.protocol import ClientSpec, FitIns, Payload, ServerContext
+from testbed.protocol import ClientSpec, ServerContext
 from testbed.scenario import load_scenario
 from testbed.taskdata import build_task_data
 

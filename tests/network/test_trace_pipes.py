@@ -11,7 +11,6 @@ from network import (
     TCP_IP,
     Network,
     OpportunityTrace,
-    Pipe,
     RateTrace,
     ShiftedTrace,
     TransferRecord,
