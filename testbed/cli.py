@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="measure this host's sustained compute and memory bandwidth")
     cal.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as client workers use)")
     cal.add_argument("--seconds", type=float, default=2.0, help="measurement time per kernel")
+    cal.add_argument("--compare", action="store_true",
+                     help="also predict published small-LLM decode speeds of profiled devices (roofline) and print the ratios")
 
     sub.add_parser("assets", help="fetch and convert the bundled model and data (offline afterwards)")
     netcli.add_parser(sub)
@@ -130,6 +132,13 @@ def cmd_calibrate(args) -> int:
     path.write_text(json.dumps(cal.to_dict(), indent=2) + "\n")
     print(json.dumps(cal.to_dict(), indent=2))
     print(f"stored in {path}", file=sys.stderr)
+    if args.compare:
+        from rich.console import Console
+
+        from testbed.reference_check import compare_with_published, format_predictions, host_estimate
+
+        console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+        console.print(format_predictions(compare_with_published(cal), host_estimate(cal)))
     return 0
 
 
