@@ -31,14 +31,6 @@ class FleetClient:
     link: LinkRates
     memory_budget_mb: float  # the app RAM budget (or the scenario's override)
 
-    @property
-    def threads(self) -> int:
-        return self.device.cpu_cores
-
-    @property
-    def compute_gflops(self) -> float:
-        return self.device.cpu_gflops
-
 
 def _link_rates(entry: FleetEntry) -> LinkRates:
     link = entry.link

@@ -45,9 +45,6 @@ class Backend(ABC):
         futures = {cid: self.submit(cid, ins.round, "fit", (ins,), kill=cid in killed) for cid, ins in tasks.items()}
         return {cid: f.result() for cid, f in sorted(futures.items())}
 
-    def memory_limit_bytes(self, client_id: int) -> int | None:
-        return None
-
     def set_cpu_quotas(self, quotas: dict[int, float]) -> dict[int, float]:
         """Throttle clients to CPU quotas (cores) where the backend can; returns those applied."""
         return {}

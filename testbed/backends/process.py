@@ -315,6 +315,3 @@ class ProcessBackend(Backend):
                 os.sched_setaffinity(t.id, cores)
         except (psutil.Error, OSError):
             pass  # the worker just died; the fit reports it
-
-    def memory_limit_bytes(self, client_id: int) -> int | None:
-        return self.memory_limits.get(client_id)

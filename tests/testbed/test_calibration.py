@@ -21,18 +21,10 @@ from testbed.calibration import (
     lora_training_workload,
     roofline_gflops,
 )
+from fake_hosts import fake_host
 
 # A host with a 100 GFLOP/s fp32 roof, 200 GFLOP/s bf16 roof and 20 GB/s: ridge at 5 FLOP/B.
-HOST = HostCalibration(
-    threads=2,
-    gemm_gflops_fp32=100.0,
-    gemm_gflops_bf16=200.0,
-    mem_bandwidth_gbps=20.0,
-    measured_at="2026-01-01T00:00:00+00:00",
-    torch_version=torch.__version__,
-    cpu_model="Test CPU",
-    seconds_spent=2.0,
-)
+HOST = fake_host(threads=2, seconds_spent=2.0)
 
 
 def test_calibrate_host_measures_plausible_rates_and_restores_threads() -> None:

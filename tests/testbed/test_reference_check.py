@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from rich.console import Console
 
 from testbed.calibration import HostCalibration
@@ -15,17 +14,9 @@ from testbed.reference_check import (
     format_predictions,
     host_estimate,
 )
+from fake_hosts import fake_host
 
-HOST = HostCalibration(
-    threads=1,
-    gemm_gflops_fp32=100.0,
-    gemm_gflops_bf16=200.0,
-    mem_bandwidth_gbps=20.0,
-    measured_at="2026-01-01T00:00:00+00:00",
-    torch_version=torch.__version__,
-    cpu_model="Test CPU",
-    seconds_spent=0.5,
-)
+HOST = fake_host(threads=1, seconds_spent=0.5)
 
 
 def _one(device: str, model: str):
