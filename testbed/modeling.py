@@ -66,7 +66,7 @@ def attach_lora(model, lora: LoraConfig, *, seed: int):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    missing = [t for t in lora.targets if not any(n.endswith("." + t) for n, _ in model.named_modules())]
+    missing = [t for t in lora.targets if not any(n == t or n.endswith("." + t) for n, _ in model.named_modules())]
     if missing:
         raise ValueError(f"framework.lora.targets: no module named {missing} in this model")
     with torch.random.fork_rng():

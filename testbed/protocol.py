@@ -41,6 +41,7 @@ class FitIns:
     round: int
     payloads: tuple[Payload, ...]  # sent down to the client, in order
     seed: int  # the client's seed for this round (batch order)
+    config: dict[str, Any] = field(default_factory=dict)  # small settings (not timed as payload)
 
 
 @dataclass(frozen=True)

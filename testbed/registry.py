@@ -9,6 +9,7 @@ from importlib import import_module
 
 _FRAMEWORKS: dict[str, str] = {
     "fedllm": "frameworks.fedllm:FedLLM",
+    "kd": "frameworks.kd_fedllm:KDFedLLM",
     "split": "frameworks.split_fedllm:SplitFedLLM",
 }
 

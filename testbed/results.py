@@ -35,8 +35,11 @@ INTEGER_COLUMNS = {
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    """Rows -> DataFrame with nullable integers where a column counts things (NA, not 2.0)."""
-    df = pd.DataFrame(rows, columns=columns)
+    """Rows -> DataFrame with nullable integers where a column counts things (NA, not 2.0).
+    The fixed columns come first; keys a framework adds (e.g. student_accuracy) follow in
+    the order they first appear."""
+    extra = list(dict.fromkeys(k for row in rows for k in row if k not in columns))
+    df = pd.DataFrame(rows, columns=columns + extra)
     for col in INTEGER_COLUMNS.intersection(columns):
         df[col] = pd.to_numeric(df[col]).astype("Int64")
     return df

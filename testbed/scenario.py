@@ -14,6 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
+DEFAULT_KD_PUBLIC_SIZE = 200  # public examples held out when kd leaves dataset.public_size unset
+
+
 class ScenarioError(ValueError):
     """Bad scenario input; the message reads ``file: field: problem``."""
 
@@ -29,7 +32,7 @@ class DatasetConfig(_Node):
     label: str = "label"  # label column of `path`
     max_tokens: int = Field(96, gt=0)  # article tokens kept per example (sequence length)
     test_size: int = Field(150, gt=0)  # held-out examples for evaluation (fixed per seed)
-    public_size: int = Field(0, ge=0)  # unlabeled public examples (knowledge distillation)
+    public_size: int | None = Field(None, ge=0)  # unlabeled public examples; null: 200 under kd, else 0
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
@@ -69,6 +72,26 @@ class SplitOptions(_Node):
     variant: Literal["v1", "v2"] = "v2"  # v1: a server-side adapter per client; v2: one shared
 
 
+class KDOptions(_Node):
+    """KD-FedLLM: clients' students share top-k logits on public data; the server's model
+    (the teacher) distils from their aggregate and sends its own logits back."""
+
+    student_layers: str = "every:3"  # blocks of the server model the student keeps (first:N, every:N, 0-7,29)
+    student_targets: tuple[str, ...] = ()  # the student's LoRA targets (empty: framework.lora.targets)
+    student_lr: float | None = Field(None, gt=0)  # the student's learning rate (null: framework.lr)
+    top_k: int = Field(8, ge=0)  # logits kept per position (0: the full vocabulary)
+    positions: Literal["answer", "all"] = "answer"  # the answer position of each public prompt, or every token
+    temperature: float = Field(2.0, gt=0)  # distillation temperature (both directions)
+    public_batch: int = Field(32, gt=0)  # public examples per round (seeded choice from the public set)
+    weighting: Literal["samples", "confidence"] = "samples"  # client weight in the aggregate
+    server_steps: int = Field(8, ge=0)  # teacher distillation steps per round (batches of framework.batch_size)
+    client_distill_steps: int = Field(2, ge=0)  # student steps on the teacher's logits per round
+    client_distill_from_round: int = Field(2, ge=1)  # first round whose clients get the teacher's logits
+    onnx: bool = True  # students produce their logits with onnxruntime (else torch)
+    onnx_int8: bool = False  # int8 dynamic quantization of the exported student
+    eval_students: bool = True  # students evaluate themselves on the test set in evaluation rounds
+
+
 class FrameworkConfig(_Node):
     name: str = "fedllm"  # fedllm | kd | split
     rounds: int = Field(3, gt=0)
@@ -82,6 +105,7 @@ class FrameworkConfig(_Node):
     fedprox_mu: float = Field(0.0, ge=0)  # FedProx proximal term (0 = FedAvg)
     precision: Literal["fp32", "bf16"] = "fp32"  # autocast dtype of client compute
     split: SplitOptions = SplitOptions()
+    kd: KDOptions = KDOptions()
 
 
 class LinkSpec(_Node):
@@ -190,6 +214,18 @@ class Scenario(_Node):
         for i, k in enumerate(self.faults.kill):
             if k.client >= n:
                 raise ValueError(f"faults.kill.{i}.client={k.client} is not a client id (fleet has {n})")
+        return self
+
+    @model_validator(mode="after")
+    def _public_set(self) -> Scenario:
+        """`dataset.public_size: null` -> a public set only where the framework uses one."""
+        size = self.dataset.public_size
+        if size is None:
+            size = DEFAULT_KD_PUBLIC_SIZE if self.framework.name == "kd" else 0
+            object.__setattr__(self, "dataset", self.dataset.model_copy(update={"public_size": size}))
+        if self.framework.name == "kd" and size < self.framework.kd.public_batch:
+            raise ValueError(f"dataset.public_size={size} is smaller than framework.kd.public_batch="
+                             f"{self.framework.kd.public_batch}: kd needs that many public examples per round")
         return self
 
     @property
