@@ -27,3 +27,12 @@ def load_lora_task(scenario: Scenario, model_dir: str, pick: Callable[[TaskData]
     examples = encoder.encode_many(data.texts(idx), data.labels(idx))
     model = attach_lora(load_base_model(model_dir), scenario.framework.lora, seed=scenario.seed)
     return LoraTask(encoder, examples, model)
+
+
+def quantize_blocks(model, scheme: str) -> None:
+    """Weight-only quantization of the decoder blocks' linear layers (embeddings and head stay)."""
+    if scheme == "none":
+        return
+    from testbed.quantize import quantize_model
+
+    quantize_model(model.get_decoder().layers, scheme)

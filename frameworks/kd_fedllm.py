@@ -27,6 +27,7 @@ import torch
 from safetensors.numpy import load as np_load
 from safetensors.numpy import save as np_save
 
+from frameworks.common import quantize_blocks
 from frameworks.fedllm import batch_order, train_local
 from frameworks.kd_logits import SparseTarget, TopK, aggregate, deserialize_topk, serialize_topk, sparse_kl, top_k_of
 from frameworks.kd_student import load_student
@@ -143,7 +144,9 @@ class KDClient(Client):
         idx = self.spec.train_indices
         self.examples = self.encoder.encode_many(data.texts(idx), data.labels(idx))
         lora = fw.lora.model_copy(update={"targets": opts.student_targets}) if opts.student_targets else fw.lora
-        self.model = attach_lora(load_student(self.spec.model_dir, opts.student_layers), lora, seed=scenario.seed)
+        student = load_student(self.spec.model_dir, opts.student_layers)
+        quantize_blocks(student, opts.student_quantization)
+        self.model = attach_lora(student, lora, seed=scenario.seed)
         self.n_params, self.n_trainable = count_parameters(self.model)
         self.optimizer = OptimizerSpec(fw.optimizer, opts.student_lr or fw.lr, fw.weight_decay)
         self.ort = None

@@ -8,6 +8,11 @@ Which blocks to keep is a scenario option (``framework.kd.student_layers``):
   was never trained on, which is why it learns slowly),
 - ``every:N``: every N-th block, always ending with the last one (keeps the depth profile),
 - ``0-7,28,29``: an explicit list of block indices and ranges.
+
+The default keeps every block and stores them int8 (``kd.student_quantization``): on the
+bundled SmolLM2-135M no block subset measured here learnt the task within a federated run's
+budget (docs/kd.md has the table), while the int8 full-depth student starts from the
+model's own zero-shot accuracy at 40% of its fp32 memory.
 """
 
 from __future__ import annotations
@@ -72,36 +77,3 @@ def load_student(model_dir: str, spec: str):
         return model
     return keep_blocks(model, layers)
 
-
-def distill_student(student, teacher, batches, *, steps: int, lr: float, targets: tuple[str, ...], rank: int,
-                    seed: int, progress=None):
-    """Distil `teacher` into `student` once, before federated training: LoRA on `targets`
-    trained to match the teacher's next-token distribution at every real token of the
-    `batches` (an iterable of (input_ids, attention_mask), cycled), then merged into the
-    student's weights. Returns (the merged student, per-step KL)."""
-    from testbed.modeling import attach_lora
-    from testbed.scenario import LoraConfig
-
-    lora = LoraConfig(r=rank, alpha=2 * rank, targets=targets)
-    model = attach_lora(student, lora, seed=seed)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    batches = list(batches)
-    losses = []
-    model.train()
-    for step in range(steps):
-        ids, mask = batches[step % len(batches)]
-        with torch.no_grad():
-            target = torch.log_softmax(teacher(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-        logq = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-        real = mask.bool()
-        kl = (target.exp() * (target - logq)).sum(dim=-1)[real].mean()
-        opt.zero_grad(set_to_none=True)
-        kl.backward()
-        opt.step()
-        losses.append(float(kl.detach()))
-        if progress is not None:
-            progress(step, float(kl.detach()))
-    model.eval()
-    merged = model.merge_and_unload()
-    merged.requires_grad_(False)
-    return merged, losses

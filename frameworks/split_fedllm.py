@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from frameworks.common import quantize_blocks
 from frameworks.fedllm import batch_order, fedavg
 from frameworks.split_model import (
     ClientPart,
@@ -73,15 +74,6 @@ def client_side(state: AdapterState, cut_layer: int) -> AdapterState:
 
 def server_side(state: AdapterState, cut_layer: int) -> AdapterState:
     return {k: v for k, v in state.items() if layer_of(k) >= cut_layer}
-
-
-def quantize_blocks(model, scheme: str) -> None:
-    """Weight-only quantization of the decoder blocks' linear layers (embeddings and head stay)."""
-    if scheme == "none":
-        return
-    from testbed.quantize import quantize_model
-
-    quantize_model(model.get_decoder().layers, scheme)
 
 
 def _encoder(scenario: Scenario, model_dir: str, data) -> TaskEncoder:

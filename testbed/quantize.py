@@ -135,8 +135,10 @@ def dequantize_int4(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Packed codes, (O, G) scales and offsets -> (O, in_features) weight in `dtype`."""
-    q = torch.empty(*packed.shape, 2, dtype=torch.float32, device=packed.device)  # (O, P, 2): unpack_int4, as float
-    q[..., 0], q[..., 1] = packed & 0x0F, packed >> 4
+    # unpack_int4 in float arithmetic (exact for 0..255): the same in torch and in an ONNX export
+    codes = packed.float()  # (O, P)
+    high = torch.floor(codes / 16)
+    q = torch.stack((codes - 16 * high, high), dim=-1)  # (O, P, 2): low nibble first
     w = torch.addcmul(offset.float()[..., None], q.view(*scale.shape, -1), scale.float()[..., None])  # (O, G, g)
     return w.flatten(1)[:, :in_features].to(dtype)
 

@@ -76,7 +76,8 @@ class KDOptions(_Node):
     """KD-FedLLM: clients' students share top-k logits on public data; the server's model
     (the teacher) distils from their aggregate and sends its own logits back."""
 
-    student_layers: str = "every:3"  # blocks of the server model the student keeps (first:N, every:N, 0-7,29)
+    student_layers: str = "every:1"  # blocks of the server model the student keeps (first:N, every:N, 0-7,29)
+    student_quantization: Literal["none", "int8", "int4"] = "int8"  # the student's frozen blocks (weight-only)
     student_targets: tuple[str, ...] = ()  # the student's LoRA targets (empty: framework.lora.targets)
     student_lr: float | None = Field(None, gt=0)  # the student's learning rate (null: framework.lr)
     top_k: int = Field(8, ge=0)  # logits kept per position (0: the full vocabulary)
