@@ -36,3 +36,21 @@ def quantize_blocks(model, scheme: str) -> None:
     from testbed.quantize import quantize_model
 
     quantize_model(model.get_decoder().layers, scheme)
+
+
+def model_mb(model) -> float:
+    """MiB of the model's weights and buffers as this process holds them (quantized blocks
+    at their packed size, adapters included)."""
+    from testbed.quantize import model_memory_bytes
+
+    return model_memory_bytes(model)["total"] / 2**20
+
+
+def mean_metrics(results, keys: tuple[str, ...]) -> dict[str, float]:
+    """The mean over `results` (FitRes) of each of `keys` that some client reported."""
+    out = {}
+    for key in keys:
+        values = [r.metrics[key] for r in results if key in r.metrics]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from testbed.calibration import lora_training_workload
-from frameworks.common import load_lora_task
+from frameworks.common import load_lora_task, mean_metrics, model_mb
 from testbed.modeling import (
     AdapterState,
     OptimizerSpec,
@@ -85,6 +85,7 @@ class FedLLMClient(Client):
         task = load_lora_task(self.spec.scenario, self.spec.model_dir, lambda _data: self.spec.train_indices)
         self.encoder, self.examples, self.model = task.encoder, task.examples, task.model
         self.n_params, self.n_trainable = count_parameters(self.model)
+        self.model_mb = model_mb(self.model)
 
     def fit(self, ins: FitIns) -> FitRes:
         fw = self.spec.scenario.framework
@@ -100,7 +101,7 @@ class FedLLMClient(Client):
         work = lora_training_workload(n_params=self.n_params, n_trainable=self.n_trainable, tokens=tokens)
         return FitRes(
             client_id=self.spec.client_id, round=ins.round, payloads=(up,), n_samples=len(self.examples),
-            metrics={"train_loss": float(np.mean(losses)), "tokens": float(tokens)},
+            metrics={"train_loss": float(np.mean(losses)), "tokens": float(tokens), "client_model_mb": self.model_mb},
             spans=(ComputeSpan("train", host_s, work),),
         )
 
@@ -128,7 +129,7 @@ class FedLLM(Framework):
         weights = [float(r.n_samples) for r in results]
         self.global_state = fedavg(states, weights)
         loss = sum(w * r.metrics["train_loss"] for w, r in zip(weights, results, strict=True)) / sum(weights)
-        return {"train_loss": loss}
+        return {"train_loss": loss, **mean_metrics(results, ("client_model_mb",))}
 
     def evaluate(self, rnd: int) -> dict[str, float]:
         load_adapter_state(self.model, self.global_state)

@@ -19,6 +19,8 @@ size. The headline accuracy is the teacher's; students report theirs beside it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import torch
 from safetensors.numpy import load as np_load
 from safetensors.numpy import save as np_save
 
-from frameworks.common import quantize_blocks
+from frameworks.common import mean_metrics, model_mb, quantize_blocks
 from frameworks.fedllm import batch_order, train_local
 from frameworks.kd_logits import SparseTarget, TopK, aggregate, deserialize_topk, serialize_topk, sparse_kl, top_k_of
 from frameworks.kd_student import load_student
@@ -148,6 +150,7 @@ class KDClient(Client):
         quantize_blocks(student, opts.student_quantization)
         self.model = attach_lora(student, lora, seed=scenario.seed)
         self.n_params, self.n_trainable = count_parameters(self.model)
+        self.model_mb = model_mb(self.model)
         self.optimizer = OptimizerSpec(fw.optimizer, opts.student_lr or fw.lr, fw.weight_decay)
         self.ort = None
         self.export_s = 0.0
@@ -155,13 +158,14 @@ class KDClient(Client):
             from frameworks.kd_onnx import OrtStudent
 
             self.ort = OrtStudent(self.model, k=opts.top_k, temperature=opts.temperature,
-                                  all_positions=opts.positions == "all", int8=opts.onnx_int8, threads=self.spec.threads)
+                                  all_positions=opts.positions == "all", int8=opts.onnx_int8, threads=self.spec.threads,
+                                  cache_key=onnx_cache_key(self.spec.model_dir, opts, lora))
             self.export_s = self.ort.refresh().export_s  # once per architecture, before round 1
 
     def fit(self, ins: FitIns) -> FitRes:
         fw, opts = self.spec.scenario.framework, self.opts
         spans: list[ComputeSpan] = []
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = {"client_model_mb": self.model_mb}
         down = ins.payloads[0] if ins.payloads else None
         if down is not None:
             top, public_ids = unpack_down(down.data)
@@ -216,6 +220,18 @@ class KDClient(Client):
         if self.ort is not None:
             out.update(ort_agreement(self.ort, self.model, self.encoder, public, self.opts))
         return out
+
+
+def onnx_cache_key(model_dir: str, opts: KDOptions, lora) -> str:
+    """What makes two exported student graphs the same: the model's files, the student's
+    blocks, quantization and adapters, the logit head, and the exporter's versions."""
+    import onnxruntime
+
+    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(model_dir).iterdir() if p.is_file())
+    parts = [str(Path(model_dir).resolve()), files, opts.student_layers, opts.student_quantization, lora.r, lora.alpha,
+             list(lora.targets), opts.top_k, opts.temperature, opts.positions, opts.onnx_int8, torch.__version__,
+             onnxruntime.__version__]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
 def ort_agreement(ort_student, model, encoder: TaskEncoder, examples: list[EncodedExample],
@@ -310,11 +326,8 @@ class KDFedLLM(Framework):
                              seed=self.ctx.scenario.seed * 7919 + rnd, precision=self.fw.precision)
             metrics["teacher_distill_loss"] = float(np.mean(losses))
         self._prepare_down(rnd + 1)
-        for key in ("student_accuracy", "student_eval_loss", "ort_top1_agreement", "ort_kl", "distill_loss",
-                    "onnx_export_s"):
-            values = [r.metrics[key] for r in results if key in r.metrics]
-            if values:
-                metrics[key] = float(np.mean(values))
+        metrics.update(mean_metrics(results, ("student_accuracy", "student_eval_loss", "ort_top1_agreement", "ort_kl",
+                                              "distill_loss", "onnx_export_s", "client_model_mb")))
         return metrics
 
     def evaluate(self, rnd: int) -> dict[str, float]:

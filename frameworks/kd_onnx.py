@@ -68,15 +68,17 @@ class _LogitHead(torch.nn.Module):
 
 @dataclass(frozen=True)
 class OrtTimings:
-    export_s: float  # 0 when the graph was already exported
+    export_s: float  # getting the graph (export, or loading a cached export) and opening the session
     refresh_s: float  # new session with the current adapter (and re-quantization)
 
 
 class OrtStudent:
     """Runs a LoRA student's logits on onnxruntime; `refresh()` after its adapters change."""
 
-    def __init__(self, model, *, k: int, temperature: float, all_positions: bool, int8: bool, threads: int) -> None:
+    def __init__(self, model, *, k: int, temperature: float, all_positions: bool, int8: bool, threads: int,
+                 cache_key: str | None = None) -> None:
         self.model = model
+        self.cache_key = cache_key
         self.k = k
         self.temperature = temperature
         self.all_positions = all_positions
@@ -103,7 +105,6 @@ class OrtStudent:
             )
         self._proto = program.model_proto
         names = {init.name for init in self._proto.graph.initializer}
-        self._adapter_names = {f"model.{n}": n for n, p in self.model.named_parameters() if p.requires_grad}
         missing = [n for n in self._adapter_names if n not in names]
         if missing:
             raise RuntimeError(f"exported graph lacks adapter initializers, e.g. {missing[:2]}")
@@ -133,23 +134,44 @@ class OrtStudent:
             quantize_dynamic(self._proto, out, weight_type=QuantType.QInt8, per_channel=True)
             return out.read_bytes()
 
+    def _graph_bytes(self) -> bytes:
+        """The session's model: exported once per architecture. With a `cache_key`, the
+        first worker to get here exports into the asset cache (under a lock) and every other
+        worker, in this run or a later one, loads that file."""
+        if self.cache_key is None:
+            return self._build_graph()
+        from testbed.assets import build_once, cache_dir
+
+        folder = build_once(cache_dir() / "onnx" / self.cache_key, f"onnx-{self.cache_key}",
+                            lambda tmp: (tmp / "student.onnx").write_bytes(self._build_graph()))
+        return (folder / "student.onnx").read_bytes()
+
+    def _build_graph(self) -> bytes:
+        self._export()
+        self._expose_adapters()
+        graph = self._session_bytes()
+        self._proto = None
+        return graph
+
     def refresh(self) -> OrtTimings:
-        """Take the student's current adapters; the first call exports the graph (and
-        quantizes it in int8 mode) and opens the session."""
+        """Take the student's current adapters; the first call gets the graph (export, or
+        the cached export) and opens the session."""
         import onnxruntime as ort
 
         t0 = time.perf_counter()
         export_s = 0.0
         if self._session is None:
-            self._export()
-            self._expose_adapters()
-            model_bytes = self._session_bytes()
-            self._proto = None  # the session holds the weights now
+            self._adapter_names = {f"model.{n}": n for n, p in self.model.named_parameters() if p.requires_grad}
+            graph = self._graph_bytes()
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
-            self._session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+            feedable = {i.name for i in (*self._session.get_inputs(), *self._session.get_overridable_initializers())}
+            missing = [n for n in self._adapter_names if n not in feedable]
+            if missing:
+                raise RuntimeError(f"the student graph lacks adapter inputs, e.g. {missing[:2]}")
             export_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         self._adapters = self._adapter_arrays()

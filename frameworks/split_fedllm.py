@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from frameworks.common import quantize_blocks
+from frameworks.common import mean_metrics, model_mb, quantize_blocks
 from frameworks.fedllm import batch_order, fedavg
 from frameworks.split_model import (
     ClientPart,
@@ -94,6 +94,7 @@ class SplitClient(Client):
         self.block_params = sum(p.numel() for p in base.get_decoder().layers.parameters())
         quantize_blocks(base, opts.quantization)
         self.model = attach_lora(base, scenario.framework.lora, seed=scenario.seed)
+        self.model_mb = model_mb(self.model)
         self.part = ClientPart(self.model, opts.cut_layer)
         self.hidden: torch.Tensor | None = None
 
@@ -134,7 +135,8 @@ class SplitClient(Client):
     def finish(self) -> FitRes:
         self.model.eval()
         up = Payload("adapter_up", serialize(adapter_state(self.model)))
-        return FitRes(self.spec.client_id, 0, (up,), n_samples=len(self.examples), metrics={}, spans=())
+        return FitRes(self.spec.client_id, 0, (up,), n_samples=len(self.examples),
+                      metrics={"client_model_mb": self.model_mb}, spans=())
 
 
 class SplitFedLLM(Framework):
@@ -227,7 +229,10 @@ class SplitFedLLM(Framework):
         else:
             self.global_server = server_side(adapter_state(self.model), self.opts.cut_layer)
         losses = [x for r in results for x in self.step_losses.get(r.client_id, [])]
-        return {"train_loss": sum(losses) / len(losses)} if losses else {}
+        metrics = mean_metrics(results, ("client_model_mb",))
+        if losses:
+            metrics["train_loss"] = sum(losses) / len(losses)
+        return metrics
 
     def evaluate(self, rnd: int) -> dict[str, float]:
         load_adapter_state(self.model, {**self.global_client, **self.global_server})

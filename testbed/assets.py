@@ -79,7 +79,7 @@ def _share(folder: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def _build_once(target: Path, lock_name: str, build: Callable[[Path], None]) -> Path:
+def build_once(target: Path, lock_name: str, build: Callable[[Path], None]) -> Path:
     """Return ``target``, building it first (under a lock, via a temp folder) if missing."""
     if target.is_dir():
         return target
@@ -184,7 +184,7 @@ def _build_smollm2(out: Path) -> None:
 
 def smollm2_dir() -> Path:
     """Folder of SmolLM2-135M-Instruct as a plain LlamaForCausalLM (built once, ~25 s)."""
-    return _build_once(cache_dir() / "models" / "smollm2-135m", "smollm2-135m", _build_smollm2)
+    return build_once(cache_dir() / "models" / "smollm2-135m", "smollm2-135m", _build_smollm2)
 
 
 def _build_tiny_llama(out: Path) -> None:
@@ -214,7 +214,7 @@ def _build_tiny_llama(out: Path) -> None:
 
 def tiny_llama_dir() -> Path:
     """Folder of a tiny randomly initialised Llama for fast tests (built once, seconds)."""
-    return _build_once(cache_dir() / "models" / "tiny-llama", "tiny-llama", _build_tiny_llama)
+    return build_once(cache_dir() / "models" / "tiny-llama", "tiny-llama", _build_tiny_llama)
 
 
 def _build_bbc_news(out: Path) -> None:
@@ -236,7 +236,7 @@ def _build_bbc_news(out: Path) -> None:
 
 def bbc_news_dir() -> Path:
     """Folder of the BBC News corpus: ``<label>/<NNN>.txt`` (2,225 articles, 5 labels)."""
-    return _build_once(cache_dir() / "data" / "bbc-news", "bbc-news", _build_bbc_news)
+    return build_once(cache_dir() / "data" / "bbc-news", "bbc-news", _build_bbc_news)
 
 
 _BUILDERS: dict[str, Callable[[], Path]] = {"smollm2-135m": smollm2_dir, "tiny-llama": tiny_llama_dir}

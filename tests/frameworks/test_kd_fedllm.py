@@ -44,7 +44,7 @@ def test_logits_travel_up_every_round_and_down_from_the_second(assets, tmp_path)
     assert up.nunique() == 1 and 8 * 8 * 4 < up.iloc[0] < 8 * 8 * 4 + 300
     assert (down > up.iloc[0]).all()
     rounds = pd.read_csv(out / "rounds.csv").set_index("round")
-    for col in ("accuracy", "student_accuracy", "teacher_distill_loss", "ort_top1_agreement"):
+    for col in ("accuracy", "student_accuracy", "teacher_distill_loss", "ort_top1_agreement", "client_model_mb"):
         assert rounds[col].notna().all(), col
     assert (rounds.ort_top1_agreement == 1.0).all()
     assert rounds.loc[1, "onnx_export_s"] > 0

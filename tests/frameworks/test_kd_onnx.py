@@ -67,3 +67,21 @@ def test_int8_ort_stays_close_to_torch(student):
     logp = torch.log_softmax(ref_logits / 2.0, dim=-1).gather(1, torch.from_numpy(fast.indices.astype(np.int64)))
     kl = float((logp.exp() * (logp - torch.from_numpy(fast.logprobs.astype(np.float32)))).sum(dim=1).mean())
     assert abs(kl) < 0.05
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_quantized_students_export_their_integer_weights_and_agree_exactly(assets, student, scheme):
+    from frameworks.common import quantize_blocks
+
+    _, encoder, examples = student
+    base = load_student(str(assets.tiny), "every:1")
+    quantize_blocks(base, scheme)
+    model = attach_lora(base, LoraConfig(r=4, alpha=8), seed=0)
+    _perturb(model, 3)
+    ort = OrtStudent(model, k=8, temperature=1.0, all_positions=False, int8=False, threads=1)
+    ids, mask = prompt_batch(encoder, examples)
+    fast = ort.topk(ids, mask)
+    with torch.no_grad():
+        ref = top_k_of(position_logits(model, encoder, examples, KDOptions(top_k=8, temperature=1.0)), 8, 1.0)
+    assert (fast.indices == ref.indices).all()
+    np.testing.assert_allclose(fast.logprobs.astype(np.float32), ref.logprobs.astype(np.float32), atol=2e-3)

@@ -100,7 +100,7 @@ def test_failed_build_leaves_no_folder(monkeypatch: pytest.MonkeyPatch, tmp_path
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        assets_mod._build_once(tmp_path / "models" / "broken", "broken", build)
+        assets_mod.build_once(tmp_path / "models" / "broken", "broken", build)
     assert list((tmp_path / "models").iterdir()) == []
 
 
@@ -112,7 +112,7 @@ def test_build_clears_folders_left_by_a_killed_build(monkeypatch: pytest.MonkeyP
     def build(out: Path) -> None:
         (out / "w.bin").write_bytes(b"1")
 
-    target = assets_mod._build_once(tmp_path / "models" / "thing", "thing", build)
+    target = assets_mod.build_once(tmp_path / "models" / "thing", "thing", build)
 
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["thing"]
     assert (target / "w.bin").read_bytes() == b"1"
