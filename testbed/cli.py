@@ -31,6 +31,19 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("scenario")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    cmp = sub.add_parser("compare", help="run several frameworks on the same fleet, data and seed; "
+                                          "write DIR/comparison.csv and .md")
+    cmp.add_argument("scenario", help="scenario YAML file")
+    cmp.add_argument("--frameworks", default="fedllm,kd,split", help="comma-separated (default fedllm,kd,split)")
+    cmp.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: mean and 95%% CI (default: the scenario's)")
+    _add_multi_run_options(cmp, out_help="folder of the run folders (DIR/<framework>/) and the comparison")
+
+    st = sub.add_parser("stress", help="run a scenario over a grid of overrides; write DIR/stress.csv")
+    st.add_argument("scenario", help="scenario YAML file")
+    st.add_argument("--sweep", dest="sweeps", action="append", required=True, metavar="KEY=V1,V2,...",
+                    help="values of one scenario key (repeatable: several sweeps form a grid)")
+    _add_multi_run_options(st, out_help="folder of the run folders (DIR/<key=value,...>/) and stress.csv")
+
     sub.add_parser("profiles", help="print the device and link catalogs")
 
     cal = sub.add_parser("calibrate", help="measure this host's sustained compute and memory bandwidth")
@@ -40,8 +53,21 @@ def _parser() -> argparse.ArgumentParser:
                      help="also predict published small-LLM decode speeds of profiled devices (roofline) and print the ratios")
 
     sub.add_parser("assets", help="fetch and convert the bundled model and data (offline afterwards)")
+
+    rep = sub.add_parser("report", help="write an HTML report (DIR/report/index.html) of a run or compare folder")
+    rep.add_argument("dir", help="run folder or compare folder")
     netcli.add_parser(sub)
     return p
+
+
+def _add_multi_run_options(cmd: argparse.ArgumentParser, out_help: str) -> None:
+    """The options `compare` and `stress` share."""
+    cmd.add_argument("--out", required=True, help=out_help)
+    cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario field in every run (repeatable)")
+    cmd.add_argument("--target-accuracy", type=float,
+                     help="accuracy for time_to_target_s (default: 0.9 x the best final accuracy compared)")
+    cmd.add_argument("--quiet", action="store_true", help="no progress bars or tables of the runs")
 
 
 def _interrupt_on_sigterm() -> None:
@@ -60,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         _interrupt_on_sigterm()
     handler = {"run": cmd_run, "validate": cmd_validate, "profiles": cmd_profiles,
-               "calibrate": cmd_calibrate, "assets": cmd_assets, "net": netcli.run}[args.command]
+               "calibrate": cmd_calibrate, "assets": cmd_assets, "report": cmd_report,
+               "compare": cmd_compare, "stress": cmd_stress,
+               "net": netcli.run}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -110,6 +138,41 @@ def cmd_run(args) -> int:
     return 0 if summary.get("status") == "completed" else 1
 
 
+def cmd_compare(args) -> int:
+    from testbed.compare import CompareError, compare, parse_frameworks, parse_seeds
+    from testbed.scenario import ScenarioError
+
+    _interrupt_on_sigterm()
+    out_dir = Path(args.out)
+    try:
+        table = compare(args.scenario, out_dir, frameworks=parse_frameworks(args.frameworks),
+                        seeds=parse_seeds(args.seeds), overrides=args.overrides,
+                        target_accuracy=args.target_accuracy, quiet=args.quiet)
+    except (CompareError, ScenarioError) as exc:
+        return _bad_input(str(exc))
+    print((out_dir / "comparison.md").read_text(), end="")
+    print(f"written: {out_dir / 'comparison.csv'}, {out_dir / 'comparison.md'}", file=sys.stderr)
+    return 0 if (table["status"] == "completed").all() else 1
+
+
+def cmd_stress(args) -> int:
+    from testbed.compare import CompareError, markdown_table
+    from testbed.scenario import ScenarioError
+    from testbed.stress import parse_sweep, stress
+
+    _interrupt_on_sigterm()
+    out_dir = Path(args.out)
+    try:
+        sweeps = [parse_sweep(text) for text in args.sweeps]
+        table = stress(args.scenario, out_dir, sweeps=sweeps, overrides=args.overrides,
+                       target_accuracy=args.target_accuracy, quiet=args.quiet)
+    except (CompareError, ScenarioError) as exc:
+        return _bad_input(str(exc))
+    print(markdown_table(table, [s.key for s in sweeps]), end="")
+    print(f"written: {out_dir / 'stress.csv'}", file=sys.stderr)
+    return 0 if (table["status"] == "completed").all() else 1
+
+
 def cmd_profiles(args) -> int:
     from rich.console import Console
 
@@ -147,6 +210,17 @@ def cmd_assets(args) -> int:
 
     for name, fn in (("smollm2-135m", smollm2_dir), ("tiny-llama", tiny_llama_dir), ("bbc-news", bbc_news_dir)):
         print(f"{name}: {fn()}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from testbed.report import ReportError, build_report
+
+    try:
+        index = build_report(args.dir)
+    except ReportError as exc:
+        return _bad_input(str(exc))
+    print(index)
     return 0
 
 

@@ -1,0 +1,224 @@
+"""`testbed compare`: metrics read back from run folders, seeds' confidence intervals, failed
+runs recorded, bad input rejected, and one real comparison on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import testbed.run
+from testbed.cli import main
+from testbed.compare import (
+    ALL_METRICS, METRICS, format_number, mean_ci95, run_metrics, student_t_quantile, student_t_two_sided_mass,
+    time_to_target_s,
+)
+from testbed.scenario import Scenario
+
+SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
+FAST = ["emulation.backend=inproc", "framework.rounds=1", "framework.local_steps=1"]
+
+
+def write_run(run_dir: Path, accuracies: list[float], sim_end_s: list[float], server_s: list[float],
+              clients: list[dict[str, Any]], host_s: float = 5.0, **extra_round_columns: list[float]) -> None:
+    """A fake run folder: rounds.csv (round 0 first), client_rounds.csv and summary.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rounds = pd.DataFrame({"round": range(len(accuracies)), "sim_end_s": sim_end_s, "accuracy": accuracies,
+                           "server_compute_s": server_s, **extra_round_columns})
+    rounds.to_csv(run_dir / "rounds.csv", index=False)
+    pd.DataFrame(clients).to_csv(run_dir / "client_rounds.csv", index=False)
+    (run_dir / "summary.json").write_text(json.dumps({"status": "completed", "host_wall_s": host_s}))
+
+
+def client(outcome: str = "ok", up: int = 100, down: int = 1000, device_s: float = 2.0, peak_mb: float = 500.0):
+    return {"round": 1, "client": 0, "outcome": outcome, "bytes_up": up, "bytes_down": down,
+            "device_compute_s": device_s, "peak_rss_mb": peak_mb}
+
+
+# -- one run folder -> one row -------------------------------------------------------------------
+def test_run_metrics_reads_every_metric(tmp_path):
+    write_run(tmp_path, accuracies=[0.2, 0.5, 0.6], sim_end_s=[0.0, 10.0, 25.0], server_s=[math.nan, 1.5, 2.5],
+              clients=[client(up=100, down=1000, device_s=2.0, peak_mb=500),
+                       client(up=300, down=3000, device_s=4.0, peak_mb=600),
+                       client("failed", up=0, down=1000, device_s=9.0, peak_mb=900)],
+              host_s=42.0, client_model_mb=[math.nan, 12.0, 12.5], student_accuracy=[0.1, 0.3, 0.4])
+    row = run_metrics(tmp_path, target_accuracy=0.45)
+    assert row == {
+        "final_accuracy": 0.6, "time_to_target_s": 10.0, "sim_wall_clock_s": 25.0,
+        "bytes_up_per_client_round": 200.0, "bytes_down_per_client_round": 2000.0,  # ok client-rounds only
+        "client_compute_s_per_round": 3.0, "client_peak_mem_mb": 900.0,  # peak over all, failed included
+        "server_compute_s": 4.0, "failures": 1.0, "student_accuracy": 0.4, "client_model_mb": 12.5, "host_s": 42.0,
+    }
+    assert set(row) == set(ALL_METRICS)
+
+
+def test_run_metrics_without_framework_extras(tmp_path):
+    write_run(tmp_path, [0.2, 0.3], [0.0, 4.0], [math.nan, 0.5], [client()])
+    row = run_metrics(tmp_path, target_accuracy=0.9)
+    assert math.isnan(row["student_accuracy"]) and math.isnan(row["client_model_mb"])
+    assert math.isnan(row["time_to_target_s"])
+
+
+def test_time_to_target_is_the_first_round_reaching_it():
+    rounds = pd.DataFrame({"round": [0, 1, 2, 3], "sim_end_s": [0.0, 3.0, 7.0, 12.0],
+                           "accuracy": [0.25, math.nan, 0.5, 0.4]})
+    assert time_to_target_s(rounds, 0.5) == 7.0  # a round not evaluated (NaN) never counts
+    assert time_to_target_s(rounds, 0.45) == 7.0  # first reach, not the last
+    assert time_to_target_s(rounds, 0.2) == 0.0  # the initial model already reaches it
+    assert math.isnan(time_to_target_s(rounds, 0.51))
+    assert math.isnan(time_to_target_s(rounds, math.nan))
+
+
+# -- Student t ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 8, 13, 30])
+def test_t_distribution_matches_the_integrated_density(df):
+    t = np.linspace(-4.0, 4.0, 400_001)
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    density = np.exp(log_norm - (df + 1) / 2 * np.log1p(t * t / df))
+    integral = float(np.sum((density[1:] + density[:-1]) / 2 * np.diff(t)))
+    assert student_t_two_sided_mass(4.0, df) == pytest.approx(integral, abs=1e-9)
+
+
+def test_t_quantiles_against_closed_forms():
+    # df 1 (Cauchy): P(|T| <= t) = 2 atan(t) / pi; df 2: P(|T| <= t) = t / sqrt(2 + t^2).
+    assert student_t_quantile(0.975, 1) == pytest.approx(math.tan(0.95 * math.pi / 2), rel=1e-12)
+    assert student_t_quantile(0.975, 2) == pytest.approx(math.sqrt(2 * 0.95**2 / (1 - 0.95**2)), rel=1e-12)
+    for df in (3, 7, 29):
+        assert student_t_two_sided_mass(student_t_quantile(0.975, df), df) == pytest.approx(0.95, abs=1e-12)
+    normal = statistics.NormalDist().inv_cdf(0.975)
+    assert normal < student_t_quantile(0.975, 500) < normal + 0.01  # t -> normal as df grows
+
+
+def test_mean_ci95_by_hand():
+    t2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # df 2, see above
+    mean, ci = mean_ci95([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6) and ci == pytest.approx(t2 * 0.1 / math.sqrt(3))
+    assert mean_ci95([0.5, math.nan, 0.7]) == (pytest.approx(0.6), pytest.approx(math.tan(0.95 * math.pi / 2)
+                                                                                  * math.sqrt(0.02) / math.sqrt(2)))
+    mean, ci = mean_ci95([3.0])
+    assert mean == 3.0 and math.isnan(ci)
+    assert all(math.isnan(v) for v in mean_ci95([math.nan]))
+
+
+def test_format_number_rounds_without_scientific_notation():
+    assert [format_number(v) for v in (0.17512, 16328.0, 0.000857, 3.0, 0.0, math.nan, 1234.56)] == \
+        ["0.175", "16328", "0.000857", "3", "0", "–", "1235"]
+
+
+# -- the command, with run_scenario faked -----------------------------------------------------------
+FAKE_FINAL = {("fedllm", 0): 0.5, ("fedllm", 1): 0.6, ("fedllm", 2): 0.7,
+              ("split", 0): 0.4, ("split", 1): 0.8, ("split", 2): 0.3}
+
+
+def fake_run_scenario(scenario: Scenario, out_dir: Path, **_: Any) -> dict[str, Any]:
+    """Round 1 at 0.8 x the final accuracy (sim 10 s), round 2 final (sim 20 s x (seed + 1))."""
+    name, seed = scenario.framework.name, scenario.seed
+    if name == "kd":
+        raise RuntimeError("teacher exploded")
+    final = FAKE_FINAL[(name, seed)]
+    write_run(out_dir, [0.1, 0.8 * final, final], [0.0, 10.0, 20.0 * (seed + 1)], [math.nan, 1.0, 1.0],
+              [client(up=100 * (seed + 1))])
+    return {"status": "completed"}
+
+
+def test_compare_seeds_mean_and_ci_by_hand(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(testbed.run, "run_scenario", fake_run_scenario)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(SMOKE), "--frameworks", "fedllm,split", "--seeds", "0,1,2", "--out", str(out),
+                 "--quiet"]) == 0
+    for fw in ("fedllm", "split"):
+        for seed in (0, 1, 2):
+            assert (out / fw / f"seed{seed}" / "rounds.csv").is_file()
+    table = pd.read_csv(out / "comparison.csv").set_index("framework")
+    for metric in METRICS:
+        assert f"{metric}_mean" in table and f"{metric}_ci95" in table
+    t2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))
+    fedllm, split = table.loc["fedllm"], table.loc["split"]
+    assert fedllm["n_seeds"] == 3 and fedllm["status"] == "completed"
+    assert fedllm["final_accuracy_mean"] == pytest.approx(0.6)
+    assert fedllm["final_accuracy_ci95"] == pytest.approx(t2 * statistics.stdev([0.5, 0.6, 0.7]) / math.sqrt(3))
+    assert split["final_accuracy_ci95"] == pytest.approx(t2 * statistics.stdev([0.4, 0.8, 0.3]) / math.sqrt(3))
+    assert fedllm["sim_wall_clock_s_mean"] == pytest.approx(40.0)
+    assert fedllm["sim_wall_clock_s_ci95"] == pytest.approx(t2 * 20.0 / math.sqrt(3))
+    assert fedllm["bytes_up_per_client_round_mean"] == pytest.approx(200.0)
+    assert fedllm["server_compute_s_mean"] == pytest.approx(2.0) and fedllm["server_compute_s_ci95"] == 0.0
+    # per-seed default targets: 0.9 x max(fedllm, split): seed 0 0.45, seed 1 0.72, seed 2 0.63.
+    runs = pd.read_csv(out / "comparison_runs.csv").set_index(["framework", "seed"])
+    assert runs["target_accuracy"].xs(1, level="seed").tolist() == pytest.approx([0.72, 0.72])
+    # fedllm reaches it in round 2 with seeds 0 (0.5) and 2 (0.7), never with seed 1 (0.6 < 0.72).
+    assert runs.loc[("fedllm", 0), "time_to_target_s"] == 20.0
+    assert math.isnan(runs.loc[("fedllm", 1), "time_to_target_s"])
+    assert runs.loc[("fedllm", 2), "time_to_target_s"] == 60.0
+    assert fedllm["targets_reached"] == 2
+    assert fedllm["time_to_target_s_mean"] == pytest.approx(40.0)  # over the seeds that reached it
+    assert runs.loc[("split", 1), "time_to_target_s"] == 40.0 and split["targets_reached"] == 1
+    markdown = (out / "comparison.md").read_text()
+    assert "| framework | final accuracy |" in markdown and "0.600 ± 0.248" in markdown
+    assert "0.600 ± 0.248" in capsys.readouterr().out
+
+
+def test_a_crashed_framework_is_recorded_and_the_others_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(testbed.run, "run_scenario", fake_run_scenario)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(SMOKE), "--out", str(out), "--quiet", "--set", "seed=1"]) == 1
+    table = pd.read_csv(out / "comparison.csv").set_index("framework")
+    assert list(table.index) == ["fedllm", "kd", "split"]
+    assert table.loc["kd", "status"] == "crashed"
+    assert table.loc["kd", "error"] == "RuntimeError: teacher exploded"
+    assert table.loc["kd", list(METRICS)].isna().all()
+    assert "teacher exploded" in (out / "kd" / "error.txt").read_text()
+    assert (table.loc[["fedllm", "split"], "status"] == "completed").all()
+    assert table.loc["split", "final_accuracy"] == 0.8
+    assert table.loc["fedllm", "target_accuracy"] == pytest.approx(0.72)
+    assert "teacher exploded" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [
+    ["--frameworks", "fedllm,fedsgd"], ["--frameworks", "fedllm,,kd"], ["--frameworks", "kd,kd"],
+    ["--seeds", "0,x"], ["--seeds", ""], ["--seeds", "1,1"], ["--seeds", "-1"], ["--target-accuracy", "1.5"],
+    ["--set", "framework.rounds=0"], ["--set", "nonsense"],
+])
+def test_bad_input_is_an_error_line_and_exit_2(tmp_path, capsys, args):
+    assert main(["compare", str(SMOKE), "--out", str(tmp_path / "cmp"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_missing_scenario_is_bad_input(tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "cmp")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+# -- the real thing ------------------------------------------------------------------------------
+def test_compare_on_the_tiny_model(assets, tmp_path):
+    out = tmp_path / "cmp"
+    overrides = [arg for kv in FAST for arg in ("--set", kv)]
+    assert main(["compare", str(SMOKE), "--frameworks", "fedllm,kd,split", "--out", str(out), "--quiet",
+                 *overrides]) == 0
+    table = pd.read_csv(out / "comparison.csv").set_index("framework")
+    assert list(table.index) == ["fedllm", "kd", "split"]
+    for column in (*ALL_METRICS, "target_accuracy", "status", "error", "run_dir"):
+        assert column in table, column
+    assert (table["status"] == "completed").all()
+    must_be_finite = ["final_accuracy", "sim_wall_clock_s", "bytes_up_per_client_round",
+                      "bytes_down_per_client_round", "client_compute_s_per_round", "client_peak_mem_mb",
+                      "server_compute_s", "failures", "client_model_mb", "host_s", "target_accuracy"]
+    assert np.isfinite(table[must_be_finite].to_numpy(dtype=float)).all()
+    assert (table[["sim_wall_clock_s", "bytes_up_per_client_round", "client_compute_s_per_round",
+                   "client_peak_mem_mb", "host_s"]] > 0).all().all()
+    assert (table["failures"] == 0).all()
+    assert table.loc["fedllm", "bytes_down_per_client_round"] > 0 and table.loc["split", "server_compute_s"] > 0
+    assert np.isfinite(table.loc["kd", "student_accuracy"])
+    assert table["target_accuracy"].iloc[0] == pytest.approx(0.9 * table["final_accuracy"].max())
+    best = table["final_accuracy"].idxmax()
+    assert 0 <= table.loc[best, "time_to_target_s"] <= table.loc[best, "sim_wall_clock_s"]
+    for fw in table.index:
+        assert (out / fw / "rounds.csv").is_file()
+        assert f"| {fw} |" in (out / "comparison.md").read_text()

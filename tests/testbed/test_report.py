@@ -1,0 +1,284 @@
+"""`testbed report`: the HTML page of a run or compare folder, from small hand-made run folders
+(numbers known in advance) plus one real tiny-model run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from testbed.cli import main
+from testbed.report import build_report
+from testbed.report.analysis import bytes_by_kind, failures, straggler_attribution, timeline_spans
+from testbed.report.load import load_source
+from testbed.report.plots import accuracy_figure, timeline_figure
+
+SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
+NAMES = {0: "pixel-7", 1: "raspberry-pi-5", 2: "jetson-nano"}
+SECTIONS = ("Scenario", "Per-client timeline", "Accuracy vs simulated wall-clock", "Bytes by exchange kind",
+            "Straggler attribution", "Rounds (rounds.csv)")
+
+
+def _event(rnd: int, client: int, kind: str, start_s: float, end_s: float, payload: int = 0,
+           status: str = "ok") -> dict:
+    return {"round": rnd, "client": client, "kind": kind, "payload_bytes": payload, "wire_bytes": payload + 40,
+            "sim_start_s": start_s, "sim_end_s": end_s, "host_s": 0.0, "device_s": 0.0, "status": status,
+            "detail": ""}
+
+
+def _client_round(rnd: int, client: int, end_s: float, start_s: float, outcome: str = "ok", cause: str = "") -> dict:
+    return {"round": rnd, "client": client, "device": NAMES[client], "outcome": outcome, "cause": cause,
+            "sim_start_s": start_s, "sim_end_s": end_s}
+
+
+def write_run(folder: Path, *, framework: str = "fedllm", accuracy: tuple[float, ...] = (0.2, 0.3, 0.4),
+              student_accuracy: tuple[float, ...] | None = None) -> Path:
+    """A two-round run of three clients. Round 1 [0, 12.5 s]: clients end at 5, 9 and 12 s
+    (client 2 holds the round back by 3 s). Round 2 [12.5, 22 s]: client 0 is killed at 16 s,
+    client 1 arrives alone at 21.5 s after a 0.5 s gap (14.5-15 s)."""
+    folder.mkdir(parents=True)
+    events = []
+    for client, end_s in ((0, 5.0), (1, 9.0), (2, 12.0)):
+        events += [_event(1, client, "adapter_down", 0.0, 1.0, 1000), _event(1, client, "compute", 1.0, end_s - 1),
+                   _event(1, client, "adapter_up", end_s - 1, end_s, 800)]
+    events += [_event(1, -1, "aggregate", 12.0, 12.5),
+               _event(2, 0, "adapter_down", 12.5, 13.5, 1000), _event(2, 0, "compute", 13.5, 16.0, status="failed"),
+               _event(2, 1, "adapter_down", 12.5, 13.5, 1000), _event(2, 1, "compute", 13.5, 14.5),
+               _event(2, 1, "adapter_up", 15.0, 21.5, 800), _event(2, -1, "aggregate", 21.5, 22.0)]
+    pd.DataFrame(events).to_csv(folder / "events.csv", index=False)
+    pd.DataFrame([_client_round(1, 0, 5.0, 0.0), _client_round(1, 1, 9.0, 0.0), _client_round(1, 2, 12.0, 0.0),
+                  _client_round(2, 0, 16.0, 12.5, "failed", "killed"), _client_round(2, 1, 21.5, 12.5)],
+                 ).to_csv(folder / "client_rounds.csv", index=False)
+    rounds = pd.DataFrame({"round": [0, 1, 2], "sim_start_s": [0.0, 0.0, 12.5], "sim_end_s": [0.0, 12.5, 22.0],
+                           "participants": [0, 3, 1], "failures": [0, 0, 1], "straggler": [None, 2, 1],
+                           "accuracy": list(accuracy)})
+    rounds["straggler"] = rounds["straggler"].astype("Int64")
+    if student_accuracy:
+        rounds["student_accuracy"] = list(student_accuracy)
+    rounds.to_csv(folder / "rounds.csv", index=False)
+    summary = {"scenario": "hand", "framework": framework, "model": "tiny-llama", "status": "completed",
+               "final_accuracy": accuracy[-1], "sim_wall_clock_s": 22.0, "versions": {"python": "3.11"},
+               "clients": [{"client": c, "name": n, "device": n} for c, n in NAMES.items()]}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "scenario.yaml").write_text(f"name: hand\nframework: {{name: {framework}}}\n")
+    return folder
+
+
+def _legend_labels(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_straggler_held_back_by_its_end_minus_the_second_latest(tmp_path):
+    run = load_source(write_run(tmp_path / "run"))
+    table = straggler_attribution(run.rounds, run.client_rounds)
+    assert table["round"].tolist() == [1, 2]
+    assert table["straggler"].tolist() == [2, 1]
+    assert table["straggler_end_s"].tolist() == [12.0, 21.5]
+    assert table["runner_up"].iloc[0] == 1 and table["runner_up_end_s"].iloc[0] == 9.0
+    assert table["held_back_s"].tolist() == [3.0, 0.0]  # round 2: the failed client does not count
+    assert pd.isna(table["runner_up"].iloc[1])
+
+
+def test_waiting_fills_gaps_and_the_tail_but_not_after_a_failure(tmp_path):
+    run = load_source(write_run(tmp_path / "run"))
+    spans = timeline_spans(run.events, run.rounds, run.client_rounds)
+    waiting = spans[spans["category"] == "waiting"]
+
+    def waits(rnd: int, client: int) -> list[tuple[float, float]]:
+        part = waiting[(waiting["round"] == rnd) & (waiting["client"] == client)]
+        return list(zip(part["start_s"], part["end_s"]))
+
+    assert waits(1, 0) == [(5.0, 12.5)] and waits(1, 1) == [(9.0, 12.5)] and waits(1, 2) == [(12.0, 12.5)]
+    assert waits(2, 1) == [(14.5, 15.0), (21.5, 22.0)]
+    assert waits(2, 0) == []  # killed at 16 s: not waiting afterwards
+    assert spans[spans["category"] == "failed compute"][["start_s", "end_s"]].values.tolist() == [[13.5, 16.0]]
+    assert set(spans["category"]) == {"waiting", "download", "compute", "failed compute", "upload", "aggregate"}
+
+
+def test_timeline_has_a_row_per_client_and_a_cross_at_the_failure(tmp_path):
+    run = load_source(write_run(tmp_path / "run"))
+    fig = timeline_figure(timeline_spans(run.events, run.rounds, run.client_rounds), failures(run.client_rounds),
+                          run.rounds, NAMES)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["server", "c0 pixel-7", "c1 raspberry-pi-5",
+                                                             "c2 jetson-nano"]
+    crosses = [line for line in ax.lines if line.get_marker() == "x"]
+    assert len(crosses) == 1
+    assert list(crosses[0].get_xdata()) == [16.0] and list(crosses[0].get_ydata()) == [1]  # row of c0
+    assert sorted(t.get_text() for t in ax.texts) == ["killed", "r1", "r2"]
+    round_lines = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert [line.get_xdata()[0] for line in round_lines] == [12.5, 22.0]
+
+
+def test_bytes_by_kind_sums_payload_per_exchange_kind(tmp_path):
+    run = load_source(write_run(tmp_path / "run"))
+    table = bytes_by_kind(run.events).set_index("kind")
+    assert table.loc["adapter_down"].tolist() == [5, 5000, 5200]  # exchanges, payload, wire
+    assert table.loc["adapter_up"].tolist() == [4, 3200, 3360]
+    assert set(table.index) == {"adapter_down", "adapter_up"}  # compute and aggregate move no bytes
+
+
+def test_run_report_writes_one_page_with_every_section_and_embedded_plots(tmp_path):
+    folder = write_run(tmp_path / "run", framework="kd", student_accuracy=(0.1, 0.15, 0.25))
+    assert main(["report", str(folder)]) == 0
+    page = (folder / "report" / "index.html").read_text()
+    for title in SECTIONS:
+        assert f">{title}</h2>" in page
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    pngs = {p.name: p.read_bytes() for p in (folder / "report").glob("*.png")}
+    assert sorted(pngs) == ["accuracy.png", "bytes.png", "stragglers.png", "timeline.png"]
+    assert sorted(base64.b64decode(e) for e in embedded) == sorted(pngs.values())  # same plots, inside the page
+    assert "<td>3</td>" in page and "<td>jetson-nano</td>" in page  # the 3 s straggler row
+    assert "<td>5000</td>" in page and "<td>3200</td>" in page  # bytes table
+    assert 'class="ok">completed' in page
+
+
+def test_kd_student_accuracy_is_a_dashed_line(tmp_path):
+    run = load_source(write_run(tmp_path / "run", framework="kd", student_accuracy=(0.1, 0.15, 0.25)))
+    ax = accuracy_figure({"kd": [run.rounds]}).axes[0]
+    assert _legend_labels(ax) == ["kd", "kd student"]
+    solid, dashed = ax.lines
+    assert list(solid.get_xdata()) == [0.0, 12.5, 22.0] and list(solid.get_ydata()) == [0.2, 0.3, 0.4]
+    assert dashed.get_linestyle() == "--" and list(dashed.get_ydata()) == [0.1, 0.15, 0.25]
+
+
+def test_compare_folder_draws_one_accuracy_line_per_framework(tmp_path):
+    cmp = tmp_path / "cmp"
+    write_run(cmp / "fedllm", accuracy=(0.2, 0.3, 0.4))
+    write_run(cmp / "split", framework="split", accuracy=(0.2, 0.5, 0.6))
+    write_run(cmp / "kd" / "seed0", framework="kd", accuracy=(0.2, 0.25, 0.3))
+    write_run(cmp / "kd" / "seed1", framework="kd", accuracy=(0.2, 0.35, 0.45))
+    pd.DataFrame({"framework": ["split", "fedllm", "kd"], "final_accuracy": [0.6, 0.4, 0.375],
+                  "time_to_target_s": [12.5, 22.0, None], "sim_wall_clock_s": [22.0, 22.0, 22.0]}
+                 ).to_csv(cmp / "comparison.csv", index=False)
+
+    source = load_source(cmp)
+    assert list(source.runs) == ["split", "fedllm", "kd"]  # comparison.csv's order
+    ax = accuracy_figure({name: [r.rounds for r in seeds] for name, seeds in source.runs.items()}).axes[0]
+    assert _legend_labels(ax) == ["split", "fedllm", "kd (2 seeds)"]
+    assert [list(line.get_ydata()) for line in ax.lines] == [[0.2, 0.5, 0.6], [0.2, 0.3, 0.4],
+                                                            [0.2, 0.25, 0.3], [0.2, 0.35, 0.45]]
+    kd_lines = ax.lines[2:]
+    assert kd_lines[0].get_color() == kd_lines[1].get_color() and kd_lines[0].get_linewidth() == 1.0
+
+    assert main(["report", str(cmp)]) == 0
+    out = cmp / "report"
+    page = (out / "index.html").read_text()
+    assert "<td>0.375</td>" in page  # comparison.csv
+    for name in ("split", "fedllm", "kd"):
+        assert f"<h2>{name}</h2>" in page
+        assert (out / f"timeline-{name}.png").is_file() and (out / f"stragglers-{name}.png").is_file()
+    assert "<td>kd/seed0</td>" in page and "<td>2</td>" in page  # first seed drawn, two seeds found
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 2 + 2 * 3
+
+
+def test_compare_folder_renders_beside_a_framework_that_crashed_at_start(tmp_path):
+    cmp = tmp_path / "cmp"
+    write_run(cmp / "fedllm")
+    (cmp / "kd").mkdir()
+    (cmp / "kd" / "summary.json").write_text(json.dumps({"status": "crashed"}))  # no tables
+    pd.DataFrame({"framework": ["fedllm", "kd"], "status": ["completed", "crashed"]}).to_csv(
+        cmp / "comparison.csv", index=False)
+    assert main(["report", str(cmp)]) == 0
+    page = (cmp / "report" / "index.html").read_text()
+    assert f"Not rendered: {cmp / 'kd'}: missing run folder (events.csv, rounds.csv) for framework kd" in page
+    assert "<h2>fedllm</h2>" in page and "<h2>kd</h2>" not in page
+
+
+def test_crashed_run_with_fewer_rounds_still_renders(tmp_path):
+    folder = write_run(tmp_path / "run")
+    rounds = pd.read_csv(folder / "rounds.csv")
+    rounds[rounds["round"] < 2].to_csv(folder / "rounds.csv", index=False)  # round 2 never recorded
+    (folder / "client_rounds.csv").unlink()
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "status": "crashed"}))
+    assert main(["report", str(folder)]) == 0
+    page = (folder / "report" / "index.html").read_text()
+    assert 'class="bad">crashed' in page and "No round had a straggler." in page
+    assert (folder / "report" / "timeline.png").is_file() and not (folder / "report" / "stragglers.png").exists()
+
+
+def test_run_without_rows_renders_notes_not_empty_plots(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "events.csv").write_text(",".join(
+        ["round", "client", "kind", "payload_bytes", "wire_bytes", "sim_start_s", "sim_end_s", "status"]) + "\n")
+    (folder / "rounds.csv").write_text("round,sim_start_s,sim_end_s,straggler,accuracy\n")
+    build_report(folder)
+    page = (folder / "report" / "index.html").read_text()
+    assert "No events." in page and "No accuracy was recorded." in page and "No transfers." in page
+    assert "data:image/png" not in page and not list((folder / "report").glob("*.png"))
+
+
+def _rounds_only(d: Path) -> None:
+    (d / "rounds.csv").write_text("round,sim_start_s,sim_end_s,straggler,accuracy\n")
+
+
+def _compare_run_without_events(d: Path) -> None:
+    write_run(d / "fedllm")
+    (d / "fedllm" / "events.csv").unlink()
+    (d / "comparison.csv").write_text("framework\nfedllm\n")
+
+
+def _comparison_without_its_folder(d: Path) -> None:
+    (d / "comparison.csv").write_text("framework\nsplit\n")
+
+
+def _tables_without_columns(d: Path) -> None:
+    for name in ("events.csv", "rounds.csv"):
+        (d / name).write_text("round,client\n1,0\n")
+
+
+def _empty_tables(d: Path) -> None:
+    for name in ("events.csv", "rounds.csv"):
+        (d / name).write_text("")
+
+
+@pytest.mark.parametrize("make, where, expected", [
+    (lambda d: None, "", "neither a run folder (events.csv, rounds.csv) nor a compare folder"),
+    (_rounds_only, "", "not a run folder, missing events.csv"),
+    (_compare_run_without_events, "/fedllm", "not a run folder, missing events.csv"),
+    (_comparison_without_its_folder, "/split", "missing run folder (events.csv, rounds.csv) for framework split"),
+    (_tables_without_columns, "/events.csv", "missing columns kind, payload_bytes"),
+    (_empty_tables, "/events.csv", "empty file"),
+])
+def test_bad_input_exits_2_with_the_path_and_what_is_missing(tmp_path, capsys, make, where, expected):
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    make(folder)
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder}{where}: {expected}") and err.count("\n") == 1
+    assert not (folder / "report").exists()
+
+
+def test_missing_folder_exits_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    expected = f"error: {tmp_path / 'nope'}: not a folder (expected a run folder or a compare folder)\n"
+    assert capsys.readouterr().err == expected
+
+
+def test_report_of_a_real_smoke_run_agrees_with_its_tables(assets, tmp_path):
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(SMOKE), "--out", str(out), "--quiet",
+                    "--set", "emulation.backend=inproc"], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                   capture_output=True, timeout=300)
+    assert main(["report", str(out)]) == 0
+    run = load_source(out)
+    trained = run.rounds[run.rounds["round"] > 0]
+    table = straggler_attribution(run.rounds, run.client_rounds)
+    assert table["straggler"].tolist() == trained["straggler"].tolist()
+    for row in table.itertuples():
+        ends_s = run.client_rounds[run.client_rounds["round"] == row.round]["sim_end_s"].sort_values()
+        assert row.held_back_s == pytest.approx(ends_s.iloc[-1] - ends_s.iloc[-2])
+    sent = bytes_by_kind(run.events).set_index("kind")["payload_bytes"]
+    assert sent["adapter_up"] == trained["bytes_up"].sum() and sent["adapter_down"] == trained["bytes_down"].sum()
+    page = (out / "report" / "index.html").read_text()
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 4

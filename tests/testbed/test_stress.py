@@ -1,0 +1,119 @@
+"""`testbed stress`: sweeps form a grid, one run folder and one stress.csv row per point, with the
+metrics of `compare`; bad sweeps are bad input; one real 2-point grid on the tiny model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_compare import FAST, SMOKE, client, write_run
+
+import testbed.run
+from testbed.cli import main
+from testbed.compare import ALL_METRICS, CompareError
+from testbed.scenario import Scenario
+from testbed.stress import Sweep, grid, parse_sweep, point_dir_name
+
+
+def test_parse_sweep():
+    assert parse_sweep("framework.local_steps=1,2") == Sweep("framework.local_steps", ("1", "2"))
+    assert parse_sweep("fleet.0.link= lte, 5g") == Sweep("fleet.0.link", ("lte", "5g"))
+    for bad in ("framework.local_steps", "=1,2", "fleet.0.count=1,,2", "fleet.0.count=", "fleet.0.count=1,1"):
+        with pytest.raises(CompareError):
+            parse_sweep(bad)
+
+
+def test_sweeps_form_a_grid_with_safe_folder_names():
+    points = grid([parse_sweep("framework.local_steps=1,2"), parse_sweep("server.link.rate_mbps=10,100")])
+    assert [point_dir_name(p) for p in points] == [
+        "framework.local_steps=1,server.link.rate_mbps=10", "framework.local_steps=1,server.link.rate_mbps=100",
+        "framework.local_steps=2,server.link.rate_mbps=10", "framework.local_steps=2,server.link.rate_mbps=100",
+    ]
+    assert point_dir_name([("fleet.0.link.trace_up", "traces/ATT LTE.up")]) == "fleet.0.link.trace_up=traces_ATT_LTE.up"
+    with pytest.raises(CompareError, match="swept twice"):
+        grid([parse_sweep("seed=1,2"), parse_sweep("seed=3")])
+
+
+def fake_run_scenario(scenario: Scenario, out_dir: Path, **_: Any) -> dict[str, Any]:
+    """Final accuracy 0.1 x local_steps; sim time 1000 / server rate; bytes = clients x 100."""
+    if scenario.fleet[0].link == "5g":
+        raise RuntimeError("no 5g today")
+    final = 0.1 * scenario.framework.local_steps
+    write_run(out_dir, [0.05, final], [0.0, 1000.0 / scenario.server.link.rate_mbps], [math.nan, 0.25],
+              [client(up=100 * scenario.n_clients, device_s=0.5)])
+    return {"status": "completed"}
+
+
+def test_grid_runs_into_one_tidy_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(testbed.run, "run_scenario", fake_run_scenario)
+    out = tmp_path / "stress"
+    assert main(["stress", str(SMOKE), "--sweep", "framework.local_steps=1,2", "--sweep",
+                 "server.link.rate_mbps=10,100", "--set", "fleet.0.count=2", "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out / "stress.csv")
+    assert list(table.columns[:2]) == ["framework.local_steps", "server.link.rate_mbps"]
+    assert {*ALL_METRICS, "status", "target_accuracy", "run_dir"} <= set(table.columns)
+    assert table[["framework.local_steps", "server.link.rate_mbps"]].values.tolist() == [[1, 10], [1, 100],
+                                                                                         [2, 10], [2, 100]]
+    assert table["final_accuracy"].tolist() == pytest.approx([0.1, 0.1, 0.2, 0.2])
+    assert table["sim_wall_clock_s"].tolist() == pytest.approx([100.0, 10.0, 100.0, 10.0])
+    assert (table["bytes_up_per_client_round"] == 400.0).all()  # the fixed --set reached every point (4 clients)
+    assert (table["client_compute_s_per_round"] == 0.5).all() and (table["server_compute_s"] == 0.25).all()
+    # default target over the whole grid: 0.9 x 0.2; only local_steps=2 reaches it, at round 1
+    assert table["target_accuracy"].tolist() == pytest.approx([0.18] * 4)
+    assert table["time_to_target_s"].isna().tolist() == [True, True, False, False]
+    assert table["time_to_target_s"].iloc[2:].tolist() == pytest.approx([100.0, 10.0])
+    for run_dir in table["run_dir"]:
+        assert (Path(run_dir) / "rounds.csv").is_file() and Path(run_dir).parent == out
+
+
+def test_link_class_and_fleet_count_sweeps(tmp_path, monkeypatch):
+    monkeypatch.setattr(testbed.run, "run_scenario", fake_run_scenario)
+    out = tmp_path / "stress"
+    assert main(["stress", str(SMOKE), "--sweep", "fleet.0.link=lte,5g", "--sweep", "fleet.0.count=1,2",
+                 "--target-accuracy", "0.15", "--out", str(out), "--quiet"]) == 1  # a failed point: exit 1
+    table = pd.read_csv(out / "stress.csv")
+    assert table[["fleet.0.link", "fleet.0.count"]].values.tolist() == [["lte", 1], ["lte", 2], ["5g", 1], ["5g", 2]]
+    assert table["status"].tolist() == ["completed", "completed", "crashed", "crashed"]
+    assert table["error"].iloc[2] == "RuntimeError: no 5g today"
+    assert table["bytes_up_per_client_round"].iloc[:2].tolist() == [300.0, 400.0]  # 3 and 4 clients
+    assert table["final_accuracy"].iloc[2:].isna().all()
+    assert (table["target_accuracy"] == 0.15).all()
+    assert (out / "fleet.0.link=5g,fleet.0.count=2" / "error.txt").is_file()
+
+
+@pytest.mark.parametrize("args", [
+    ["--sweep", "fleet.9.count=1,2"], ["--sweep", "fleet.0.link=lte,warp-drive"], ["--sweep", "framework.rounds"],
+    ["--sweep", "seed=1,2", "--sweep", "seed=3"], ["--sweep", "seed=1", "--target-accuracy", "-0.1"],
+])
+def test_bad_sweeps_are_an_error_line_and_exit_2(tmp_path, capsys, args):
+    assert main(["stress", str(SMOKE), "--out", str(tmp_path / "s"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_missing_scenario_is_bad_input(tmp_path, capsys):
+    assert main(["stress", str(tmp_path / "nope.yaml"), "--sweep", "seed=1,2", "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_stress_on_the_tiny_model(assets, tmp_path):
+    out = tmp_path / "stress"
+    overrides = [arg for kv in FAST for arg in ("--set", kv)]
+    assert main(["stress", str(SMOKE), "--sweep", "server.link.rate_mbps=1,100", "--out", str(out), "--quiet",
+                 *overrides]) == 0
+    table = pd.read_csv(out / "stress.csv")
+    assert table["server.link.rate_mbps"].tolist() == [1, 100]
+    assert (table["status"] == "completed").all()
+    finite = ["final_accuracy", "sim_wall_clock_s", "bytes_up_per_client_round", "bytes_down_per_client_round",
+              "client_compute_s_per_round", "client_peak_mem_mb", "server_compute_s", "failures", "host_s"]
+    assert np.isfinite(table[finite].to_numpy(dtype=float)).all()
+    # same seed, same bytes; the slower server link only adds simulated time
+    assert table["bytes_up_per_client_round"].nunique() == 1
+    assert table["final_accuracy"].nunique() == 1
+    assert table["sim_wall_clock_s"].iloc[0] > table["sim_wall_clock_s"].iloc[1]
+    assert (out / "server.link.rate_mbps=1" / "rounds.csv").is_file()
