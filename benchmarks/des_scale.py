@@ -4,6 +4,7 @@
     python benchmarks/des_scale.py --quick            # 1,000 clients x 10 rounds, a smoke run
     python benchmarks/des_scale.py --links constant   # constant-rate links only
     python benchmarks/des_scale.py --per-round 1000   # a 10% sample of clients per round
+    python benchmarks/des_scale.py --gc default       # Python's garbage collector untouched
 
 Each round, the participating clients download one adapter from the server, compute for a
 seeded random device time, and upload one adapter back; the round ends when the last upload
@@ -18,16 +19,21 @@ rates, each client replaying from its own offset), plus the mahimahi files under
 ../shared/data/traces/mahimahi with `--mahimahi` when they are there.
 
 It prints simulated exchanges (one client's download + compute + upload in one round) per
-host second, and the same number of bare simpy timeouts (three per exchange: the least a
-DES needs for it) timed alone, with the ratio of the two host times.
+host CPU second, the same number of bare simpy timeouts (three per exchange: the least a
+DES needs for it) timed alone, with the ratio of the two CPU times, and the same rounds with
+each transfer a fixed timeout: what the client processes cost without any network model.
+Only the rounds are timed. By default each finished round is frozen out of the garbage
+collector (`--gc default` leaves it alone): a long run keeps millions of records, and
+walking them at every full collection costs about as much as the simulation.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +82,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mahimahi", action="store_true", help="add ../shared mahimahi traces")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="1,000 clients x 10 rounds")
-    parser.add_argument("--no-bare", action="store_true", help="skip the bare simpy loop")
+    parser.add_argument(
+        "--no-bare", action="store_true", help="skip the reference loops (bare, fixed-time)"
+    )
+    parser.add_argument(
+        "--gc",
+        choices=("freeze", "default"),
+        default="freeze",
+        help="freeze each finished round out of the garbage collector (default), or not",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.rounds = 1_000, 10
@@ -135,26 +149,28 @@ def held_back(record: TransferRecord, client_pipe: Pipe) -> bool:
     return record.duration_s > alone_s * (1 + 1e-9) + 1e-9
 
 
-def run_simulation(args: argparse.Namespace) -> tuple[Network, float, dict[str, int]]:
-    """Build and run the scenario; returns the network, the host seconds and, per server
-    pipe, how many transfers it held back (took longer than alone on their client pipe)."""
-    env = simpy.Environment()
-    net = Network(env)
-    rng = np.random.default_rng(args.seed)
-    server_rate = args.server_gbps * 1000
-    server_out = net.pipe("server.out", rate_mbps=server_rate, delay_s=SERVER_DELAY_S)
-    server_in = net.pipe("server.in", rate_mbps=server_rate, delay_s=SERVER_DELAY_S)
-    downs, ups, _ = build_clients(net, args, rng)
+def count_held_back(net: Network, client_pipes: dict[str, tuple[str, Pipe]]) -> dict[str, int]:
+    """Per server pipe, how many transfers it held back (labels name the client pipe)."""
+    slowed = {"server.out": 0, "server.in": 0}
+    for record in net.records:
+        server, client_pipe = client_pipes[record.label]
+        slowed[server] += held_back(record, client_pipe)
+    return slowed
+
+
+Client = Callable[[int, float], Generator[simpy.Event, object, None]]
+
+
+def timed_rounds(
+    env: simpy.Environment, args: argparse.Namespace, rng: np.random.Generator, client: Client
+) -> float:
+    """Run the synchronous rounds, each waiting for all its clients; returns CPU seconds.
+
+    With --gc freeze, whatever a round leaves (records, mostly) is frozen out of the garbage
+    collector after it: otherwise every full collection walks the millions of records a long
+    run keeps, and takes as long as the simulation itself.
+    """
     speed = rng.lognormal(0.0, 0.5, args.clients)  # each device's own slowness
-
-    slowed = {"server.out": 0, "server.in": 0}  # transfers the server held back
-
-    def client(c: int, compute_s: float) -> Generator[simpy.Event, object, None]:
-        record = yield net.transfer(ADAPTER_BYTES, [server_out, downs[c]], label="down")
-        slowed["server.out"] += held_back(record, downs[c])
-        yield env.timeout(compute_s)
-        record = yield net.transfer(ADAPTER_BYTES, [ups[c], server_in], label="up")
-        slowed["server.in"] += held_back(record, ups[c])
 
     def rounds() -> Generator[simpy.Event, object, None]:
         for _ in range(args.rounds):
@@ -167,35 +183,69 @@ def run_simulation(args: argparse.Namespace) -> tuple[Network, float, dict[str, 
             yield env.all_of(
                 [env.process(client(int(c), float(s))) for c, s in zip(chosen, compute)]
             )
+            if args.gc == "freeze":
+                gc.freeze()
 
-    host0, cpu0 = time.perf_counter(), time.process_time()
+    if args.gc == "freeze":
+        gc.freeze()  # the pipes and traces too
+    cpu0 = time.process_time()
     env.run(env.process(rounds()))
-    host_s, cpu_s = time.perf_counter() - host0, time.process_time() - cpu0
-    print(f"host CPU: {cpu_s:.2f} s (wall below; they differ when the machine is shared)")
-    return net, host_s, slowed
+    cpu_s = time.process_time() - cpu0
+    gc.unfreeze()
+    return cpu_s
 
 
-# -- what it printed ------------------------------------------------------------------------
-def solo_duration_s(record: TransferRecord, pipe: Pipe) -> float:
-    """How long the transfer takes alone on its client pipe (no server limit), plus delays."""
-    wire = record.wire_bytes
-    served_s = pipe.capacity.time_to_serve(record.start_s, wire) - record.start_s
-    return served_s + pipe.delay_s + 0.001
+def run_simulation(args: argparse.Namespace) -> tuple[Network, float, dict[str, int]]:
+    """Build and run the scenario; returns the network, the CPU seconds of the rounds and,
+    per server pipe, how many transfers it held back (took longer than alone on their
+    client pipe), worked out afterwards from the records, whose labels name the client pipe.
+    """
+    env = simpy.Environment()
+    net = Network(env)
+    rng = np.random.default_rng(args.seed)
+    server_rate = args.server_gbps * 1000
+    server_out = net.pipe("server.out", rate_mbps=server_rate, delay_s=SERVER_DELAY_S)
+    server_in = net.pipe("server.in", rate_mbps=server_rate, delay_s=SERVER_DELAY_S)
+    downs, ups, _ = build_clients(net, args, rng)
+    client_pipes = {d.name: ("server.out", d) for d in downs}
+    client_pipes.update({u.name: ("server.in", u) for u in ups})
+
+    def client(c: int, compute_s: float) -> Generator[simpy.Event, object, None]:
+        yield net.transfer(ADAPTER_BYTES, [server_out, downs[c]], label=downs[c].name)
+        yield env.timeout(compute_s)
+        yield net.transfer(ADAPTER_BYTES, [ups[c], server_in], label=ups[c].name)
+
+    cpu_s = timed_rounds(env, args, rng, client)
+    return net, cpu_s, count_held_back(net, client_pipes)
 
 
-def bare_loop(n_timeouts: int) -> float:
-    """Host seconds for a bare simpy process doing `n_timeouts` timeouts."""
+def fixed_transfers_s(args: argparse.Namespace) -> float:
+    """CPU seconds for the same rounds with each transfer a fixed 1 s timeout: the cost of
+    the client processes alone, which no network model can go below."""
+    env = simpy.Environment()
+
+    def client(_c: int, compute_s: float) -> Generator[simpy.Event, object, None]:
+        yield env.timeout(1.0)
+        yield env.timeout(compute_s)
+        yield env.timeout(1.0)
+
+    return timed_rounds(env, args, np.random.default_rng(args.seed), client)
+
+
+def bare_loop_s(n_timeouts: int) -> float:
+    """CPU seconds for a bare simpy process doing `n_timeouts` timeouts."""
     env = simpy.Environment()
 
     def loop() -> Generator[simpy.Event, object, None]:
         for _ in range(n_timeouts):
             yield env.timeout(1.0)
 
-    host0 = time.perf_counter()
+    cpu0 = time.process_time()
     env.run(env.process(loop()))
-    return time.perf_counter() - host0
+    return time.process_time() - cpu0
 
 
+# -- what it printed ------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exchanges = args.rounds * args.per_round
@@ -203,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         f"config: {args.clients} clients x {args.rounds} rounds, {args.per_round} per round, "
         f"links {args.links}, server {args.server_gbps:g} Gbit/s in/out, adapter "
         f"{ADAPTER_BYTES:,} B each way, compute lognormal median {args.compute_s:g} s, "
-        f"seed {args.seed}"
+        f"seed {args.seed}, gc {args.gc}"
     )
-    net, host_s, slowed = run_simulation(args)
+    net, cpu_s, slowed = run_simulation(args)
     end_s = max(r.end_s for r in net.records)
     print(
         f"simulated: {exchanges:,} exchanges ({len(net.records):,} transfers) "
@@ -214,11 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, count in slowed.items():
         saturated = "saturated" if count else "never saturated"
         print(f"{name}: {saturated} ({count:,} transfers slower than alone on their link)")
-    print(f"host: {host_s:.2f} s, {exchanges / host_s:,.0f} exchanges/s")
+    print(f"host CPU: {cpu_s:.2f} s, {exchanges / cpu_s:,.0f} exchanges/s")
     if not args.no_bare:
-        bare_s = bare_loop(3 * exchanges)
-        print(f"bare simpy loop: {3 * exchanges:,} timeouts in {bare_s:.2f} s")
-        print(f"ratio (simulated / bare host time): {host_s / bare_s:.1f}x")
+        bare_s = bare_loop_s(3 * exchanges)
+        fixed_s = fixed_transfers_s(args)
+        print(f"bare simpy loop: {3 * exchanges:,} timeouts in {bare_s:.2f} s CPU")
+        print(
+            f"same rounds, fixed-time transfers: {fixed_s:.2f} s CPU ({fixed_s / bare_s:.1f}x bare)"
+        )
+        print(f"ratio (simulated / bare CPU time): {cpu_s / bare_s:.1f}x")
     return 0
 
 

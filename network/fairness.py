@@ -49,7 +49,13 @@ def max_min_shares(
 
 
 class _Filling(Generic[Link]):
-    """The state of one progressive filling: capacity left and unfrozen flows per link."""
+    """The state of one progressive filling: capacity left and unfrozen flows per link.
+
+    Written for thousands of flows per call (a busy server's every client): one loop per
+    freezing link rather than a call per flow, one `Share` for all the flows a link freezes
+    at once (it is immutable, so they may hold the same one), and no popping of the links
+    left in the heap once every flow is frozen.
+    """
 
     def __init__(self, paths: Sequence[Sequence[Link]], capacity: Mapping[Link, float]) -> None:
         self.paths = paths
@@ -61,54 +67,58 @@ class _Filling(Generic[Link]):
                 self.members[link].append(i)
         self.count = {link: len(flows) for link, flows in self.members.items()}
         self.shares: list[Share[Link] | None] = [None] * len(paths)
+        self.unfrozen = len(paths)
 
     def run(self, limits: Sequence[float] | None) -> list[Share[Link]]:
         """Freeze flows link by link, tightest first; then return every flow's share."""
-        heap: list[tuple[float, int, int]] = []  # (level, rank, flow of a limit or -1 for a link)
-        links = list(self.rank)
-        for link in links:
-            if self.count[link]:
-                heap.append((self._level(link), self.rank[link], -1))
+        count, rank = self.count, self.rank
+        links = list(rank)
+        # (level, rank, flow of a limit or -1 for a link)
+        heap = [(self._level(link), rank[link], -1) for link in links if count[link]]
         if limits is not None:
             offset = len(links)
             heap += [(lim, offset + i, i) for i, lim in enumerate(limits) if lim < math.inf]
         heapq.heapify(heap)
         while heap:
-            level, rank, flow = heapq.heappop(heap)
+            level, key, flow = heapq.heappop(heap)
             if flow >= 0:
-                touched = self._freeze(flow, level, None)
+                touched = self._freeze([flow], Share(level, None))
             else:
-                touched = self._freeze_link(links[rank], level, heap)
-            for other in dict.fromkeys(touched):
-                if self.count[other] > 0:
-                    heapq.heappush(heap, (self._level(other), self.rank[other], -1))
+                link = links[key]
+                if count[link] == 0:
+                    continue
+                current = self._level(link)
+                if current != level:  # stale key: the share grew since it was pushed
+                    heapq.heappush(heap, (current, key, -1))
+                    continue
+                touched = self._freeze(self.members[link], Share(level, link))
+            if not self.unfrozen:
+                break  # what is left in the heap can freeze no one
+            for other in touched:
+                if count[other] > 0:
+                    heapq.heappush(heap, (self._level(other), rank[other], -1))
         return [s if s is not None else Share(math.inf, None) for s in self.shares]
-
-    def _freeze_link(
-        self, link: Link, level: float, heap: list[tuple[float, int, int]]
-    ) -> list[Link]:
-        """Freeze the link's unfrozen flows at `level`, unless its key was stale."""
-        if self.count[link] == 0:
-            return []
-        current = self._level(link)
-        if current != level:  # stale key: the share grew since it was pushed
-            heapq.heappush(heap, (current, self.rank[link], -1))
-            return []
-        touched: list[Link] = []
-        for i in self.members[link]:
-            touched += self._freeze(i, level, link)
-        return touched
 
     def _level(self, link: Link) -> float:
         """Fair share of the link for its unfrozen flows (never negative)."""
         return max(0.0, self.left[link]) / self.count[link]
 
-    def _freeze(self, flow: int, rate: float, bottleneck: Link | None) -> list[Link]:
-        """Fix the flow's rate, take it from its links; the links still shared come back."""
-        if self.shares[flow] is not None:
-            return []
-        self.shares[flow] = Share(rate, bottleneck)
-        for link in self.paths[flow]:
-            self.left[link] -= rate
-            self.count[link] -= 1
-        return [link for link in self.paths[flow] if link != bottleneck]
+    def _freeze(self, flows: list[int], share: Share[Link]) -> dict[Link, None]:
+        """Give the unfrozen `flows` this share and take it from their links; return the
+        other links they cross (in order, once each): their levels may have moved."""
+        left, count, paths, shares = self.left, self.count, self.paths, self.shares
+        rate, bottleneck = share.rate, share.bottleneck
+        touched: dict[Link, None] = {}
+        frozen = 0
+        for i in flows:
+            if shares[i] is not None:
+                continue
+            shares[i] = share
+            frozen += 1
+            for link in paths[i]:
+                left[link] -= rate
+                count[link] -= 1
+                if link != bottleneck:
+                    touched[link] = None
+        self.unfrozen -= frozen
+        return touched

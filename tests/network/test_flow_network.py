@@ -211,3 +211,41 @@ def test_same_scenario_gives_identical_records() -> None:
         return net.records
 
     assert scenario() == scenario()
+
+
+def test_transfer_is_an_event_that_composes_with_others() -> None:
+    # 1 MB/s link. The AnyOf fires at 0.5 s with the tick; A has 0.5 MB left then, as much
+    # as B, which starts at 0.5 s: they share the link and are both served at 1.5 s.
+    env = simpy.Environment()
+    net = Network(env, overhead=NO_OVERHEAD)
+    link = net.pipe("link", rate_mbps=8)
+    got: dict[str, object] = {}
+
+    def waiter() -> object:
+        first = yield net.transfer(1_000_000, [link], label="a") | env.timeout(0.5, "tick")
+        got["first"] = list(first.values())
+        both = yield env.all_of([net.transfer(500_000, [link], label="b")])
+        got["both"] = [r.label for r in both.values()]
+
+    env.process(waiter())
+    env.run()
+
+    assert got == {"first": ["tick"], "both": ["b"]}
+    assert [(r.label, r.end_s) for r in net.records] == [
+        ("a", pytest.approx(1.5, rel=1e-9)),
+        ("b", pytest.approx(1.5, rel=1e-9)),
+    ]
+
+
+def test_flow_starting_as_another_is_served_gets_the_whole_link() -> None:
+    # A is served at exactly 1.0 s; B asks at 1.0 s and must not share with A at all.
+    env = simpy.Environment()
+    net = Network(env, overhead=NO_OVERHEAD)
+    link = net.pipe("link", rate_mbps=10, delay_s=0.01)
+
+    a = net.transfer(1_250_000, [link])
+    b = _start_later(env, net, 1.0, 1_250_000, [link])
+    env.run()
+
+    assert a.value.end_s == pytest.approx(1.01, rel=1e-9)
+    assert b.value.end_s == pytest.approx(2.01, rel=1e-9)
