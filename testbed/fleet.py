@@ -8,7 +8,7 @@ from device_profiles import DeviceProfile, get_device, get_link
 
 import numpy as np
 
-from network import Network, Pipe, ShiftedTrace, load_mahimahi
+from network import Network, Outage, Pipe, ShiftedTrace, load_mahimahi
 from testbed.scenario import FleetEntry, LinkSpec, Scenario
 
 
@@ -81,7 +81,10 @@ class Topology:
         return [self.server_out, self.clients[client_id].down]
 
 
-def build_topology(net: Network, scenario: Scenario, clients: list[FleetClient]) -> Topology:
+def build_topology(net: Network, scenario: Scenario, clients: list[FleetClient],
+                   outages: dict[int, list[Outage]] | None = None) -> Topology:
+    """The server's pipes and each client's; `outages` (client -> windows when its link is
+    down: scenario-wide outages, offline periods) go on both of the client's pipes."""
     srv = scenario.server.link
     half_s = srv.rtt_ms / 2000.0
     server_in = net.pipe("server.in", rate_mbps=srv.rate_mbps, delay_s=half_s)
@@ -89,21 +92,24 @@ def build_topology(net: Network, scenario: Scenario, clients: list[FleetClient])
     rng = np.random.default_rng([scenario.seed, 7])
     pipes = {
         c.client_id: ClientPipes(
-            up=_client_pipe(net, f"client{c.client_id}.up", c.link, "up", rng),
-            down=_client_pipe(net, f"client{c.client_id}.down", c.link, "down", rng),
+            up=_client_pipe(net, f"client{c.client_id}.up", c.link, "up", rng, (outages or {}).get(c.client_id, [])),
+            down=_client_pipe(net, f"client{c.client_id}.down", c.link, "down", rng,
+                              (outages or {}).get(c.client_id, [])),
         )
         for c in clients
     }
     return Topology(server_in, server_out, pipes)
 
 
-def _client_pipe(net: Network, name: str, link: LinkRates, direction: str, rng: np.random.Generator) -> Pipe:
+def _client_pipe(net: Network, name: str, link: LinkRates, direction: str, rng: np.random.Generator,
+                 outages: list[Outage]) -> Pipe:
     """A constant-rate pipe, or a trace pipe started at a random (seeded) point of its trace so
     that clients sharing a trace file do not fade in lockstep."""
     delay_s = link.rtt_ms / 2000.0
     path = getattr(link, f"trace_{direction}")
     if path is None:
-        return net.pipe(name, rate_mbps=getattr(link, f"{direction}_mbps"), delay_s=delay_s, loss_rate=link.loss_rate)
+        return net.pipe(name, rate_mbps=getattr(link, f"{direction}_mbps"), delay_s=delay_s, loss_rate=link.loss_rate,
+                        outages=outages)
     trace = load_mahimahi(path)
     shifted = ShiftedTrace(trace, float(rng.uniform(0.0, trace.period_ms / 1000.0)))
-    return net.pipe(name, trace=shifted, delay_s=delay_s, loss_rate=link.loss_rate)
+    return net.pipe(name, trace=shifted, delay_s=delay_s, loss_rate=link.loss_rate, outages=outages)

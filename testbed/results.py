@@ -24,13 +24,13 @@ CLIENT_ROUND_COLUMNS = [
     "memory_budget_mb", "over_memory_budget", "bytes_down", "bytes_up", "sim_start_s", "sim_end_s",
 ]
 ROUND_COLUMNS = [
-    "round", "sim_start_s", "sim_end_s", "sim_duration_s", "selected", "participants", "failures",
+    "round", "sim_start_s", "sim_end_s", "sim_duration_s", "selected", "participants", "failures", "discarded",
     "straggler", "train_loss", "eval_loss", "accuracy", "bytes_up", "bytes_down", "wire_bytes_up",
-    "wire_bytes_down", "server_compute_s", "host_round_s", "host_fit_s", "host_eval_s",
+    "wire_bytes_down", "wasted_compute_s", "server_compute_s", "host_round_s", "host_fit_s", "host_eval_s",
 ]
 INTEGER_COLUMNS = {
     "round", "client", "payload_bytes", "wire_bytes", "n_samples", "bytes_down", "bytes_up", "participants",
-    "failures", "straggler", "wire_bytes_up", "wire_bytes_down",
+    "failures", "discarded", "straggler", "wire_bytes_up", "wire_bytes_down",
 }
 
 

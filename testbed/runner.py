@@ -8,6 +8,7 @@ simpy Environment for the whole run.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 import simpy
 
-from network import NO_OVERHEAD, TCP_IP, Network
+from network import NO_OVERHEAD, TCP_IP, Network, Outage, OutagePolicy
+from testbed.availability import Schedule, schedules
 from testbed.backends import Backend, make_backend
 from testbed.calibration import HostCalibration, dilate
 from testbed.fleet import FleetClient, Topology, build_topology, device_compute, expand_fleet
@@ -42,6 +44,7 @@ from testbed.scenario import Scenario
 from testbed.taskdata import build_task_data
 
 SERVER = -1  # the `client` column of server-side rows
+AVAILABILITY_HORIZON_S = 90 * 86400.0  # offline periods become link outages up to this simulated time
 
 
 @dataclass
@@ -60,6 +63,7 @@ class ClientTimeline:
     wire_up: int = 0
     peak_rss_bytes: int = 0
     arrived: bool = False
+    offline_at_s: float = math.inf  # when the client's availability window ends
 
 
 @dataclass
@@ -72,6 +76,11 @@ class RoundContext:
     failures: dict[int, Failure] = field(default_factory=dict)
     timelines: dict[int, ClientTimeline] = field(default_factory=dict)
     server_host_s: float = 0.0  # host seconds of server calls made during the round
+    enough: Any = None  # simpy event: the round has the arrivals it keeps
+    dropouts: set[int] = field(default_factory=set)  # clients that drop out after their first work
+    keep: int | None = None  # deadline policy: the round closes at this many arrivals
+    closed: bool = False  # no more arrivals are kept (the rest is wasted work)
+    discarded: set[int] = field(default_factory=set)  # still working when the round closed
 
 
 class Runner:
@@ -88,14 +97,31 @@ class Runner:
         self.clients = expand_fleet(scenario)
         self.env = simpy.Environment()
         overhead = TCP_IP if scenario.emulation.protocol_overhead else NO_OVERHEAD
-        self.net = Network(self.env, overhead=overhead)
-        self.topology: Topology = build_topology(self.net, scenario, self.clients)
+        policy = OutagePolicy(scenario.network.on_outage, scenario.network.outage_timeout_s)
+        self.net = Network(self.env, overhead=overhead, outage_policy=policy)
+        self.schedules: list[Schedule] = schedules(scenario.availability, len(self.clients), scenario.seed)
+        self.topology: Topology = build_topology(self.net, scenario, self.clients, self._link_outages())
         self.server = simpy.Resource(self.env, capacity=1)  # server compute: one request at a time
         self.framework: Framework | None = None
         self.backend: Backend | None = None
         self.throttled: dict[int, float] = {}  # client -> CPU quota (cores) under `time: throttle`
 
     # -- set-up ----------------------------------------------------------------------------
+    def _link_outages(self) -> dict[int, list[Outage]]:
+        """Per client: the scenario's link outages plus its offline periods, merged."""
+        out = {}
+        for c in self.clients:
+            windows = sorted([*self.scenario.network.outages,
+                              *self.schedules[c.client_id].offline_windows(AVAILABILITY_HORIZON_S)])
+            merged: list[list[float]] = []
+            for t1, t2 in windows:
+                if merged and t1 <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], t2)
+                else:
+                    merged.append([t1, t2])
+            out[c.client_id] = [Outage(t1, t2) for t1, t2 in merged if t2 > t1]
+        return out
+
     def _specs(self) -> list[ClientSpec]:
         data = build_task_data(self.scenario)
         threads = self.scenario.emulation.threads_per_client
@@ -174,21 +200,59 @@ class Runner:
         self.recorder.flush()
 
     def select(self, rnd: int) -> list[int]:
+        """Seeded choice among the clients online now: clients_per_round of them, or
+        ceil((1 + over_selection) x clients_per_round) under the deadline policy (fewer
+        when fewer are online). With nobody online the clock first advances to the next
+        time someone comes online."""
+        online = self._online_now()
         rng = np.random.default_rng([self.scenario.seed, rnd])
         k = self.scenario.framework.clients_per_round
-        return sorted(int(c) for c in rng.choice(len(self.clients), size=k, replace=False))
+        policy = self.scenario.policy
+        if policy.kind == "deadline":
+            k = math.ceil((1 + policy.over_selection) * k - 1e-9)
+        k = min(k, len(online))
+        if len(online) == len(self.clients):
+            return sorted(int(c) for c in rng.choice(len(self.clients), size=k, replace=False))
+        return sorted(int(c) for c in rng.choice(np.array(online), size=k, replace=False))
+
+    def _online_now(self) -> list[int]:
+        online = [c.client_id for c in self.clients if self.schedules[c.client_id].online(self.env.now)]
+        if online:
+            return online
+        back_s = min(s.next_online(self.env.now) for s in self.schedules)
+        if math.isinf(back_s):
+            raise RuntimeError(f"no client is online at {self.env.now:.0f} s or later: the availability ends")
+        self.env.run(until=back_s)
+        return self._online_now()
+
+    def _dropouts(self, rnd: int, selected: list[int]) -> set[int]:
+        p = self.scenario.availability.dropout
+        if not p:
+            return set()
+        rng = np.random.default_rng([self.scenario.seed, rnd, 0xD0])
+        return {cid for cid, u in zip(selected, rng.random(len(selected)), strict=True) if u < p}
 
     def run_round(self, rnd: int) -> None:
         host_t0 = time.perf_counter()
         selected = self.select(rnd)
         ins = self.framework.configure_fit(rnd, selected)
-        ctx = RoundContext(rnd, ins, kill={k.client for k in self.scenario.faults.kill if k.round == rnd})
+        ctx = RoundContext(rnd, ins, kill={k.client for k in self.scenario.faults.kill if k.round == rnd},
+                           dropouts=self._dropouts(rnd, selected))
+        policy = self.scenario.policy
+        if policy.kind == "deadline":
+            ctx.keep = self.scenario.framework.clients_per_round
         self.progress(f"round {rnd}: {len(selected)} clients computing")
         t_clients = time.perf_counter()
         self._prefetch(ctx)
         sim_start = self.env.now
+        ctx.enough = self.env.event()  # the deadline policy's K-th arrival
         procs = [self.env.process(self.client_round(ctx, cid)) for cid in selected]
-        self.env.run(until=self.env.all_of(procs))
+        ends = [self.env.all_of(procs), ctx.enough]
+        if policy.kind == "deadline" and policy.deadline_s is not None:
+            ends.append(self.env.timeout(policy.deadline_s))
+        self.env.run(until=self.env.any_of(ends))
+        ctx.closed = True
+        ctx.discarded = {cid for cid, p in zip(selected, procs, strict=True) if p.is_alive}
         host_fit_s = time.perf_counter() - t_clients - ctx.server_host_s
         results = [ctx.results[cid] for cid in sorted(ctx.results)]
         metrics, server_s = self._aggregate(rnd, results, list(ctx.failures.values()))
@@ -227,28 +291,47 @@ class Runner:
 
     def client_round(self, ctx: RoundContext, cid: int) -> Generator:
         tl = ctx.timelines.setdefault(cid, ClientTimeline(start_s=self.env.now))
+        tl.offline_at_s = self.schedules[cid].offline_at(self.env.now)
         script = self.framework.client_script(ctx.rnd, cid, ctx.ins[cid])
-        reply = None
-        while True:
+        reply, calls = None, 0
+        while not ctx.closed:  # after the round closed, a straggler stops at its next action
             try:
                 action = script.send(reply)
             except StopIteration as stop:
-                ctx.results[cid] = stop.value
-                tl.arrived, tl.end_s = True, self.env.now
+                self._arrive(ctx, cid, stop.value, tl)
                 return
             if isinstance(action, Send):
                 reply = yield from self._send(ctx.rnd, cid, action, tl)
+                if reply.status != "ok":
+                    cause = "disconnected" if reply.status == "failed" else "timeout"
+                    return self._fail(ctx, cid, script, tl, cause, f"{action.payload.kind}: link {reply.status}")
             elif isinstance(action, ServerCall):
                 reply = yield from self._server_call(ctx, cid, action)
             else:
                 reply = self._client_call(ctx, cid, action)
+                calls += 1
                 tl.peak_rss_bytes = max(tl.peak_rss_bytes, getattr(reply, "peak_rss_bytes", 0))
-                yield from self._compute(ctx.rnd, cid, reply, tl)
+                finished = yield from self._compute(ctx.rnd, cid, reply, tl)
+                if not finished:
+                    return self._fail(ctx, cid, script, tl, "offline", "availability window ended mid-compute")
                 if isinstance(reply, Failure):
-                    script.close()
-                    ctx.failures[cid] = reply
-                    tl.end_s = self.env.now
-                    return
+                    return self._fail(ctx, cid, script, tl, reply.cause, reply.detail, reply)
+                if cid in ctx.dropouts and calls == 1:
+                    return self._fail(ctx, cid, script, tl, "dropout", "dropped out before sending its work")
+        script.close()
+
+    def _arrive(self, ctx: RoundContext, cid: int, result: FitRes, tl: ClientTimeline) -> None:
+        ctx.results[cid] = result
+        tl.arrived, tl.end_s = True, self.env.now
+        if ctx.keep is not None and len(ctx.results) == ctx.keep and not ctx.enough.triggered:
+            ctx.enough.succeed()
+
+    def _fail(self, ctx: RoundContext, cid: int, script, tl: ClientTimeline, cause: str, detail: str,
+              failure: Failure | None = None) -> None:
+        script.close()
+        ctx.failures[cid] = failure or Failure(cid, ctx.rnd, cause, detail, host_s=tl.host_s,
+                                               peak_rss_bytes=tl.peak_rss_bytes)
+        tl.end_s = self.env.now
 
     def _client_call(self, ctx: RoundContext, cid: int, call: ClientCall) -> Outcome:
         """The call's real result: from the prefetched future when it is that call."""
@@ -291,6 +374,8 @@ class Runner:
         return value
 
     def _compute(self, rnd: int, cid: int, outcome: Outcome, tl: ClientTimeline) -> Generator:
+        """Put the outcome's spans on the clock; returns False when the client went offline
+        before they ended."""
         client = self.clients[cid]
         spans = () if isinstance(outcome, Failure) else getattr(outcome, "spans", ())
         for span in spans:
@@ -302,6 +387,14 @@ class Runner:
                 host_s, device_s = self.replay.lookup(rnd, cid, span.label, host_s, device_s)
                 factor = device_s / host_s if host_s > 0 else float("nan")
             start = self.env.now
+            if start + device_s > tl.offline_at_s:  # the device leaves mid-compute: the work is lost
+                yield self.env.timeout(max(0.0, tl.offline_at_s - start))
+                tl.host_s += host_s
+                tl.device_s += self.env.now - start
+                self.recorder.event(round=rnd, client=cid, kind="compute", payload_bytes=0, wire_bytes=0,
+                                    sim_start_s=start, sim_end_s=self.env.now, host_s=host_s,
+                                    device_s=self.env.now - start, status="failed", detail=f"{span.label}: offline")
+                return False
             yield self.env.timeout(device_s)
             tl.host_s += host_s
             tl.device_s += device_s
@@ -321,6 +414,7 @@ class Runner:
             self.recorder.event(round=rnd, client=cid, kind="compute", payload_bytes=0, wire_bytes=0,
                                 sim_start_s=start, sim_end_s=self.env.now, host_s=outcome.host_s,
                                 device_s=device_s, status="failed", detail=f"{outcome.cause}: {outcome.detail}")
+        return True
 
     def _dilate(self, client: FleetClient, host_s: float, workload) -> tuple[float, float, float, str]:
         d = dilate(host_s, workload=workload, host=self.calibration,
@@ -352,7 +446,8 @@ class Runner:
         self.recorder.round(
             round=ctx.rnd, sim_start_s=sim_start, sim_end_s=self.env.now, sim_duration_s=self.env.now - sim_start,
             selected=" ".join(map(str, sorted(ctx.ins))), participants=len(arrived),
-            failures=len(ctx.timelines) - len(arrived), straggler=last,
+            failures=len(ctx.failures), discarded=len(ctx.discarded - set(ctx.failures)), straggler=last,
+            wasted_compute_s=sum(ctx.timelines[c].device_s for c in ctx.timelines if c not in ctx.results),
             bytes_up=sum(t.bytes_up for t in tls), bytes_down=sum(t.bytes_down for t in tls),
             wire_bytes_up=sum(t.wire_up for t in tls), wire_bytes_down=sum(t.wire_down for t in tls),
             server_compute_s=server_s, host_round_s=host_round_s, host_fit_s=host_fit_s, host_eval_s=host_eval_s,
@@ -363,10 +458,12 @@ class Runner:
         tl, client = ctx.timelines[cid], self.clients[cid]
         outcome = ctx.results.get(cid) or ctx.failures.get(cid)
         ok = isinstance(outcome, FitRes)
+        late = cid in ctx.discarded and not ok and cid not in ctx.failures
         peak_mb = tl.peak_rss_bytes / 2**20
         self.recorder.client_round(
             round=ctx.rnd, client=cid, device=client.name, link=client.link.name,
-            outcome="ok" if ok else "failed", cause="" if ok else outcome.cause,
+            outcome="ok" if ok else ("discarded" if late else "failed"),
+            cause="" if ok else ("late" if late else outcome.cause),
             n_samples=outcome.n_samples if ok else 0,
             train_loss=outcome.metrics.get("train_loss") if ok else None,
             host_compute_s=tl.host_s, device_compute_s=tl.device_s, dilation_factor=tl.factor, bound=tl.bound,

@@ -169,6 +169,38 @@ class EmulationConfig(_Node):
         return self
 
 
+class AvailabilityConfig(_Node):
+    """When clients are online (testbed/availability.py) and how often a selected one drops."""
+
+    kind: Literal["always", "diurnal", "fedscale"] = "always"
+    period_s: float = Field(86400.0, gt=0)  # diurnal: the cycle
+    on_fraction: float = Field(0.5, gt=0, le=1)  # diurnal: share of each cycle a client is online
+    path: str | None = None  # fedscale: the availability JSON
+    dropout: float = Field(0.0, ge=0, lt=1)  # probability a selected client drops out before its upload
+
+    @model_validator(mode="after")
+    def _path_for_fedscale(self) -> AvailabilityConfig:
+        if self.kind == "fedscale" and not self.path:
+            raise ValueError("kind: fedscale needs `path` (a FedScale availability JSON)")
+        return self
+
+
+class PolicyConfig(_Node):
+    """How a round closes. wait_all: when every selected client has arrived or failed.
+    deadline: select ceil((1 + over_selection) x clients_per_round), keep the first
+    clients_per_round arrivals (or what arrived by deadline_s), discard the rest."""
+
+    kind: Literal["wait_all", "deadline"] = "wait_all"
+    deadline_s: float | None = Field(None, gt=0)  # simulated seconds after the round starts
+    over_selection: float = Field(0.0, ge=0)  # extra share of clients selected under `deadline`
+
+
+class NetworkConfig(_Node):
+    on_outage: Literal["stall", "fail"] = "fail"  # a transfer over a link that goes down
+    outage_timeout_s: float = Field(60.0, gt=0)  # stall: give up after this long
+    outages: tuple[tuple[float, float], ...] = ()  # every client's link down over [t1, t2) (simulated s)
+
+
 class KillFault(_Node):
     round: int = Field(gt=0)  # round in which the client's worker is killed mid-fit
     client: int = Field(ge=0)  # client id (position in the expanded fleet)
@@ -196,6 +228,9 @@ class Scenario(_Node):
     emulation: EmulationConfig = EmulationConfig()
     eval: EvalConfig = EvalConfig()
     faults: FaultsConfig = FaultsConfig()
+    availability: AvailabilityConfig = AvailabilityConfig()
+    policy: PolicyConfig = PolicyConfig()
+    network: NetworkConfig = NetworkConfig()
     output: str = "runs/scenario"
 
     @field_validator("fleet")

@@ -1,0 +1,61 @@
+"""Client availability schedules: synthetic diurnal ones and the FedScale import."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from testbed.availability import ALWAYS, AvailabilityError, Schedule, diurnal, load_fedscale
+
+
+def test_a_schedule_answers_online_offline_and_next_online():
+    s = Schedule(((10.0, 40.0), (60.0, 100.0)), period_s=100.0)
+    assert not s.online(5) and s.online(10) and s.online(39.9) and not s.online(40) and s.online(170)
+    assert not s.online(150)
+    assert s.offline_at(20) == 40.0 and s.offline_at(70) == 100.0
+    assert s.next_online(45) == 60.0 and s.next_online(5) == 10.0 and s.next_online(240) == 260.0
+    assert s.offline_windows(250) == [(0.0, 10.0), (40.0, 60.0), (100.0, 110.0), (140.0, 160.0), (200.0, 210.0),
+                                      (240.0, 250)]
+    wrapping = Schedule(((0.0, 20.0), (80.0, 100.0)), period_s=100.0)  # online 80 -> 120, across the period
+    assert wrapping.offline_at(90) == 120.0 and wrapping.offline_windows(200) == [(20.0, 80.0), (120.0, 180.0)]
+    assert ALWAYS.online(1e9) and ALWAYS.offline_at(3.0) == math.inf and ALWAYS.offline_windows(100) == []
+
+
+def test_diurnal_clients_are_online_their_share_of_each_period_at_seeded_phases():
+    a = diurnal(50, period_s=1000.0, on_fraction=0.3, seed=4)
+    assert a == diurnal(50, period_s=1000.0, on_fraction=0.3, seed=4)
+    assert a != diurnal(50, period_s=1000.0, on_fraction=0.3, seed=5)
+    for s in a:
+        offline = sum(t2 - t1 for t1, t2 in s.offline_windows(10_000.0))
+        assert offline == pytest.approx(7_000.0, abs=1e-6)
+    online_share = sum(s.online(1234.5) for s in a) / len(a)
+    assert 0.1 < online_share < 0.5
+    assert diurnal(3, period_s=10.0, on_fraction=1.0, seed=0) == [ALWAYS] * 3
+
+
+def test_fedscale_availability_import(tmp_path):
+    path = tmp_path / "avail.json"
+    path.write_text(json.dumps({"7": {"active": [0, 50], "inactive": [20, 80], "finish_time": 100},
+                                "9": {"active": [10], "inactive": [30]}}))
+    a, b, c = load_fedscale(path, 3)
+    assert a.online(110) and not a.online(130) and a.offline_at(55) == 80
+    assert b.online(15) and not b.online(35) and b.next_online(35) == math.inf  # no finish_time: no repeat
+    assert c == a  # the fleet cycles over the file's entries
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("not json", r"avail.json:1: not JSON"),
+    ("{}", "expected a non-empty object"),
+    ('{"1": {"active": [0]}}', "client 1: expected an object with 'active' and 'inactive'"),
+    ('{"1": {"active": [0, 5], "inactive": [10]}}', "client 1: 'active' and 'inactive' must be lists of equal length"),
+    ('{"1": {"active": [10], "inactive": [5]}}', "client 1: windows must be increasing"),
+    ('{"1": {"active": ["x"], "inactive": [5]}}', "must hold numbers"),
+    ('{"1": {"active": [0], "inactive": [500], "finish_time": 100}}', "ends after finish_time"),
+])
+def test_bad_fedscale_files_name_file_and_client(tmp_path, content, message):
+    path = tmp_path / "avail.json"
+    path.write_text(content)
+    with pytest.raises(AvailabilityError, match=message):
+        load_fedscale(path, 2)
