@@ -145,22 +145,15 @@ class KDClient(Client):
                                    max_tokens=scenario.dataset.max_tokens)
         idx = self.spec.train_indices
         self.examples = self.encoder.encode_many(data.texts(idx), data.labels(idx))
-        lora = fw.lora.model_copy(update={"targets": opts.student_targets}) if opts.student_targets else fw.lora
-        student = load_student(self.spec.model_dir, opts.student_layers)
-        quantize_blocks(student, opts.student_quantization)
-        self.model = attach_lora(student, lora, seed=scenario.seed)
+        self.model = build_student(scenario, self.spec.model_dir)
         self.n_params, self.n_trainable = count_parameters(self.model)
         self.model_mb = model_mb(self.model)
         self.optimizer = OptimizerSpec(fw.optimizer, opts.student_lr or fw.lr, fw.weight_decay)
         self.ort = None
         self.export_s = 0.0
         if opts.onnx:
-            from frameworks.kd_onnx import OrtStudent
-
-            self.ort = OrtStudent(self.model, k=opts.top_k, temperature=opts.temperature,
-                                  all_positions=opts.positions == "all", int8=opts.onnx_int8, threads=self.spec.threads,
-                                  cache_key=onnx_cache_key(self.spec.model_dir, opts, lora))
-            self.export_s = self.ort.refresh().export_s  # once per architecture, before round 1
+            self.ort = ort_student(self.model, scenario, self.spec.model_dir, threads=self.spec.threads)
+            self.export_s = self.ort.refresh().export_s  # the server exported it; this loads it
 
     def fit(self, ins: FitIns) -> FitRes:
         fw, opts = self.spec.scenario.framework, self.opts
@@ -222,6 +215,31 @@ class KDClient(Client):
         return out
 
 
+def student_lora(scenario: Scenario):
+    fw = scenario.framework
+    return fw.lora.model_copy(update={"targets": fw.kd.student_targets}) if fw.kd.student_targets else fw.lora
+
+
+def build_student(scenario: Scenario, model_dir: str):
+    """The LoRA student as every client starts it: the chosen blocks, quantized, fresh
+    adapters seeded by the scenario."""
+    opts = scenario.framework.kd
+    student = load_student(model_dir, opts.student_layers)
+    quantize_blocks(student, opts.student_quantization)
+    return attach_lora(student, student_lora(scenario), seed=scenario.seed)
+
+
+def ort_student(model, scenario: Scenario, model_dir: str, *, threads: int):
+    """The student's ORT twin; its graph lives in the asset cache under a key of everything
+    that shapes it, so it is exported once per architecture."""
+    from frameworks.kd_onnx import OrtStudent
+
+    opts = scenario.framework.kd
+    return OrtStudent(model, k=opts.top_k, temperature=opts.temperature, all_positions=opts.positions == "all",
+                      int8=opts.onnx_int8, threads=threads,
+                      cache_key=onnx_cache_key(model_dir, opts, student_lora(scenario)))
+
+
 def onnx_cache_key(model_dir: str, opts: KDOptions, lora) -> str:
     """What makes two exported student graphs the same: the model's files, the student's
     blocks, quantization and adapters, the logit head, and the exporter's versions."""
@@ -276,6 +294,8 @@ class KDFedLLM(Framework):
         self.optimizer = OptimizerSpec(self.fw.optimizer, self.fw.lr, self.fw.weight_decay)
         self.down: dict[int, bytes] = {}  # round -> logits_down payload (teacher on that round's batch)
         self._prepare_down(1)
+        if self.opts.onnx:  # the deployment step: export the students' graph here, not in a device's memory
+            ort_student(build_student(scenario, self.ctx.model_dir), scenario, self.ctx.model_dir, threads=1).prepare()
 
     def _public(self, rnd: int) -> tuple[tuple[int, ...], list[EncodedExample]]:
         ids = public_batch(self.ctx.scenario, self.data.splits.public, rnd)

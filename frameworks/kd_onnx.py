@@ -146,6 +146,14 @@ class OrtStudent:
                             lambda tmp: (tmp / "student.onnx").write_bytes(self._build_graph()))
         return (folder / "student.onnx").read_bytes()
 
+    def prepare(self) -> None:
+        """Export the graph into the cache now, without opening a session (the server does
+        this once at set-up, so no client exports inside its device's memory budget)."""
+        if self.cache_key is None:
+            raise ValueError("prepare() needs a cache_key: without one the graph lives only in its session")
+        self._adapter_names = {f"model.{n}": n for n, p in self.model.named_parameters() if p.requires_grad}
+        self._graph_bytes()
+
     def _build_graph(self) -> bytes:
         self._export()
         self._expose_adapters()
