@@ -36,6 +36,20 @@ def quantize_blocks(model, scheme: str) -> None:
     from testbed.quantize import quantize_model
 
     quantize_model(model.get_decoder().layers, scheme)
+    release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by Python back to the OS (glibc keeps it otherwise), so that a
+    worker that loaded fp32 weights and quantized them is charged for what it holds."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def model_mb(model) -> float:

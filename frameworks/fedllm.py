@@ -41,6 +41,27 @@ def fedavg(states: list[AdapterState], weights: list[float]) -> AdapterState:
     }
 
 
+def staleness_weight(n_samples: int, staleness: int, exponent: float) -> float:
+    """FedBuff's polynomial staleness discount of an update: n_samples x (1 + staleness)^-exponent."""
+    return n_samples * (1.0 + staleness) ** -exponent
+
+
+def buffered_step(global_state: AdapterState, updates: list[AdapterState], starts: list[AdapterState],
+                  weights: list[float]) -> AdapterState:
+    """FedBuff's server step (server learning rate 1): global + sum_i w_i (update_i - start_i) / sum_i w_i,
+    where start_i is the global state client i trained from, so a stale update is a delta from its
+    own start rather than from the current global."""
+    if not updates:
+        raise ValueError("buffered_step needs at least one update")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError(f"buffered_step weights must sum to > 0, got {weights}")
+    return {
+        key: value + sum((w / total) * (u[key] - s[key]) for u, s, w in zip(updates, starts, weights, strict=True))
+        for key, value in global_state.items()
+    }
+
+
 def batch_order(n_examples: int, n_needed: int, seed: int) -> list[int]:
     """Seeded epochs of shuffled example positions, concatenated to `n_needed`."""
     rng = np.random.default_rng(seed)
@@ -128,6 +149,19 @@ class FedLLM(Framework):
         states = [deserialize(r.payloads[0].data) for r in results]
         weights = [float(r.n_samples) for r in results]
         self.global_state = fedavg(states, weights)
+        loss = sum(w * r.metrics["train_loss"] for w, r in zip(weights, results, strict=True)) / sum(weights)
+        return {"train_loss": loss, **mean_metrics(results, ("client_model_mb",))}
+
+    def aggregate_buffered(self, rnd: int, results: list[FitRes], starts: list[FitIns],
+                           staleness: list[int]) -> dict[str, float]:
+        """One FedBuff server step over the buffered updates (in arrival order); `starts` are the
+        FitIns each client trained from (their adapter is its start state)."""
+        exponent = self.ctx.scenario.policy.staleness_exponent
+        weights = [staleness_weight(r.n_samples, s, exponent) for r, s in zip(results, staleness, strict=True)]
+        self.global_state = buffered_step(
+            self.global_state, [deserialize(r.payloads[0].data) for r in results],
+            [deserialize(ins.payloads[0].data) for ins in starts], weights,
+        )
         loss = sum(w * r.metrics["train_loss"] for w, r in zip(weights, results, strict=True)) / sum(weights)
         return {"train_loss": loss, **mean_metrics(results, ("client_model_mb",))}
 

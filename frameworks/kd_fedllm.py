@@ -236,7 +236,7 @@ def ort_student(model, scenario: Scenario, model_dir: str, *, threads: int):
 
     opts = scenario.framework.kd
     return OrtStudent(model, k=opts.top_k, temperature=opts.temperature, all_positions=opts.positions == "all",
-                      int8=opts.onnx_int8, threads=threads,
+                      int8=opts.onnx_int8, threads=threads, optimize=opts.onnx_optimize,
                       cache_key=onnx_cache_key(model_dir, opts, student_lora(scenario)))
 
 

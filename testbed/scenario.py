@@ -90,6 +90,7 @@ class KDOptions(_Node):
     client_distill_from_round: int = Field(2, ge=1)  # first round whose clients get the teacher's logits
     onnx: bool = True  # students produce their logits with onnxruntime (else torch)
     onnx_int8: bool = False  # int8 dynamic quantization of the exported student
+    onnx_optimize: bool = False  # ORT graph optimizations (faster, but folds quantized weights to fp32 copies)
     eval_students: bool = True  # students evaluate themselves on the test set in evaluation rounds
 
 
@@ -188,11 +189,18 @@ class AvailabilityConfig(_Node):
 class PolicyConfig(_Node):
     """How a round closes. wait_all: when every selected client has arrived or failed.
     deadline: select ceil((1 + over_selection) x clients_per_round), keep the first
-    clients_per_round arrivals (or what arrived by deadline_s), discard the rest."""
+    clients_per_round arrivals (or what arrived by deadline_s), discard the rest.
+    fedbuff: asynchronous buffered aggregation (fedllm only): `concurrency` clients train at
+    once, each from the global version current when it starts; every `buffer_size` arrivals
+    make a new server version (a "round"), updates weighted by n_samples x (1 + staleness)^-exponent."""
 
-    kind: Literal["wait_all", "deadline"] = "wait_all"
+    kind: Literal["wait_all", "deadline", "fedbuff"] = "wait_all"
     deadline_s: float | None = Field(None, gt=0)  # simulated seconds after the round starts
     over_selection: float = Field(0.0, ge=0)  # extra share of clients selected under `deadline`
+    buffer_size: int | None = Field(None, gt=0)  # fedbuff: updates per server step (null: clients_per_round)
+    concurrency: int | None = Field(None, gt=0)  # fedbuff: clients training at once (null: clients_per_round)
+    staleness_exponent: float = Field(0.5, ge=0)  # fedbuff: weight x (1 + staleness)^-exponent
+    max_staleness: int | None = Field(None, ge=0)  # fedbuff: older updates are discarded (cause stale)
 
 
 class NetworkConfig(_Node):
@@ -250,6 +258,18 @@ class Scenario(_Node):
         for i, k in enumerate(self.faults.kill):
             if k.client >= n:
                 raise ValueError(f"faults.kill.{i}.client={k.client} is not a client id (fleet has {n})")
+        return self
+
+    @model_validator(mode="after")
+    def _fedbuff_for_fedllm(self) -> Scenario:
+        """Buffered asynchronous rounds exchange whole adapters: fedllm only."""
+        if self.policy.kind == "fedbuff" and self.framework.name != "fedllm":
+            problem = ValueError("fedbuff applies to fedllm (split and kd exchange per step / per public "
+                                 "batch and keep synchronous rounds)")
+            raise ValidationError.from_exception_data("Scenario", [
+                {"type": "value_error", "loc": ("policy", "kind"), "input": self.policy.kind,
+                 "ctx": {"error": problem}},
+            ])
         return self
 
     @model_validator(mode="after")
