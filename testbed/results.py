@@ -30,7 +30,7 @@ ROUND_COLUMNS = [
 ]
 INTEGER_COLUMNS = {
     "round", "client", "payload_bytes", "wire_bytes", "n_samples", "bytes_down", "bytes_up", "participants",
-    "failures", "discarded", "straggler", "wire_bytes_up", "wire_bytes_down",
+    "failures", "discarded", "straggler", "wire_bytes_up", "wire_bytes_down", "start_version", "staleness",
 }
 
 

@@ -83,6 +83,61 @@ class RoundContext:
     discarded: set[int] = field(default_factory=set)  # still working when the round closed
 
 
+@dataclass(eq=False)
+class AsyncTask:
+    """One client's work under `policy.kind: fedbuff`, from the global version it started
+    from to its arrival or failure. Its events carry round start_version + 1."""
+
+    cid: int
+    start_version: int
+    ctx: RoundContext  # the client's own context: its FitIns, timeline, result or failure
+    proc: Any = None  # its simpy process
+    arrival_version: int | None = None  # the server version when its update arrived
+    outcome: str = ""  # ok | failed | discarded, once accounted in a round
+
+    @property
+    def ins(self) -> FitIns:
+        return self.ctx.ins[self.cid]
+
+    @property
+    def result(self) -> FitRes:
+        return self.ctx.results[self.cid]
+
+    @property
+    def timeline(self) -> ClientTimeline:
+        return self.ctx.timelines[self.cid]
+
+    @property
+    def staleness(self) -> int | None:
+        """Server versions made while it trained (None until its update arrived)."""
+        return None if self.arrival_version is None else self.arrival_version - self.start_version
+
+
+@dataclass
+class ServerRound:
+    """What the server version in progress (one rounds.csv row) has accounted so far."""
+
+    rnd: int
+    sim_start_s: float
+    host_t0: float  # perf_counter() when it began
+    buffer: list[AsyncTask] = field(default_factory=list)  # arrived updates, in arrival order
+    accounted: list[AsyncTask] = field(default_factory=list)  # every task recorded in it
+    started: list[int] = field(default_factory=list)  # clients that started work during it
+    host_fit_s: float = 0.0  # host seconds spent running the clients' simulation
+
+
+@dataclass
+class FedBuffState:
+    """The asynchronous server: its version, the clients at work, the round in progress."""
+
+    round: ServerRound
+    kills: set[tuple[int, int]]  # (round, client) fault injections not yet applied
+    version: int = 0
+    active: dict[int, AsyncTask] = field(default_factory=dict)
+    n_tasks: int = 0  # tasks started so far (seeds selection, batches and dropouts)
+    failed_at_s: dict[int, float] = field(default_factory=dict)  # client -> when it last failed
+
+
 class Runner:
     """Runs one scenario into one run directory."""
 
@@ -185,10 +240,13 @@ class Runner:
             self._record_round0()
             if on_round:
                 on_round(self.recorder.rounds[-1])
-        for rnd in range(1, self.scenario.framework.rounds + 1):
-            self.run_round(rnd)
-            if on_round:
-                on_round(self.recorder.rounds[-1])
+        if self.scenario.policy.kind == "fedbuff":
+            self.run_fedbuff(on_round)
+        else:
+            for rnd in range(1, self.scenario.framework.rounds + 1):
+                self.run_round(rnd)
+                if on_round:
+                    on_round(self.recorder.rounds[-1])
         self.framework.save(self.out_dir)
         return self.recorder.rounds
 
@@ -265,8 +323,14 @@ class Runner:
         self.recorder.flush()
 
     def _aggregate(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> tuple[dict, float]:
+        return self._server_step(
+            rnd, lambda: self.framework.aggregate_fit(rnd, sorted(results, key=lambda r: r.client_id), failures),
+            len(results))
+
+    def _server_step(self, rnd: int, step: Callable[[], dict], n_updates: int) -> tuple[dict, float]:
+        """Run an aggregation for real and hold the simulated clock for its measured time."""
         t0 = time.perf_counter()
-        metrics = self.framework.aggregate_fit(rnd, sorted(results, key=lambda r: r.client_id), failures)
+        metrics = step()
         host_s = time.perf_counter() - t0
         if self.replay is not None:
             host_s, device_s = self.replay.lookup(rnd, SERVER, "aggregate", host_s, host_s)
@@ -276,8 +340,148 @@ class Runner:
         self.env.run(until=self.env.timeout(device_s))
         self.recorder.event(round=rnd, client=SERVER, kind="aggregate", payload_bytes=0, wire_bytes=0,
                             sim_start_s=start, sim_end_s=self.env.now, host_s=host_s, device_s=device_s,
-                            status="ok", detail=f"{len(results)} updates")
+                            status="ok", detail=f"{n_updates} updates")
         return dict(metrics), device_s
+
+    # -- fedbuff: asynchronous buffered aggregation on the same clock ------------------------
+    def run_fedbuff(self, on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """`concurrency` clients work at once, each from the global version current when it
+        starts; every `buffer_size` arrivals the server makes the next version (one rounds.csv
+        row), until `framework.rounds` versions exist. A finished client is replaced at once
+        (after the server step its arrival triggered, so the newcomer gets the new version)."""
+        fw, policy = self.scenario.framework, self.scenario.policy
+        buffer_size = policy.buffer_size or fw.clients_per_round
+        concurrency = policy.concurrency or fw.clients_per_round
+        fb = FedBuffState(ServerRound(1, self.env.now, time.perf_counter()),
+                          kills={(k.round, k.client) for k in self.scenario.faults.kill})
+        while fb.version < fw.rounds:
+            self._fill_slots(fb, concurrency)
+            t0 = time.perf_counter()
+            self.env.run(until=self.env.any_of([task.proc for task in fb.active.values()]))
+            fb.round.host_fit_s += time.perf_counter() - t0
+            finished = sorted((t for t in fb.active.values() if not t.proc.is_alive),
+                              key=lambda t: (t.timeline.end_s, t.cid))
+            for task in finished:
+                if fb.version == fw.rounds:
+                    break
+                del fb.active[task.cid]
+                self._settle(fb, task)
+                if len(fb.round.buffer) == buffer_size:
+                    self._server_version(fb)
+                    if on_round:
+                        on_round(self.recorder.rounds[-1])
+
+    def _fill_slots(self, fb: FedBuffState, concurrency: int) -> None:
+        """Start clients until `concurrency` are at work: a seeded choice among the idle online ones."""
+        free = concurrency - len(fb.active)
+        idle = self._idle_online(fb) if free > 0 else []
+        if not idle:
+            return
+        rng = np.random.default_rng([self.scenario.seed, fb.n_tasks, 0xFB])
+        for cid in sorted(int(c) for c in rng.choice(np.array(idle), size=min(free, len(idle)), replace=False)):
+            fb.active[cid] = self._start_task(fb, cid)
+
+    def _idle_online(self, fb: FedBuffState) -> list[int]:
+        """Online clients not at work, except those that failed at this very instant (reselecting
+        them could loop forever without the clock moving). With nobody at work, the clock first
+        advances to the next time someone is online."""
+        if fb.active:
+            online = [c.client_id for c in self.clients if self.schedules[c.client_id].online(self.env.now)]
+        else:
+            online = self._online_now()
+        idle = [cid for cid in online if cid not in fb.active and fb.failed_at_s.get(cid) != self.env.now]
+        if not idle and not fb.active:
+            raise RuntimeError(f"fedbuff: every online client failed at {self.env.now:.3f} s without the clock "
+                               "moving; no update can arrive")
+        return idle
+
+    def _start_task(self, fb: FedBuffState, cid: int) -> AsyncTask:
+        """Send `cid` the global version current now and start its script on the clock. Its fit is
+        submitted to the backend at once, so clients starting together compute in parallel."""
+        fb.n_tasks += 1
+        rnd = fb.version + 1
+        kill = {cid} if (rnd, cid) in fb.kills else set()
+        fb.kills -= {(rnd, cid)}
+        ins = self.framework.configure_fit(fb.n_tasks, [cid])  # the task's number seeds its batches
+        ctx = RoundContext(rnd, ins, kill=kill, dropouts=self._dropouts(fb.n_tasks, [cid]))
+        self._prefetch(ctx)
+        task = AsyncTask(cid, fb.version, ctx)
+        task.proc = self.env.process(self._async_client(fb, task))
+        fb.round.started.append(cid)
+        return task
+
+    def _async_client(self, fb: FedBuffState, task: AsyncTask) -> Generator:
+        """The client's script on the clock; an arriving update is stamped with the server version."""
+        yield from self.client_round(task.ctx, task.cid)
+        if task.cid in task.ctx.results:
+            task.arrival_version = fb.version
+
+    def _settle(self, fb: FedBuffState, task: AsyncTask) -> None:
+        """Account a finished task in the round in progress: a failure is recorded; an update joins
+        the buffer, or is discarded (cause stale) when older than policy.max_staleness."""
+        max_staleness = self.scenario.policy.max_staleness
+        if task.cid in task.ctx.failures:
+            fb.failed_at_s[task.cid] = task.timeline.end_s
+            self._record_task(fb.round, task, "failed", task.ctx.failures[task.cid].cause)
+        elif max_staleness is not None and task.staleness > max_staleness:
+            self._record_task(fb.round, task, "discarded", "stale")
+        else:
+            fb.round.buffer.append(task)
+            self._record_task(fb.round, task, "ok", "")
+
+    def _server_version(self, fb: FedBuffState) -> None:
+        """Aggregate the full buffer into the next server version, evaluate per eval.every and
+        write its rounds.csv row; at the last version, clients still at work are discarded."""
+        acc, rounds = fb.round, self.scenario.framework.rounds
+        buffer = acc.buffer
+        metrics, server_s = self._server_step(acc.rnd, lambda: self.framework.aggregate_buffered(
+            acc.rnd, [t.result for t in buffer], [t.ins for t in buffer], [t.staleness for t in buffer]),
+            len(buffer))
+        fb.version += 1
+        if fb.version == rounds:
+            self._end_run(fb)
+        t_eval = time.perf_counter()
+        if acc.rnd % self.scenario.eval.every == 0 or acc.rnd == rounds:
+            metrics.update(self.framework.evaluate(acc.rnd))
+        host_eval_s = time.perf_counter() - t_eval
+        self._record_server_round(acc, metrics, server_s, host_eval_s)
+        self.recorder.flush()
+        fb.round = ServerRound(acc.rnd + 1, self.env.now, time.perf_counter())
+
+    def _end_run(self, fb: FedBuffState) -> None:
+        """The last version exists: a client that failed meanwhile is a failure, every other
+        client still at work (or arrived too late) is discarded, cause run_ended."""
+        for task in fb.active.values():
+            if task.cid in task.ctx.failures:
+                self._settle(fb, task)
+                continue
+            if task.proc.is_alive:
+                task.timeline.end_s = self.env.now
+            self._record_task(fb.round, task, "discarded", "run_ended")
+        fb.active.clear()
+
+    def _record_task(self, acc: ServerRound, task: AsyncTask, outcome: str, cause: str) -> None:
+        """A task's client_rounds.csv row, in the round it is accounted in."""
+        task.outcome = outcome
+        acc.accounted.append(task)
+        row = self._client_row(acc.rnd, task.cid, task.timeline, task.result if outcome == "ok" else None,
+                               outcome, cause)
+        self.recorder.client_round(**row, start_version=task.start_version, staleness=task.staleness)
+
+    def _record_server_round(self, acc: ServerRound, metrics: dict, server_s: float, host_eval_s: float) -> None:
+        tls = [t.timeline for t in acc.accounted]
+        self.recorder.round(
+            round=acc.rnd, sim_start_s=acc.sim_start_s, sim_end_s=self.env.now,
+            sim_duration_s=self.env.now - acc.sim_start_s, selected=" ".join(map(str, sorted(set(acc.started)))),
+            participants=len(acc.buffer), failures=sum(t.outcome == "failed" for t in acc.accounted),
+            discarded=sum(t.outcome == "discarded" for t in acc.accounted), straggler=acc.buffer[-1].cid,
+            wasted_compute_s=sum(t.timeline.device_s for t in acc.accounted if t.outcome != "ok"),
+            bytes_up=sum(t.bytes_up for t in tls), bytes_down=sum(t.bytes_down for t in tls),
+            wire_bytes_up=sum(t.wire_up for t in tls), wire_bytes_down=sum(t.wire_down for t in tls),
+            server_compute_s=server_s, host_round_s=time.perf_counter() - acc.host_t0 - host_eval_s,
+            host_fit_s=acc.host_fit_s, host_eval_s=host_eval_s,
+            mean_staleness=float(np.mean([t.staleness for t in acc.buffer])), **metrics,
+        )
 
     # -- one client's round: its framework script, interpreted on the clock -----------------
     def _prefetch(self, ctx: RoundContext) -> None:
@@ -455,17 +659,23 @@ class Runner:
         )
 
     def _record_client_round(self, ctx: RoundContext, cid: int) -> None:
-        tl, client = ctx.timelines[cid], self.clients[cid]
         outcome = ctx.results.get(cid) or ctx.failures.get(cid)
         ok = isinstance(outcome, FitRes)
         late = cid in ctx.discarded and not ok and cid not in ctx.failures
+        self.recorder.client_round(**self._client_row(
+            ctx.rnd, cid, ctx.timelines[cid], outcome if ok else None,
+            "ok" if ok else ("discarded" if late else "failed"), "" if ok else ("late" if late else outcome.cause),
+        ))
+
+    def _client_row(self, rnd: int, cid: int, tl: ClientTimeline, result: FitRes | None, outcome: str,
+                    cause: str) -> dict[str, Any]:
+        """One client_rounds.csv row; `result` is the update when the outcome is ok."""
+        client = self.clients[cid]
         peak_mb = tl.peak_rss_bytes / 2**20
-        self.recorder.client_round(
-            round=ctx.rnd, client=cid, device=client.name, link=client.link.name,
-            outcome="ok" if ok else ("discarded" if late else "failed"),
-            cause="" if ok else ("late" if late else outcome.cause),
-            n_samples=outcome.n_samples if ok else 0,
-            train_loss=outcome.metrics.get("train_loss") if ok else None,
+        return dict(
+            round=rnd, client=cid, device=client.name, link=client.link.name, outcome=outcome, cause=cause,
+            n_samples=result.n_samples if result else 0,
+            train_loss=result.metrics.get("train_loss") if result else None,
             host_compute_s=tl.host_s, device_compute_s=tl.device_s, dilation_factor=tl.factor, bound=tl.bound,
             peak_rss_mb=peak_mb, memory_budget_mb=client.memory_budget_mb,
             over_memory_budget=bool(peak_mb > client.memory_budget_mb),
