@@ -45,7 +45,16 @@ from testbed.modeling import (
 )
 from testbed.protocol import Client, ClientCall, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload, Send, ServerCall
 from testbed.scenario import KDOptions, Scenario
-from testbed.task import EncodedExample, TaskEncoder, _right_pad, autocast, evaluate, head_logits, last_hidden
+from testbed.task import (
+    EncodedExample,
+    TaskEncoder,
+    _right_pad,
+    autocast,
+    causal_lm,
+    evaluate,
+    head_logits,
+    last_hidden,
+)
 from testbed.taskdata import build_task_data
 
 # -- what the public batch is, and the logits on it ---------------------------------------------
@@ -146,6 +155,8 @@ class KDClient(Client):
         idx = self.spec.train_indices
         self.examples = self.encoder.encode_many(data.texts(idx), data.labels(idx))
         self.model = build_student(scenario, self.spec.model_dir)
+        if opts.student_checkpointing:  # recompute block activations in backward (measured, so on the clock)
+            causal_lm(self.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.n_params, self.n_trainable = count_parameters(self.model)
         self.model_mb = model_mb(self.model)
         self.optimizer = OptimizerSpec(fw.optimizer, opts.student_lr or fw.lr, fw.weight_decay)
