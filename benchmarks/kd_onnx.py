@@ -1,7 +1,7 @@
 """The KD student's logits on ONNX Runtime against torch, on the bundled model.
 
-    python benchmarks/kd_onnx.py                          # student every:3, 32 public prompts
-    python benchmarks/kd_onnx.py --student first:6 --threads 2 --positions all
+    python benchmarks/kd_onnx.py                          # the default student (all blocks, int8), 32 prompts
+    python benchmarks/kd_onnx.py --quantization none --optimize --threads 2 --positions all
 
 Exports the LoRA student once (timed), then for torch, ORT fp32 and ORT int8 (dynamic
 quantization) times the top-k logits of a public batch (median of --repeats runs, same
@@ -23,6 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from frameworks.common import quantize_blocks  # noqa: E402
 from frameworks.kd_fedllm import encode_public, ort_agreement, position_logits, prompt_batch  # noqa: E402
 from frameworks.kd_logits import top_k_of  # noqa: E402
 from frameworks.kd_onnx import OrtStudent  # noqa: E402
@@ -37,7 +38,10 @@ from testbed.taskdata import build_task_data  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--student", default="every:3")
+    p.add_argument("--student", default="every:1")
+    p.add_argument("--quantization", choices=("none", "int8", "int4"), default="int8",
+                   help="the student's frozen blocks (kd.student_quantization)")
+    p.add_argument("--optimize", action="store_true", help="ORT graph optimizations on (kd.onnx_optimize)")
     p.add_argument("--positions", choices=("answer", "all"), default="answer")
     p.add_argument("--top-k", type=int, default=8)
     p.add_argument("--public", type=int, default=32, help="public prompts per batch")
@@ -66,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     public = encode_public(encoder, data.texts(data.splits.public[: args.public]))
     ids, mask = prompt_batch(encoder, public)
     opts = KDOptions(top_k=args.top_k, positions=args.positions)
-    model = attach_lora(load_student(model_dir, args.student), LoraConfig(), seed=0)
+    student = load_student(model_dir, args.student)
+    quantize_blocks(student, args.quantization)
+    model = attach_lora(student, LoraConfig(), seed=0)
     proc = psutil.Process()
-    print(f"student {args.student}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+    print(f"student {args.student} ({args.quantization} blocks, ORT optimize={args.optimize}): {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
           f"{args.public} prompts x {ids.shape[1]} tokens, positions {args.positions}, k={args.top_k}, "
           f"{args.threads} thread(s)")
 
@@ -77,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             return top_k_of(position_logits(model, encoder, public, opts), args.top_k, opts.temperature)
 
     torch_s = median_s(torch_topk, args.repeats)
-    print(f"{'torch fp32':<12} {torch_s * 1000:8.1f} ms per batch")
+    print(f"{'torch':<12} {torch_s * 1000:8.1f} ms per batch")
     for int8 in (False, True):
         rss0 = proc.memory_info().rss
         ort = OrtStudent(model, k=args.top_k, temperature=opts.temperature, all_positions=args.positions == "all",
-                         int8=int8, threads=args.threads)
+                         int8=int8, threads=args.threads, optimize=args.optimize)
         first = ort.refresh()
         with torch.no_grad():
             for p in model.parameters():
