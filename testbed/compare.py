@@ -22,7 +22,9 @@ Metrics of one run (``rounds.csv`` has one row per round, round 0 = before train
 - ``client_compute_s_per_round``: mean ``device_compute_s`` (simulated device seconds) over
   the client-rounds whose outcome is ok.
 - ``client_peak_mem_mb``: max ``peak_rss_mb`` over all client-rounds (failed ones included).
-- ``server_compute_s``: sum of ``server_compute_s`` over the rounds.
+- ``server_compute_s``: simulated seconds of server work: events.csv ``device_s`` of the
+  ``aggregate`` and ``server_compute`` events (split's backbone steps, KD's ingest), i.e.
+  rounds.csv ``server_compute_s`` plus the work the server did for clients inside rounds.
 - ``failures``: number of client-rounds whose outcome is not ok.
 - extras: ``student_accuracy`` (kd: the students' accuracy in the last round, else NaN),
   ``client_model_mb`` (the client model's size in the last round that reports it),
@@ -203,6 +205,12 @@ def time_to_target_s(rounds: pd.DataFrame, target_accuracy: float) -> float:
     return float(reached["sim_end_s"].iloc[0]) if len(reached) else math.nan
 
 
+def server_compute_s(run_dir: Path) -> float:
+    """Device seconds of the server's `aggregate` and `server_compute` events."""
+    events = pd.read_csv(run_dir / "events.csv", usecols=["kind", "device_s"])
+    return float(events.loc[events["kind"].isin(("aggregate", "server_compute")), "device_s"].sum())
+
+
 def run_metrics(run_dir: Path, target_accuracy: float) -> dict[str, float]:
     """The metrics of one completed run folder (see the module docstring for definitions)."""
     rounds = pd.read_csv(run_dir / "rounds.csv")
@@ -218,7 +226,7 @@ def run_metrics(run_dir: Path, target_accuracy: float) -> dict[str, float]:
         "bytes_down_per_client_round": float(ok["bytes_down"].mean()),
         "client_compute_s_per_round": float(ok["device_compute_s"].mean()),
         "client_peak_mem_mb": float(clients["peak_rss_mb"].max()),
-        "server_compute_s": float(rounds["server_compute_s"].sum()),
+        "server_compute_s": server_compute_s(run_dir),
         "failures": float(len(clients) - len(ok)),
         "student_accuracy": float(rounds["student_accuracy"].iloc[-1]) if "student_accuracy" in rounds else math.nan,
         "client_model_mb": _last(rounds.get("client_model_mb", nan_column)),

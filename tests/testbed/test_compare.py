@@ -26,13 +26,20 @@ FAST = ["emulation.backend=inproc", "framework.rounds=1", "framework.local_steps
 
 
 def write_run(run_dir: Path, accuracies: list[float], sim_end_s: list[float], server_s: list[float],
-              clients: list[dict[str, Any]], host_s: float = 5.0, **extra_round_columns: list[float]) -> None:
-    """A fake run folder: rounds.csv (round 0 first), client_rounds.csv and summary.json."""
+              clients: list[dict[str, Any]], host_s: float = 5.0, server_steps_s: tuple[float, ...] = (),
+              **extra_round_columns: list[float]) -> None:
+    """A fake run folder: rounds.csv (round 0 first), client_rounds.csv, events.csv (one
+    aggregate event per round with server work, plus `server_steps_s` server_compute events)
+    and summary.json."""
     run_dir.mkdir(parents=True, exist_ok=True)
     rounds = pd.DataFrame({"round": range(len(accuracies)), "sim_end_s": sim_end_s, "accuracy": accuracies,
                            "server_compute_s": server_s, **extra_round_columns})
     rounds.to_csv(run_dir / "rounds.csv", index=False)
     pd.DataFrame(clients).to_csv(run_dir / "client_rounds.csv", index=False)
+    events = [{"kind": "aggregate", "device_s": s} for s in server_s if not math.isnan(s)]
+    events += [{"kind": "server_compute", "device_s": s} for s in server_steps_s]
+    events.append({"kind": "compute", "device_s": 99.0})  # client work: not the server's
+    pd.DataFrame(events).to_csv(run_dir / "events.csv", index=False)
     (run_dir / "summary.json").write_text(json.dumps({"status": "completed", "host_wall_s": host_s}))
 
 
@@ -47,13 +54,14 @@ def test_run_metrics_reads_every_metric(tmp_path):
               clients=[client(up=100, down=1000, device_s=2.0, peak_mb=500),
                        client(up=300, down=3000, device_s=4.0, peak_mb=600),
                        client("failed", up=0, down=1000, device_s=9.0, peak_mb=900)],
-              host_s=42.0, client_model_mb=[math.nan, 12.0, 12.5], student_accuracy=[0.1, 0.3, 0.4])
+              host_s=42.0, server_steps_s=(0.25, 0.25), client_model_mb=[math.nan, 12.0, 12.5],
+              student_accuracy=[0.1, 0.3, 0.4])
     row = run_metrics(tmp_path, target_accuracy=0.45)
     assert row == {
         "final_accuracy": 0.6, "time_to_target_s": 10.0, "sim_wall_clock_s": 25.0,
         "bytes_up_per_client_round": 200.0, "bytes_down_per_client_round": 2000.0,  # ok client-rounds only
         "client_compute_s_per_round": 3.0, "client_peak_mem_mb": 900.0,  # peak over all, failed included
-        "server_compute_s": 4.0, "failures": 1.0, "student_accuracy": 0.4, "client_model_mb": 12.5, "host_s": 42.0,
+        "server_compute_s": 4.5, "failures": 1.0, "student_accuracy": 0.4, "client_model_mb": 12.5, "host_s": 42.0,
     }
     assert set(row) == set(ALL_METRICS)
 
