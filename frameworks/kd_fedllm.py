@@ -148,12 +148,8 @@ class KDClient(Client):
         scenario = self.spec.scenario
         fw, opts = scenario.framework, scenario.framework.kd
         self.opts = opts
-        data = build_task_data(scenario)
-        self.data = data
-        self.encoder = TaskEncoder(load_tokenizer(self.spec.model_dir), data.dataset.labels,
-                                   max_tokens=scenario.dataset.max_tokens)
-        idx = self.spec.train_indices
-        self.examples = self.encoder.encode_many(data.texts(idx), data.labels(idx))
+        self.data, self.encoder, self.examples = task_examples(scenario, self.spec.model_dir,
+                                                              lambda _data: self.spec.train_indices)
         self.model = build_student(scenario, self.spec.model_dir)
         if opts.student_checkpointing:  # recompute block activations in backward (measured, so on the clock)
             causal_lm(self.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -226,6 +222,14 @@ class KDClient(Client):
         return out
 
 
+def task_examples(scenario: Scenario, model_dir: str, pick) -> tuple:
+    """The scenario's data, its task encoder, and the examples `pick(data)` chose, encoded."""
+    data = build_task_data(scenario)
+    encoder = TaskEncoder(load_tokenizer(model_dir), data.dataset.labels, max_tokens=scenario.dataset.max_tokens)
+    idx = pick(data)
+    return data, encoder, encoder.encode_many(data.texts(idx), data.labels(idx))
+
+
 def student_lora(scenario: Scenario):
     fw = scenario.framework
     return fw.lora.model_copy(update={"targets": fw.kd.student_targets}) if fw.kd.student_targets else fw.lora
@@ -294,12 +298,8 @@ class KDFedLLM(Framework):
     def setup(self) -> None:
         scenario = self.ctx.scenario
         self.fw, self.opts = scenario.framework, scenario.framework.kd
-        data = build_task_data(scenario)
-        self.data = data
-        self.encoder = TaskEncoder(load_tokenizer(self.ctx.model_dir), data.dataset.labels,
-                                   max_tokens=scenario.dataset.max_tokens)
-        test = data.splits.test
-        self.test_examples = self.encoder.encode_many(data.texts(test), data.labels(test))
+        self.data, self.encoder, self.test_examples = task_examples(scenario, self.ctx.model_dir,
+                                                                   lambda data: data.splits.test)
         self.device = server_device(scenario.server.device)
         self.model = attach_lora(load_base_model(self.ctx.model_dir), self.fw.lora, seed=scenario.seed).to(self.device)
         self.optimizer = OptimizerSpec(self.fw.optimizer, self.fw.lr, self.fw.weight_decay)
