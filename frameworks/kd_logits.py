@@ -38,15 +38,6 @@ class TopK:
     def n_positions(self) -> int:
         return int(self.logprobs.shape[0])
 
-    def dense_probs(self) -> np.ndarray:
-        """(N, V) float64 probabilities, zero outside the top-k (for references and tests)."""
-        probs = np.exp(self.logprobs.astype(np.float64))
-        if self.indices is None:
-            return probs
-        out = np.zeros((self.n_positions, self.vocab_size))
-        np.put_along_axis(out, self.indices.astype(np.int64), probs, axis=1)
-        return out
-
 
 def top_k_of(logits: torch.Tensor, k: int, temperature: float = 1.0) -> TopK:
     """The wire form of (N, V) logits: top-k of log_softmax(logits / T), or all of it (k=0)."""

@@ -209,6 +209,14 @@ class NetworkConfig(_Node):
     outage_timeout_s: float = Field(60.0, gt=0)  # stall: give up after this long
     outages: tuple[tuple[float, float], ...] = ()  # every client's link down over [t1, t2) (simulated s)
 
+    @field_validator("outages")
+    @classmethod
+    def _ordered(cls, v: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+        for t1, t2 in v:
+            if not 0 <= t1 < t2:
+                raise ValueError(f"each outage is [t1, t2] with 0 <= t1 < t2 (simulated seconds), got [{t1}, {t2}]")
+        return v
+
 
 class KillFault(_Node):
     round: int = Field(gt=0)  # round in which the client's worker is killed mid-fit
@@ -424,5 +432,12 @@ def check_references(scenario: Scenario, source: str) -> None:
             problems.extend(_trace_problems(entry.link, f"fleet.{i}.link"))
     if scenario.dataset.path is not None and not Path(scenario.dataset.path).expanduser().is_file():
         problems.append(f"dataset.path: file not found: {scenario.dataset.path}")
+    if scenario.availability.kind == "fedscale":
+        from testbed.availability import AvailabilityError, load_fedscale
+
+        try:
+            load_fedscale(scenario.availability.path, 1)
+        except AvailabilityError as exc:
+            problems.append(f"availability.path: {exc}")
     if problems:
         raise ScenarioError("\n".join(f"{source}: {p}" for p in problems))

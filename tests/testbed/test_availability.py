@@ -59,3 +59,27 @@ def test_bad_fedscale_files_name_file_and_client(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(AvailabilityError, match=message):
         load_fedscale(path, 2)
+
+
+def test_a_scenario_with_a_bad_fedscale_file_is_refused_by_name(tmp_path):
+    from pathlib import Path
+
+    from testbed.scenario import ScenarioError, load_scenario
+
+    smoke = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
+    bad = tmp_path / "avail.json"
+    bad.write_text('{"1": {"active": [10], "inactive": [5]}}')
+    with pytest.raises(ScenarioError, match=r"smoke.yaml: availability.path: .*avail.json: client 1: windows"):
+        load_scenario(smoke, ["availability.kind=fedscale", f"availability.path={bad}"])
+    with pytest.raises(ScenarioError, match="availability.path: /nope.json: no such file"):
+        load_scenario(smoke, ["availability.kind=fedscale", "availability.path=/nope.json"])
+
+
+def test_reversed_link_outages_are_refused_by_name():
+    from pathlib import Path
+
+    from testbed.scenario import ScenarioError, load_scenario
+
+    smoke = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
+    with pytest.raises(ScenarioError, match=r"network.outages: each outage is \[t1, t2\] with 0 <= t1 < t2"):
+        load_scenario(smoke, ["network.outages=[[5, 2]]"])
