@@ -32,7 +32,7 @@ from safetensors.numpy import save as np_save
 from frameworks.common import mean_metrics, model_mb, quantize_blocks
 from frameworks.fedllm import batch_order, train_local
 from frameworks.kd_logits import SparseTarget, TopK, aggregate, deserialize_topk, serialize_topk, sparse_kl, top_k_of
-from frameworks.kd_student import load_student
+from frameworks.kd_student import load_student, student_layers
 from testbed.calibration import forward_workload, lora_training_workload
 from testbed.modeling import (
     OptimizerSpec,
@@ -44,7 +44,7 @@ from testbed.modeling import (
     server_device,
 )
 from testbed.protocol import Client, ClientCall, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload, Send, ServerCall
-from testbed.scenario import KDOptions, Scenario
+from testbed.scenario import KDOptions, Scenario, ScenarioError
 from testbed.task import (
     EncodedExample,
     TaskEncoder,
@@ -301,7 +301,12 @@ class KDFedLLM(Framework):
         self.data, self.encoder, self.test_examples = task_examples(scenario, self.ctx.model_dir,
                                                                    lambda data: data.splits.test)
         self.device = server_device(scenario.server.device)
-        self.model = attach_lora(load_base_model(self.ctx.model_dir), self.fw.lora, seed=scenario.seed).to(self.device)
+        base = load_base_model(self.ctx.model_dir)
+        try:
+            student_layers(self.opts.student_layers, base.config.num_hidden_layers)
+        except ValueError as exc:
+            raise ScenarioError(f"framework.kd.student_layers: {exc}") from None
+        self.model = attach_lora(base, self.fw.lora, seed=scenario.seed).to(self.device)
         self.optimizer = OptimizerSpec(self.fw.optimizer, self.fw.lr, self.fw.weight_decay)
         self.down: dict[int, bytes] = {}  # round -> logits_down payload (teacher on that round's batch)
         self._prepare_down(1)

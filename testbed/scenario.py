@@ -94,6 +94,14 @@ class KDOptions(_Node):
     onnx_optimize: bool = False  # ORT graph optimizations (faster, but folds quantized weights to fp32 copies)
     eval_students: bool = True  # students evaluate themselves on the test set in evaluation rounds
 
+    @field_validator("student_layers")
+    @classmethod
+    def _layer_spec(cls, v: str) -> str:
+        from frameworks.kd_student import student_layers
+
+        student_layers(v, 10**6)  # the syntax; the block count is checked against the model at set-up
+        return v
+
 
 class FrameworkConfig(_Node):
     name: str = "fedllm"  # fedllm | kd | split

@@ -101,3 +101,10 @@ def test_kd_needs_enough_public_examples():
     assert load_scenario(SMOKE).dataset.public_size == 0
     with pytest.raises(ScenarioError, match="public_size=10 is smaller than framework.kd.public_batch=32"):
         load_scenario(SMOKE, ["framework.name=kd", "dataset.public_size=10"])
+
+
+def test_bad_student_layers_are_named(assets, tmp_path):
+    with pytest.raises(ScenarioError, match="framework.kd.student_layers: 'abc': expected first:N"):
+        load_scenario(SMOKE, ["framework.name=kd", "framework.kd.student_layers=abc"])
+    with pytest.raises(ScenarioError, match="framework.kd.student_layers: 'first:9': the model has 4 blocks"):
+        _run(tmp_path, "bad", ["framework.rounds=1", "framework.kd.student_layers=first:9"])
