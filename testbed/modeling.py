@@ -34,13 +34,48 @@ def quiet_transformers() -> None:
 def load_base_model(model_dir: str, *, dtype: torch.dtype = torch.float32, **config_overrides):
     """A causal LM from a local folder (or a hub id where a hub exists), frozen, eval mode.
     `config_overrides` change the config before the weights load, e.g. num_hidden_layers=k
-    loads only the first k decoder blocks."""
+    loads only the first k decoder blocks.
+
+    Where the folder holds one safetensors file already in `dtype`, the frozen weights are
+    the file's pages, memory-mapped copy-on-write (`mapped_base_model`): every process that
+    loads the same file shares one copy in the page cache, so parallel client workers cost
+    little extra memory. Anything else goes through transformers' own loader."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **config_overrides)
+    model = mapped_base_model(model_dir, dtype, **config_overrides)
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **config_overrides)
     model.requires_grad_(False)
     return model.eval()
+
+
+def mapped_base_model(model_dir: str, dtype: torch.dtype, **config_overrides):
+    """The model with its weights assigned from a memory-mapped `model.safetensors`, or None
+    where that file is absent, holds another dtype, or does not cover the model (tied
+    weights excepted). Writes to a weight stay private to the process (copy-on-write)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    path = Path(model_dir) / "model.safetensors"
+    if not path.is_file():
+        return None
+    weights = load_file(path)  # tensors backed by a private mapping of the file
+    if any(t.is_floating_point() and t.dtype != dtype for t in weights.values()):
+        return None
+    config = AutoConfig.from_pretrained(model_dir, **config_overrides)
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    wanted = model.state_dict().keys()
+    result = model.load_state_dict({k: v for k, v in weights.items() if k in wanted}, strict=False, assign=True)
+    model.tie_weights()
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(result.missing_keys) - tied:
+        return None
+    return model
 
 
 def server_device(setting: str) -> torch.device:
