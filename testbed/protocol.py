@@ -8,6 +8,7 @@ them on the device's roofline); failures arrive as values.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class ComputeSpan:
     label: str  # e.g. "train"
     host_s: float  # measured on this host, at the worker's thread count and pinning
     workload: Workload  # FLOPs and bytes the span stood for (roofline placement)
+    t_end_unix: float = field(default_factory=time.time)  # host wall clock when it ended (made right after the work)
 
 
 @dataclass(frozen=True)

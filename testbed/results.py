@@ -2,7 +2,10 @@
 
 Three grains, all CSV (pandas.read_csv): ``events.csv`` one row per exchange or compute
 span, ``client_rounds.csv`` one row per selected client per round, ``rounds.csv`` one row
-per round (round 0 = the model before training).
+per round (round 0 = the model before training). ``host_timeline.csv`` adds where the host's
+own wall clock went: one row per interval of model compute (a client's span, an
+aggregation, a server step, an evaluation), in Unix seconds, so time outside model compute
+can be measured.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ ROUND_COLUMNS = [
     "straggler", "train_loss", "eval_loss", "accuracy", "bytes_up", "bytes_down", "wire_bytes_up",
     "wire_bytes_down", "wasted_compute_s", "server_compute_s", "host_round_s", "host_fit_s", "host_eval_s",
 ]
+HOST_TIMELINE_COLUMNS = ["round", "who", "kind", "t0_unix", "t1_unix", "host_s"]
 INTEGER_COLUMNS = {
     "round", "client", "payload_bytes", "wire_bytes", "n_samples", "bytes_down", "bytes_up", "participants",
     "failures", "discarded", "straggler", "wire_bytes_up", "wire_bytes_down", "start_version", "staleness",
@@ -59,6 +63,7 @@ class RunRecorder:
         self.events: list[dict[str, Any]] = []
         self.client_rounds: list[dict[str, Any]] = []
         self.rounds: list[dict[str, Any]] = []
+        self.host_timeline: list[dict[str, Any]] = []
 
     def event(self, **row: Any) -> None:
         self.events.append(row)
@@ -69,12 +74,18 @@ class RunRecorder:
     def round(self, **row: Any) -> None:
         self.rounds.append(row)
 
+    def host_interval(self, rnd: int, who: str, kind: str, t1_unix: float, host_s: float) -> None:
+        """An interval of model compute on the host that ended at `t1_unix` and lasted `host_s`."""
+        self.host_timeline.append(dict(round=rnd, who=who, kind=kind, t0_unix=t1_unix - host_s,
+                                       t1_unix=t1_unix, host_s=host_s))
+
     def flush(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name, rows, cols in (
             ("events.csv", self.events, EVENT_COLUMNS),
             ("client_rounds.csv", self.client_rounds, CLIENT_ROUND_COLUMNS),
             ("rounds.csv", self.rounds, ROUND_COLUMNS),
+            ("host_timeline.csv", self.host_timeline, HOST_TIMELINE_COLUMNS),
         ):
             _atomic_write_text(self.out_dir / name, _table(rows, cols).to_csv(index=False))
 

@@ -251,10 +251,9 @@ class Runner:
         return self.recorder.rounds
 
     def _record_round0(self) -> None:
-        t0 = time.perf_counter()
-        metrics = self.framework.evaluate(0)
+        metrics, host_eval_s = self._evaluate(0)
         self.recorder.round(round=0, sim_start_s=0.0, sim_end_s=0.0, sim_duration_s=0.0, selected="",
-                            participants=0, failures=0, host_eval_s=time.perf_counter() - t0, **metrics)
+                            participants=0, failures=0, host_eval_s=host_eval_s, **metrics)
         self.recorder.flush()
 
     def select(self, rnd: int) -> list[int]:
@@ -314,13 +313,21 @@ class Runner:
         host_fit_s = time.perf_counter() - t_clients - ctx.server_host_s
         results = [ctx.results[cid] for cid in sorted(ctx.results)]
         metrics, server_s = self._aggregate(rnd, results, list(ctx.failures.values()))
-        t_eval = time.perf_counter()
+        host_eval_s = 0.0
         if rnd % self.scenario.eval.every == 0 or rnd == self.scenario.framework.rounds:
-            metrics.update(self.framework.evaluate(rnd))
-        host_eval_s = time.perf_counter() - t_eval
+            evaluated, host_eval_s = self._evaluate(rnd)
+            metrics.update(evaluated)
         host_round_s = time.perf_counter() - host_t0 - host_eval_s
         self._record_round(ctx, sim_start, metrics, server_s, host_round_s, host_fit_s, host_eval_s)
         self.recorder.flush()
+
+    def _evaluate(self, rnd: int) -> tuple[dict, float]:
+        """The framework's evaluation of round `rnd`'s model, and its host seconds."""
+        t0 = time.perf_counter()
+        metrics = self.framework.evaluate(rnd)
+        host_s = time.perf_counter() - t0
+        self.recorder.host_interval(rnd, "server", "eval", time.time(), host_s)
+        return metrics, host_s
 
     def _aggregate(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> tuple[dict, float]:
         return self._server_step(
@@ -332,6 +339,7 @@ class Runner:
         t0 = time.perf_counter()
         metrics = step()
         host_s = time.perf_counter() - t0
+        self.recorder.host_interval(rnd, "server", "aggregate", time.time(), host_s)
         if self.replay is not None:
             host_s, device_s = self.replay.lookup(rnd, SERVER, "aggregate", host_s, host_s)
         else:
@@ -440,10 +448,10 @@ class Runner:
         fb.version += 1
         if fb.version == rounds:
             self._end_run(fb)
-        t_eval = time.perf_counter()
+        host_eval_s = 0.0
         if acc.rnd % self.scenario.eval.every == 0 or acc.rnd == rounds:
-            metrics.update(self.framework.evaluate(acc.rnd))
-        host_eval_s = time.perf_counter() - t_eval
+            evaluated, host_eval_s = self._evaluate(acc.rnd)
+            metrics.update(evaluated)
         self._record_server_round(acc, metrics, server_s, host_eval_s)
         self.recorder.flush()
         fb.round = ServerRound(acc.rnd + 1, self.env.now, time.perf_counter())
@@ -566,6 +574,7 @@ class Runner:
             t0 = time.perf_counter()
             value = call.fn(*call.args)
             host_s = time.perf_counter() - t0
+            self.recorder.host_interval(ctx.rnd, "server", call.label, time.time(), host_s)
             ctx.server_host_s += host_s
             device_s = host_s  # the server is this host (its GPU where it has one)
             if self.replay is not None:
@@ -583,6 +592,7 @@ class Runner:
         client = self.clients[cid]
         spans = () if isinstance(outcome, Failure) else getattr(outcome, "spans", ())
         for span in spans:
+            self.recorder.host_interval(rnd, f"client-{cid}", span.label, span.t_end_unix, span.host_s)
             if cid in self.throttled:  # measured under the device's CPU quota: already device time
                 host_s, device_s, factor, bound = span.host_s, span.host_s, 1.0, "throttled"
             else:

@@ -151,3 +151,25 @@ def test_bad_trace_in_scenario_names_field_and_line(tmp_path):
     with pytest.raises(ScenarioError, match=r"fleet.0.link.trace_up: .*bad.up:2"):
         load_scenario(SMOKE, ["framework.clients_per_round=1",
                               f"fleet=[{{device: pixel-7, link: {{trace_up: {bad}, down_mbps: 5}}}}]"])
+
+
+def test_host_timeline_holds_every_span_aggregation_and_evaluation(assets, tmp_path):
+    import time
+
+    t_start = time.time()
+    out = _run(tmp_path, "timeline", ["eval.before_training=true"])
+    t_end = time.time()
+    tl = pd.read_csv(out / "host_timeline.csv")
+    assert list(tl.columns) == ["round", "who", "kind", "t0_unix", "t1_unix", "host_s"]
+    ev = pd.read_csv(out / "events.csv")
+    compute = ev[(ev.kind == "compute") & (ev.status == "ok")]
+    train = tl[tl.who.str.startswith("client-")]
+    # one interval per client span, with the span's measured host seconds
+    assert sorted(zip(train["round"], train.who, train.host_s.round(9), strict=True)) == sorted(
+        zip(compute["round"], "client-" + compute.client.astype(str), compute.host_s.round(9), strict=True))
+    assert tl[tl.kind == "eval"]["round"].tolist() == [0, 1, 2]
+    assert tl[tl.kind == "aggregate"]["round"].tolist() == [1, 2]
+    assert (tl.t1_unix - tl.t0_unix).tolist() == pytest.approx(tl.host_s.tolist(), abs=1e-5)
+    assert (tl.t0_unix >= t_start).all() and (tl.t1_unix <= t_end).all()
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert tl[tl.kind == "eval"].host_s.tolist() == pytest.approx(rounds.host_eval_s.tolist())
