@@ -123,7 +123,7 @@ class FedLLMClient(Client):
         return FitRes(
             client_id=self.spec.client_id, round=ins.round, payloads=(up,), n_samples=len(self.examples),
             metrics={"train_loss": float(np.mean(losses)), "tokens": float(tokens), "client_model_mb": self.model_mb},
-            spans=(ComputeSpan("train", host_s, work),),
+            spans=(ComputeSpan("train", host_s, work, precision=fw.precision),),
         )
 
 

@@ -178,13 +178,13 @@ class KDClient(Client):
                              steps=opts.client_distill_steps, batch_size=fw.batch_size, optimizer=self.optimizer,
                              seed=ins.seed + 1, precision=fw.precision)
             tokens = kd_tokens(public) * opts.client_distill_steps * fw.batch_size // len(public)
-            spans.append(ComputeSpan("distill", time.perf_counter() - t0, self._train_work(tokens)))
+            spans.append(ComputeSpan("distill", time.perf_counter() - t0, self._train_work(tokens), fw.precision))
             metrics["distill_loss"] = float(np.mean(losses))
         t0 = time.perf_counter()
         losses, tokens = train_local(self.model, self.encoder, self.examples, steps=fw.local_steps,
                                      batch_size=fw.batch_size, optimizer=self.optimizer, seed=ins.seed,
                                      precision=fw.precision)
-        spans.append(ComputeSpan("train", time.perf_counter() - t0, self._train_work(tokens)))
+        spans.append(ComputeSpan("train", time.perf_counter() - t0, self._train_work(tokens), fw.precision))
         metrics.update(train_loss=float(np.mean(losses)), tokens=float(tokens))
         t0 = time.perf_counter()
         mine = self._logits(public)

@@ -142,6 +142,7 @@ class SplitClient(Client):
 class SplitFedLLM(Framework):
     name = "split"
     client_class = SplitClient
+    client_autocast = False  # the cut layers run in fp32 (or quantized blocks)
 
     def setup(self) -> None:
         scenario = self.ctx.scenario

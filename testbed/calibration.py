@@ -22,7 +22,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +53,10 @@ class HostCalibration:
     torch_version: str
     cpu_model: str
     seconds_spent: float  # wall time the measurement took
+    # fp32 time / bf16-autocast time of a real training step of the run's model (testbed.precision);
+    # None when not measured. bf16 work is dilated with gemm_gflops_fp32 x this, not with the bf16
+    # GEMM rate: a training step under autocast is far from all-bf16 matmuls.
+    bf16_step_speedup: float | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -63,6 +67,8 @@ class HostCalibration:
         if self.gemm_gflops_bf16 is not None and not self.gemm_gflops_bf16 > 0:
             bf16 = self.gemm_gflops_bf16
             raise ValueError(f'"gemm_gflops_bf16" must be > 0 or None, got {bf16}.')
+        if self.bf16_step_speedup is not None and not self.bf16_step_speedup > 0:
+            raise ValueError(f'"bf16_step_speedup" must be > 0 or None, got {self.bf16_step_speedup}.')
         _parse_time(self.measured_at)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,7 +77,8 @@ class HostCalibration:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HostCalibration:
         names = {f.name for f in fields(cls)}
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+        optional = {f.name for f in fields(cls) if f.default is not MISSING}
+        unknown, missing = sorted(set(data) - names), sorted(names - optional - set(data))
         if unknown or missing:
             raise ValueError(f"HostCalibration: unknown keys {unknown}, missing keys {missing}")
         return cls(**data)
@@ -283,10 +290,12 @@ def roofline_gflops(
     return min(peak_gflops, intensity_flop_per_byte * bandwidth_gbps)
 
 
-def _host_peak_gflops(host: HostCalibration, precision: Literal["fp32", "bf16"]) -> float:
+def host_peak_gflops(host: HostCalibration, precision: Literal["fp32", "bf16"]) -> float:
     if precision == "fp32":
         return host.gemm_gflops_fp32
     if precision == "bf16":
+        if host.bf16_step_speedup is not None:  # measured on the real step: the honest rate
+            return host.gemm_gflops_fp32 * host.bf16_step_speedup
         if host.gemm_gflops_bf16 is None:
             raise ValueError('"precision" is "bf16" but the host calibration has no bf16 rate.')
         return host.gemm_gflops_bf16
@@ -307,7 +316,7 @@ def dilate(
     _positive("device_gflops", device_gflops)
     _positive("device_mem_bandwidth_gbps", device_mem_bandwidth_gbps)
     intensity = workload.arithmetic_intensity
-    host_peak = _host_peak_gflops(host, precision)
+    host_peak = host_peak_gflops(host, precision)
     host_att = roofline_gflops(host_peak, host.mem_bandwidth_gbps, intensity)
     device_att = roofline_gflops(device_gflops, device_mem_bandwidth_gbps, intensity)
     factor = host_att / device_att

@@ -35,6 +35,7 @@ class ComputeSpan:
     label: str  # e.g. "train"
     host_s: float  # measured on this host, at the worker's thread count and pinning
     workload: Workload  # FLOPs and bytes the span stood for (roofline placement)
+    precision: str = "fp32"  # what the host computed it in (fp32 | bf16 autocast): its host rate
     t_end_unix: float = field(default_factory=time.time)  # host wall clock when it ended (made right after the work)
 
 
@@ -149,6 +150,7 @@ class Framework(ABC):
 
     name: ClassVar[str]
     client_class: ClassVar[type[Client]]
+    client_autocast: ClassVar[bool] = True  # clients train under framework.precision's autocast
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx

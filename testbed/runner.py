@@ -22,7 +22,8 @@ import simpy
 from network import NO_OVERHEAD, TCP_IP, Network, Outage, OutagePolicy
 from testbed.availability import Schedule, schedules
 from testbed.backends import Backend, make_backend
-from testbed.calibration import HostCalibration, dilate
+from testbed.calibration import HostCalibration, dilate, host_peak_gflops
+from testbed.energy import Exchange, client_round_energy
 from testbed.fleet import FleetClient, Topology, build_topology, device_compute, expand_fleet
 from testbed.protocol import (
     ClientCall,
@@ -39,7 +40,7 @@ from testbed.protocol import (
 )
 from testbed.registry import framework_class
 from testbed.replay import ComputeReplay
-from testbed.results import RunRecorder
+from testbed.results import FAILED_OUTCOMES, RunRecorder, failure_outcome
 from testbed.scenario import Scenario
 from testbed.taskdata import build_task_data
 
@@ -62,6 +63,7 @@ class ClientTimeline:
     wire_down: int = 0
     wire_up: int = 0
     peak_rss_bytes: int = 0
+    exchanges: list[Exchange] = field(default_factory=list)  # its transfers, for the radio energy
     arrived: bool = False
     offline_at_s: float = math.inf  # when the client's availability window ends
 
@@ -159,6 +161,7 @@ class Runner:
         self.server = simpy.Resource(self.env, capacity=1)  # server compute: one request at a time
         self.framework: Framework | None = None
         self.backend: Backend | None = None
+        self._calibration: HostCalibration | None = None
         self.throttled: dict[int, float] = {}  # client -> CPU quota (cores) under `time: throttle`
 
     # -- set-up ----------------------------------------------------------------------------
@@ -204,6 +207,7 @@ class Runner:
         self.progress(f"starting {len(self.clients)} client workers ({self.scenario.emulation.backend})")
         self.backend = self._make_backend(cls.client_class)
         self.backend.start()
+        self._calibration = self._with_precision_speedup(self.backend.calibration, cls)
         if self.scenario.emulation.time == "throttle":
             self.throttled = self.backend.set_cpu_quotas(self._cpu_quotas())
             self._warn_unthrottled()
@@ -232,7 +236,23 @@ class Runner:
 
     @property
     def calibration(self) -> HostCalibration:
-        return self.backend.calibration
+        if self._calibration is None:
+            raise RuntimeError("runner not started")
+        return self._calibration
+
+    def _with_precision_speedup(self, cal: HostCalibration, framework: type) -> HostCalibration:
+        """The host's rates plus, where clients train under bf16 autocast, the measured speed-up
+        of a real training step (testbed.precision): bf16 spans are dilated with it."""
+        if self.scenario.framework.precision != "bf16" or not framework.client_autocast:
+            return cal
+        from dataclasses import replace
+
+        from testbed.assets import cache_dir
+        from testbed.precision import cached_step_speedup
+
+        self.progress("measuring the bf16 speed-up of a training step (once per host and model)")
+        speedup = cached_step_speedup(self.scenario, self.model_dir, threads=cal.threads, cache=cache_dir())
+        return replace(cal, bf16_step_speedup=speedup)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, on_round: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
@@ -430,7 +450,8 @@ class Runner:
         max_staleness = self.scenario.policy.max_staleness
         if task.cid in task.ctx.failures:
             fb.failed_at_s[task.cid] = task.timeline.end_s
-            self._record_task(fb.round, task, "failed", task.ctx.failures[task.cid].cause)
+            cause = task.ctx.failures[task.cid].cause
+            self._record_task(fb.round, task, failure_outcome(cause), cause)
         elif max_staleness is not None and task.staleness > max_staleness:
             self._record_task(fb.round, task, "discarded", "stale")
         else:
@@ -481,7 +502,7 @@ class Runner:
         self.recorder.round(
             round=acc.rnd, sim_start_s=acc.sim_start_s, sim_end_s=self.env.now,
             sim_duration_s=self.env.now - acc.sim_start_s, selected=" ".join(map(str, sorted(set(acc.started)))),
-            participants=len(acc.buffer), failures=sum(t.outcome == "failed" for t in acc.accounted),
+            participants=len(acc.buffer), failures=sum(t.outcome in FAILED_OUTCOMES for t in acc.accounted),
             discarded=sum(t.outcome == "discarded" for t in acc.accounted), straggler=acc.buffer[-1].cid,
             wasted_compute_s=sum(t.timeline.device_s for t in acc.accounted if t.outcome != "ok"),
             bytes_up=sum(t.bytes_up for t in tls), bytes_down=sum(t.bytes_down for t in tls),
@@ -522,7 +543,8 @@ class Runner:
             else:
                 reply = self._client_call(ctx, cid, action)
                 calls += 1
-                tl.peak_rss_bytes = max(tl.peak_rss_bytes, getattr(reply, "peak_rss_bytes", 0))
+                tl.peak_rss_bytes = max(tl.peak_rss_bytes, getattr(reply, "peak_rss_bytes", 0) or
+                                        self._oom_peak_bytes(cid, reply))
                 finished = yield from self._compute(ctx.rnd, cid, reply, tl)
                 if not finished:
                     return self._fail(ctx, cid, script, tl, "offline", "availability window ended mid-compute")
@@ -545,6 +567,16 @@ class Runner:
                                                peak_rss_bytes=tl.peak_rss_bytes)
         tl.end_s = self.env.now
 
+    def _oom_peak_bytes(self, cid: int, reply: Outcome) -> int:
+        """For an OOM kill the worker could not report: the peak memory of the client's cgroup
+        (the process backend's), which the kill leaves at about the limit. 0 where unknown."""
+        if not (isinstance(reply, Failure) and reply.cause == "oom"):
+            return 0
+        worker = getattr(self.backend, "workers", {}).get(cid)
+        cgroup = getattr(worker, "cgroup", None)
+        peak = cgroup.peak_memory_bytes() if cgroup is not None else None
+        return peak or 0
+
     def _client_call(self, ctx: RoundContext, cid: int, call: ClientCall) -> Outcome:
         """The call's real result: from the prefetched future when it is that call."""
         pre = ctx.prefetched.pop(cid, None)
@@ -559,6 +591,7 @@ class Runner:
         path = self.topology.uplink_path(cid) if up else self.topology.downlink_path(cid)
         rec = yield self.net.transfer(action.payload.payload_bytes, path, label=action.payload.kind)
         self._transfer_event(rnd, cid, action.payload, rec)
+        tl.exchanges.append(Exchange(action.direction, rec.wire_bytes, rec.start_s, rec.end_s, rec.status == "ok"))
         if up:
             tl.bytes_up += rec.payload_bytes
             tl.wire_up += rec.wire_bytes
@@ -596,7 +629,7 @@ class Runner:
             if cid in self.throttled:  # measured under the device's CPU quota: already device time
                 host_s, device_s, factor, bound = span.host_s, span.host_s, 1.0, "throttled"
             else:
-                host_s, device_s, factor, bound = self._dilate(client, span.host_s, span.workload)
+                host_s, device_s, factor, bound = self._dilate(client, span.host_s, span.workload, span.precision)
             if self.replay is not None:
                 host_s, device_s = self.replay.lookup(rnd, cid, span.label, host_s, device_s)
                 factor = device_s / host_s if host_s > 0 else float("nan")
@@ -630,19 +663,16 @@ class Runner:
                                 device_s=device_s, status="failed", detail=f"{outcome.cause}: {outcome.detail}")
         return True
 
-    def _dilate(self, client: FleetClient, host_s: float, workload) -> tuple[float, float, float, str]:
+    def _dilate(self, client: FleetClient, host_s: float, workload, precision: str) -> tuple[float, float, float, str]:
         d = dilate(host_s, workload=workload, host=self.calibration,
                    device_gflops=device_compute(client, use_accelerator=self.scenario.emulation.use_accelerator),
-                   device_mem_bandwidth_gbps=client.device.mem_bandwidth_gbps,
-                   precision=self.scenario.framework.precision)
+                   device_mem_bandwidth_gbps=client.device.mem_bandwidth_gbps, precision=precision)
         return d.host_s, d.device_s, d.factor, d.bound
 
     def _compute_bound_factor(self, client: FleetClient) -> float:
         """Host-to-device time factor when compute-bound (failed work, CPU quotas)."""
         gflops = device_compute(client, use_accelerator=self.scenario.emulation.use_accelerator)
-        cal = self.calibration
-        host = cal.gemm_gflops_bf16 if self.scenario.framework.precision == "bf16" else cal.gemm_gflops_fp32
-        return host / gflops
+        return host_peak_gflops(self.calibration, self.scenario.framework.precision) / gflops
 
     def _transfer_event(self, rnd: int, cid: int, payload: Payload, rec) -> None:
         self.recorder.event(round=rnd, client=cid, kind=payload.kind, payload_bytes=rec.payload_bytes,
@@ -674,7 +704,8 @@ class Runner:
         late = cid in ctx.discarded and not ok and cid not in ctx.failures
         self.recorder.client_round(**self._client_row(
             ctx.rnd, cid, ctx.timelines[cid], outcome if ok else None,
-            "ok" if ok else ("discarded" if late else "failed"), "" if ok else ("late" if late else outcome.cause),
+            "ok" if ok else ("discarded" if late else failure_outcome(outcome.cause)),
+            "" if ok else ("late" if late else outcome.cause),
         ))
 
     def _client_row(self, rnd: int, cid: int, tl: ClientTimeline, result: FitRes | None, outcome: str,
@@ -690,4 +721,7 @@ class Runner:
             peak_rss_mb=peak_mb, memory_budget_mb=client.memory_budget_mb,
             over_memory_budget=bool(peak_mb > client.memory_budget_mb),
             bytes_down=tl.bytes_down, bytes_up=tl.bytes_up, sim_start_s=tl.start_s, sim_end_s=tl.end_s,
+            **client_round_energy(device=client.device.name, power_w=client.device.power_w,
+                                  device_compute_s=tl.device_s, link=client.link.name, radio=client.link.radio,
+                                  exchanges=tl.exchanges),
         )

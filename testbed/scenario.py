@@ -114,9 +114,18 @@ class FrameworkConfig(_Node):
     weight_decay: float = Field(0.0, ge=0)
     lora: LoraConfig = LoraConfig()
     fedprox_mu: float = Field(0.0, ge=0)  # FedProx proximal term (0 = FedAvg)
-    precision: Literal["fp32", "bf16"] = "fp32"  # autocast dtype of client compute
+    # autocast dtype of client and server compute; auto = bf16 where this CPU has native bf16
+    # (testbed.precision), resolved when the scenario loads
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", validate_default=True)
     split: SplitOptions = SplitOptions()
     kd: KDOptions = KDOptions()
+
+    @field_validator("precision")
+    @classmethod
+    def _resolve_precision(cls, v: str) -> str:
+        from testbed.precision import resolve
+
+        return resolve(v)
 
 
 class LinkSpec(_Node):
@@ -152,10 +161,30 @@ class FleetEntry(_Node):
     device: str  # a device profile name (see `testbed profiles`)
     link: str | LinkSpec  # a link profile name, or an inline {down_mbps, up_mbps, rtt_ms}
     count: int = Field(1, gt=0)
+    memory_limit_mb: float | None = Field(None, gt=0)  # overrides this entry's app RAM budget (MiB)
+
+
+class DockerConfig(_Node):
+    """`backend: docker`: one container per client (docs/docker.md)."""
+
+    image: str = "fedge-testbed:latest"  # built by compose/build_base.sh (no registry needed)
+    network: Literal["host", "internal"] = "host"  # host: endpoint on 127.0.0.1; internal: not implemented yet
+    server: Literal["container", "host"] = "container"  # where `testbed run` runs the round loop
+    clients: Literal["start", "external"] = "start"  # start: the testbed starts them; external: docker compose did
+    port: int = Field(0, ge=0, le=65535)  # the server endpoint's port (0: a free one)
+    start_timeout_s: float = Field(600.0, gt=0)  # from starting a client container to its worker being ready
+
+    @field_validator("network")
+    @classmethod
+    def _host_only(cls, v: str) -> str:
+        if v == "internal":
+            raise ValueError("internal (a Docker network the run creates) is not implemented yet; use host "
+                             "(every container on the host's network, the server endpoint on 127.0.0.1)")
+        return v
 
 
 class EmulationConfig(_Node):
-    backend: Literal["inproc", "process"] = "process"
+    backend: Literal["inproc", "process", "docker"] = "process"
     time: Literal["dilate", "throttle"] = "dilate"  # how host time becomes device time
     enforce_memory: bool = True  # cgroup memory limit = the device's app RAM budget
     threads_per_client: int = Field(1, gt=0)  # torch threads of each client worker (capped by device cores)
@@ -164,6 +193,7 @@ class EmulationConfig(_Node):
     protocol_overhead: bool = True  # TCP/IP header bytes on the wire (reported apart from payload)
     client_timeout_s: float = Field(1800.0, gt=0)  # host seconds before a silent worker is killed
     memory_limit_mb: float | None = Field(None, gt=0)  # overrides every device's app RAM budget
+    docker: DockerConfig = DockerConfig()  # backend: docker
 
     @field_validator("parallel_clients")
     @classmethod
@@ -174,8 +204,9 @@ class EmulationConfig(_Node):
 
     @model_validator(mode="after")
     def _throttle_needs_processes(self) -> EmulationConfig:
-        if self.time == "throttle" and self.backend != "process":
-            raise ValueError("time: throttle needs backend: process (a CPU quota applies to a process)")
+        if self.time == "throttle" and self.backend not in ("process", "docker"):
+            raise ValueError("time: throttle needs backend: process or docker (a CPU quota applies to a "
+                             "process or a container)")
         return self
 
 
@@ -275,6 +306,9 @@ class Scenario(_Node):
         for i, k in enumerate(self.faults.kill):
             if k.client >= n:
                 raise ValueError(f"faults.kill.{i}.client={k.client} is not a client id (fleet has {n})")
+        if self.faults.kill and self.emulation.backend == "docker" and self.emulation.docker.clients == "external":
+            raise ValueError("faults.kill needs client containers the testbed starts "
+                             "(emulation.docker.clients: start), not external ones")
         return self
 
     @model_validator(mode="after")

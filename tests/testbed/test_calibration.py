@@ -177,6 +177,20 @@ def test_dilate_bf16_uses_the_bf16_roof() -> None:
         dilate(1.0, workload=work, host=no_bf16, precision="bf16", **device)
 
 
+def test_dilate_bf16_uses_the_measured_step_speedup_over_the_gemm_rate() -> None:
+    work = Workload(flops=1e12, bytes_moved=1e9)  # 1000 FLOP/B: compute-bound everywhere
+    device = {"device_gflops": 50.0, "device_mem_bandwidth_gbps": 50.0}
+    host = replace(HOST, bf16_step_speedup=1.5)
+    d = dilate(1.0, workload=work, host=host, precision="bf16", **device)
+    assert d.factor == pytest.approx(100.0 * 1.5 / 50.0)  # not the 200 GFLOP/s bf16 GEMM rate
+    # the same work in fp32 takes 1.5x the host time: both give the same device time
+    fp32 = dilate(1.5, workload=work, host=host, precision="fp32", **device)
+    assert fp32.device_s == pytest.approx(d.device_s)
+    assert HostCalibration.from_dict(host.to_dict()) == host
+    old = {k: v for k, v in HOST.to_dict().items() if k != "bf16_step_speedup"}
+    assert HostCalibration.from_dict(old).bf16_step_speedup is None  # caches written before it still load
+
+
 @pytest.mark.parametrize(
     ("argument", "kwargs"),
     [("host_s", {"host_s": 0.0}), ("device_gflops", {"device_gflops": -1.0}),

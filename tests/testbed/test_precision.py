@@ -1,0 +1,70 @@
+"""Mixed precision: what `auto` becomes, and the measured speed-up bf16 spans are dilated with."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from testbed import precision
+from testbed.scenario import load_scenario
+from test_runner import SMOKE, _run
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch, native, expected):
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    assert load_scenario(SMOKE, []).framework.precision == expected
+    assert load_scenario(SMOKE, ["framework.precision=fp32"]).framework.precision == "fp32"
+    assert load_scenario(SMOKE, ["framework.precision=bf16"]).framework.precision == "bf16"
+
+
+def test_step_speedup_is_measured_once_then_read_from_the_cache(assets, monkeypatch, tmp_path):
+    scenario = load_scenario(SMOKE, [])
+    calls = []
+
+    def fake_measure(sc, model_dir, *, threads):
+        calls.append(threads)
+        return 1.25
+
+    monkeypatch.setattr(precision, "measure_step_speedup", fake_measure)
+    args = dict(threads=1, cache=tmp_path)
+    assert precision.cached_step_speedup(scenario, str(assets.tiny), **args) == 1.25
+    assert precision.cached_step_speedup(scenario, str(assets.tiny), **args) == 1.25
+    assert calls == [1]
+    other = load_scenario(SMOKE, ["framework.batch_size=2"])  # another shape: measured again
+    precision.cached_step_speedup(other, str(assets.tiny), **args)
+    assert calls == [1, 1]
+    stored = [json.loads(p.read_text()) for p in (tmp_path / "precision").glob("*.json")]
+    assert sorted(s["batch_size"] for s in stored) == [2, 4]
+
+
+def test_step_speedup_is_a_real_measurement(assets):
+    speedup = precision.measure_step_speedup(load_scenario(SMOKE, []), str(assets.tiny), threads=1, repeats=1)
+    assert 0.2 < speedup < 10.0
+
+
+def test_bf16_spans_are_dilated_with_the_measured_speedup(assets, tmp_path, monkeypatch):
+    from device_profiles import get_device
+
+    monkeypatch.setattr(precision, "cached_step_speedup", lambda *a, **k: 1.6)
+    out = _run(tmp_path, "bf16", ["framework.precision=bf16", "framework.rounds=1", "emulation.use_accelerator=false"])
+    cal = json.loads((out / "summary.json").read_text())["calibration"]
+    assert cal["bf16_step_speedup"] == 1.6
+    rows = pd.read_csv(out / "client_rounds.csv")
+    checked = 0
+    for row in rows[(rows.outcome == "ok") & (rows.bound == "compute")].itertuples():
+        device = get_device(row.device)
+        assert row.dilation_factor == pytest.approx(cal["gemm_gflops_fp32"] * 1.6 / device.cpu_gflops, rel=1e-6)
+        checked += 1
+    assert checked > 0
+
+
+def test_fp32_runs_measure_no_speedup(assets, tmp_path, monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("measured a bf16 speed-up for an fp32 run")
+
+    monkeypatch.setattr(precision, "cached_step_speedup", fail)
+    out = _run(tmp_path, "fp32", ["framework.precision=fp32", "framework.rounds=1"])
+    assert json.loads((out / "summary.json").read_text())["calibration"]["bf16_step_speedup"] is None
