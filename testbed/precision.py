@@ -1,8 +1,10 @@
-"""Mixed precision on this host: whether bf16 autocast is the default, and what it is worth.
+"""Mixed precision on this host: whether bf16 autocast is used, and what it is worth.
 
 `framework.precision: auto` becomes bf16 where the CPU has native bf16 arithmetic (AVX512-BF16
-or AMX): there autocast trains SmolLM2-135M ~1.5x and evaluates ~1.6x faster at the same
-accuracy (docs/timing.md). Elsewhere bf16 is emulated and slower, so auto is fp32.
+or AMX) and a real training step of the run's model is measured at least MIN_SPEEDUP faster
+in it: SmolLM2-135M trains ~1.5x and evaluates ~1.6x faster at the same accuracy here
+(docs/timing.md), while a tiny test model at batch 4 x 40 tokens is slower (casts dominate).
+Elsewhere bf16 is emulated and slower, so auto is fp32.
 
 Device time must not depend on how the host computed: a device runs the same work whatever
 the host's precision. A step under autocast is not all-bf16 GEMM (casts, norms, softmax,
@@ -39,11 +41,20 @@ def native_bf16() -> bool:
                 or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
-def resolve(setting: str) -> str:
-    """`framework.precision` as run here: auto -> bf16 where native, else fp32."""
-    if setting == "auto":
-        return "bf16" if native_bf16() else "fp32"
-    return setting
+MIN_SPEEDUP = 1.1  # auto picks bf16 only when a training step is at least this much faster
+
+
+def choose(scenario: Scenario, model_dir: str, *, threads: int, cache: Path) -> tuple[str, float | None]:
+    """(precision to run, measured bf16 step speed-up or None) for `framework.precision`:
+    fp32 measures nothing; bf16 measures what bf16 spans are dilated with; auto measures
+    where the CPU has native bf16 and picks bf16 when it is MIN_SPEEDUP faster."""
+    setting = scenario.framework.precision
+    if setting == "fp32" or (setting == "auto" and not native_bf16()):
+        return "fp32", None
+    speedup = cached_step_speedup(scenario, model_dir, threads=threads, cache=cache)
+    if setting == "bf16" or speedup >= MIN_SPEEDUP:
+        return "bf16", speedup
+    return "fp32", None
 
 
 def _timed_step(model, batch: dict[str, torch.Tensor], precision: str) -> float:

@@ -114,6 +114,7 @@ def _backend_facts(runner) -> dict[str, Any]:
     backend = runner.backend
     return {
         "calibration": runner.calibration.to_dict(),
+        "precision": runner.scenario.framework.precision,  # as run (framework.precision: auto resolved)
         "backend": {
             "kind": runner.scenario.emulation.backend,
             "parallel_clients": getattr(backend, "parallel", 1),

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,7 @@ class Runner:
         self.framework: Framework | None = None
         self.backend: Backend | None = None
         self._calibration: HostCalibration | None = None
+        self.bf16_step_speedup: float | None = None  # measured at start() where bf16 is used
         self.throttled: dict[int, float] = {}  # client -> CPU quota (cores) under `time: throttle`
 
     # -- set-up ----------------------------------------------------------------------------
@@ -201,13 +202,14 @@ class Runner:
 
     def start(self) -> None:
         cls = framework_class(self.scenario.framework.name)
+        self._choose_precision(cls)
         self.framework = cls(ServerContext(self.scenario, self.model_dir, self.out_dir))
+        self.backend = self._make_backend(cls.client_class)  # a process backend's forkserver starts importing
         self.progress("loading the server model")
         self.framework.setup()
         self.progress(f"starting {len(self.clients)} client workers ({self.scenario.emulation.backend})")
-        self.backend = self._make_backend(cls.client_class)
         self.backend.start()
-        self._calibration = self._with_precision_speedup(self.backend.calibration, cls)
+        self._calibration = replace(self.backend.calibration, bf16_step_speedup=self.bf16_step_speedup)
         if self.scenario.emulation.time == "throttle":
             self.throttled = self.backend.set_cpu_quotas(self._cpu_quotas())
             self._warn_unthrottled()
@@ -240,19 +242,24 @@ class Runner:
             raise RuntimeError("runner not started")
         return self._calibration
 
-    def _with_precision_speedup(self, cal: HostCalibration, framework: type) -> HostCalibration:
-        """The host's rates plus, where clients train under bf16 autocast, the measured speed-up
-        of a real training step (testbed.precision): bf16 spans are dilated with it."""
-        if self.scenario.framework.precision != "bf16" or not framework.client_autocast:
-            return cal
-        from dataclasses import replace
-
+    def _choose_precision(self, framework: type) -> None:
+        """Resolve `framework.precision` (auto) before anything reads it; where clients train
+        under bf16 autocast, keep the measured speed-up of a real training step
+        (testbed.precision): bf16 spans are dilated with it."""
         from testbed.assets import cache_dir
-        from testbed.precision import cached_step_speedup
+        from testbed.precision import choose, native_bf16
 
-        self.progress("measuring the bf16 speed-up of a training step (once per host and model)")
-        speedup = cached_step_speedup(self.scenario, self.model_dir, threads=cal.threads, cache=cache_dir())
-        return replace(cal, bf16_step_speedup=speedup)
+        fw = self.scenario.framework
+        self.bf16_step_speedup = None
+        if not framework.client_autocast:  # only the server's evaluation would use it
+            precision = "bf16" if fw.precision == "bf16" or (fw.precision == "auto" and native_bf16()) else "fp32"
+        else:
+            if fw.precision != "fp32":
+                self.progress("measuring a training step in fp32 and bf16 (once per host, model and shape)")
+            precision, self.bf16_step_speedup = choose(self.scenario, self.model_dir, cache=cache_dir(),
+                                                       threads=self.scenario.emulation.threads_per_client)
+        self.scenario = self.scenario.model_copy(
+            update={"framework": fw.model_copy(update={"precision": precision})})
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, on_round: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:

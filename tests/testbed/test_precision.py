@@ -12,12 +12,20 @@ from testbed.scenario import load_scenario
 from test_runner import SMOKE, _run
 
 
-@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
-def test_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch, native, expected):
+@pytest.mark.parametrize(("setting", "native", "speedup", "expected"), [
+    ("auto", True, 1.5, ("bf16", 1.5)),
+    ("auto", True, 1.05, ("fp32", None)),  # native but not faster for this model and shape
+    ("auto", False, 1.5, ("fp32", None)),  # emulated bf16: not even measured
+    ("fp32", True, 1.5, ("fp32", None)),
+    ("bf16", True, 0.8, ("bf16", 0.8)),  # asked for: used, and dilated with what it measured
+])
+def test_choose(monkeypatch, tmp_path, setting, native, speedup, expected):
     monkeypatch.setattr(precision, "native_bf16", lambda: native)
-    assert load_scenario(SMOKE, []).framework.precision == expected
-    assert load_scenario(SMOKE, ["framework.precision=fp32"]).framework.precision == "fp32"
-    assert load_scenario(SMOKE, ["framework.precision=bf16"]).framework.precision == "bf16"
+    measured = []
+    monkeypatch.setattr(precision, "cached_step_speedup", lambda *a, **k: measured.append(1) or speedup)
+    scenario = load_scenario(SMOKE, [f"framework.precision={setting}"])
+    assert precision.choose(scenario, "unused", threads=1, cache=tmp_path) == expected
+    assert bool(measured) == (setting == "bf16" or (setting == "auto" and native))
 
 
 def test_step_speedup_is_measured_once_then_read_from_the_cache(assets, monkeypatch, tmp_path):
@@ -50,8 +58,9 @@ def test_bf16_spans_are_dilated_with_the_measured_speedup(assets, tmp_path, monk
 
     monkeypatch.setattr(precision, "cached_step_speedup", lambda *a, **k: 1.6)
     out = _run(tmp_path, "bf16", ["framework.precision=bf16", "framework.rounds=1", "emulation.use_accelerator=false"])
-    cal = json.loads((out / "summary.json").read_text())["calibration"]
-    assert cal["bf16_step_speedup"] == 1.6
+    summary = json.loads((out / "summary.json").read_text())
+    cal = summary["calibration"]
+    assert cal["bf16_step_speedup"] == 1.6 and summary["precision"] == "bf16"
     rows = pd.read_csv(out / "client_rounds.csv")
     checked = 0
     for row in rows[(rows.outcome == "ok") & (rows.bound == "compute")].itertuples():
@@ -67,4 +76,19 @@ def test_fp32_runs_measure_no_speedup(assets, tmp_path, monkeypatch):
 
     monkeypatch.setattr(precision, "cached_step_speedup", fail)
     out = _run(tmp_path, "fp32", ["framework.precision=fp32", "framework.rounds=1"])
-    assert json.loads((out / "summary.json").read_text())["calibration"]["bf16_step_speedup"] is None
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["calibration"]["bf16_step_speedup"] is None and summary["precision"] == "fp32"
+
+
+def test_auto_runs_what_it_measured(assets, tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cached_step_speedup", lambda *a, **k: 1.01)
+    out = _run(tmp_path, "auto", ["framework.rounds=1"])
+    assert json.loads((out / "summary.json").read_text())["precision"] == "fp32"
+    assert yaml_precision(out) == "auto"  # the scenario as written keeps the user's setting
+
+
+def yaml_precision(out):
+    import yaml
+
+    return yaml.safe_load((out / "scenario.yaml").read_text())["framework"]["precision"]
