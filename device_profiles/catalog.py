@@ -151,10 +151,12 @@ def _device_table(profiles: Iterable[DeviceProfile]) -> Table:
 
 def _link_table(profiles: Iterable[LinkProfile]) -> Table:
     table = Table(title="Links")
-    for header in ("name", "down Mbit/s", "up Mbit/s", "RTT ms", "loss"):
+    for header in ("name", "down Mbit/s", "up Mbit/s", "RTT ms", "loss",
+                   "radio up mW/Mbit/s", "radio down mW/Mbit/s", "radio base mW"):
         table.add_column(header, justify="left" if header == "name" else "right",
                          no_wrap=header == "name")
     for link in profiles:
         table.add_row(link.name, _fmt(link.down_mbps), _fmt(link.up_mbps),
-                      _fmt(link.rtt_ms), _fmt(link.loss_rate))
+                      _fmt(link.rtt_ms), _fmt(link.loss_rate), _fmt(link.radio_up_mw_per_mbps),
+                      _fmt(link.radio_down_mw_per_mbps), _fmt(link.radio_base_mw))
     return table

@@ -92,3 +92,22 @@ class LinkProfile(_Profile):
     loss_rate: Fraction  # packet loss probability, 0 <= loss_rate < 1
     trace_down: Text | None = None  # mahimahi downlink trace; relative to the YAML file
     trace_up: Text | None = None  # mahimahi uplink trace; relative to the YAML file
+    # The radio's data-transfer power, P = up x up_Mbps + down x down_Mbps + base (Huang et
+    # al.'s linear model); all three null where the link class has no sourced figure.
+    radio_up_mw_per_mbps: PositiveFloat | None  # mW per Mbit/s of uplink throughput
+    radio_down_mw_per_mbps: PositiveFloat | None  # mW per Mbit/s of downlink throughput
+    radio_base_mw: PositiveFloat | None  # mW while transferring, whatever the rate
+
+    @field_validator("radio_base_mw")
+    @classmethod
+    def _radio_model_complete(cls, value: float | None, info: ValidationInfo) -> float | None:
+        given = {name: info.data[name] for name in RADIO_FIELDS[:2] if name in info.data}
+        given["radio_base_mw"] = value
+        if len(given) == len(RADIO_FIELDS) and len({v is None for v in given.values()}) > 1:
+            missing = [name for name, v in given.items() if v is None]
+            raise ValueError(f"the radio power model needs all of {', '.join(RADIO_FIELDS)} or none; "
+                             f"null: {', '.join(missing)}")
+        return value
+
+
+RADIO_FIELDS = ("radio_up_mw_per_mbps", "radio_down_mw_per_mbps", "radio_base_mw")

@@ -9,6 +9,7 @@ from device_profiles import DeviceProfile, get_device, get_link
 import numpy as np
 
 from network import Network, Outage, Pipe, ShiftedTrace, load_mahimahi
+from testbed.energy import RadioPower
 from testbed.scenario import FleetEntry, LinkSpec, Scenario
 
 
@@ -21,6 +22,7 @@ class LinkRates:
     loss_rate: float = 0.0
     trace_down: str | None = None  # mahimahi file
     trace_up: str | None = None
+    radio: RadioPower | None = None  # the link class's radio power model; None where unknown
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class FleetClient:
     name: str  # e.g. pixel-7#1
     device: DeviceProfile
     link: LinkRates
-    memory_budget_mb: float  # the app RAM budget (or the scenario's override)
+    memory_budget_mb: float  # the app RAM budget (or the fleet entry's, or the scenario's, override)
 
 
 def _link_rates(entry: FleetEntry) -> LinkRates:
@@ -38,8 +40,12 @@ def _link_rates(entry: FleetEntry) -> LinkRates:
         return LinkRates("custom", link.down_mbps, link.up_mbps, link.rtt_ms, link.loss_rate,
                          link.trace_down, link.trace_up)
     p = get_link(link)
+    radio = None
+    if p.radio_base_mw is not None:
+        radio = RadioPower(p.radio_up_mw_per_mbps, p.radio_down_mw_per_mbps, p.radio_base_mw)
     return LinkRates(p.name, p.down_mbps, p.up_mbps, p.rtt_ms, p.loss_rate,
-                     str(p.trace_down) if p.trace_down else None, str(p.trace_up) if p.trace_up else None)
+                     str(p.trace_down) if p.trace_down else None, str(p.trace_up) if p.trace_up else None,
+                     radio)
 
 
 def expand_fleet(scenario: Scenario) -> list[FleetClient]:
@@ -47,7 +53,7 @@ def expand_fleet(scenario: Scenario) -> list[FleetClient]:
     clients: list[FleetClient] = []
     for entry in scenario.fleet:
         device = get_device(entry.device)
-        budget = scenario.emulation.memory_limit_mb or device.app_ram_budget_mb
+        budget = entry.memory_limit_mb or scenario.emulation.memory_limit_mb or device.app_ram_budget_mb
         for k in range(entry.count):
             name = f"{device.name}#{k + 1}" if entry.count > 1 else device.name
             clients.append(FleetClient(len(clients), name, device, _link_rates(entry), float(budget)))

@@ -25,6 +25,7 @@ CLIENT_ROUND_COLUMNS = [
     "round", "client", "device", "link", "outcome", "cause", "n_samples", "train_loss",
     "host_compute_s", "device_compute_s", "dilation_factor", "bound", "peak_rss_mb",
     "memory_budget_mb", "over_memory_budget", "bytes_down", "bytes_up", "sim_start_s", "sim_end_s",
+    "energy_j", "compute_energy_j", "radio_energy_j", "energy_note",
 ]
 ROUND_COLUMNS = [
     "round", "sim_start_s", "sim_end_s", "sim_duration_s", "selected", "participants", "failures", "discarded",
@@ -32,6 +33,16 @@ ROUND_COLUMNS = [
     "wire_bytes_down", "wasted_compute_s", "server_compute_s", "host_round_s", "host_fit_s", "host_eval_s",
 ]
 HOST_TIMELINE_COLUMNS = ["round", "who", "kind", "t0_unix", "t1_unix", "host_s"]
+# client_rounds.csv `outcome`: ok | failed | oom | discarded. A client killed for exceeding its
+# memory limit reads `oom` (cause `oom` too); every other failure reads `failed` with its cause.
+FAILED_OUTCOMES = ("failed", "oom")
+
+
+def failure_outcome(cause: str) -> str:
+    """The outcome column of a failed client-round."""
+    return "oom" if cause == "oom" else "failed"
+
+
 INTEGER_COLUMNS = {
     "round", "client", "payload_bytes", "wire_bytes", "n_samples", "bytes_down", "bytes_up", "participants",
     "failures", "discarded", "straggler", "wire_bytes_up", "wire_bytes_down", "start_version", "staleness",

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from testbed.replay import ComputeReplay
+from testbed.results import FAILED_OUTCOMES
 from testbed.scenario import Scenario
 
 
@@ -52,6 +53,13 @@ def _round_line(row: dict[str, Any]) -> str:
     loss_txt = f" train loss {loss:.3f}" if loss is not None else ""
     return (f"round {row['round']}: {acc_txt}{loss_txt}  sim {row['sim_end_s']:.1f} s  "
             f"participants {row['participants']}  failures {row['failures']}")
+
+
+def _failed_clients(client_rounds: list[dict[str, Any]], rnd: int) -> str:
+    """The round's failed clients and their causes, e.g. "  (pixel-7: oom)"; "" when none."""
+    failed = [f"{r['device']}: {r['cause']}" for r in client_rounds
+              if r["round"] == rnd and r["outcome"] in FAILED_OUTCOMES]
+    return f"  ({', '.join(failed)})" if failed else ""
 
 
 def final_table(rounds: list[dict[str, Any]]) -> Table:
@@ -138,7 +146,7 @@ def _run_with_progress(runner, scenario: Scenario, console: Console, summary: di
         task = progress.add_task(f"{scenario.framework.name} rounds", total=scenario.framework.rounds)
 
         def on_round(row: dict[str, Any]) -> None:
-            console.log(_round_line(row))
+            console.log(_round_line(row) + _failed_clients(runner.recorder.client_rounds, row["round"]))
             if row["round"] > 0:
                 progress.advance(task)
             summary["rounds_completed"] = row["round"]

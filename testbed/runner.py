@@ -726,7 +726,7 @@ class Runner:
             train_loss=result.metrics.get("train_loss") if result else None,
             host_compute_s=tl.host_s, device_compute_s=tl.device_s, dilation_factor=tl.factor, bound=tl.bound,
             peak_rss_mb=peak_mb, memory_budget_mb=client.memory_budget_mb,
-            over_memory_budget=bool(peak_mb > client.memory_budget_mb),
+            over_memory_budget=bool(peak_mb > client.memory_budget_mb or outcome == "oom"),
             bytes_down=tl.bytes_down, bytes_up=tl.bytes_up, sim_start_s=tl.start_s, sim_end_s=tl.end_s,
             **client_round_energy(device=client.device.name, power_w=client.device.power_w,
                                   device_compute_s=tl.device_s, link=client.link.name, radio=client.link.radio,

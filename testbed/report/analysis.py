@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from testbed.results import FAILED_OUTCOMES
+
 SERVER = -1  # the client id events.csv gives the server
 SPAN_COLUMNS = ["round", "client", "category", "start_s", "end_s"]
 STRAGGLER_COLUMNS = ["round", "straggler", "straggler_end_s", "runner_up", "runner_up_end_s", "held_back_s"]
@@ -58,7 +60,7 @@ def waiting_spans(spans: pd.DataFrame, round_end_s: dict[int, float], failed: se
 
 def failures(client_rounds: pd.DataFrame) -> pd.DataFrame:
     """Failed clients per round: round, client, t_s (when it failed), cause."""
-    failed = client_rounds[client_rounds["outcome"] == "failed"]
+    failed = client_rounds[client_rounds["outcome"].isin(FAILED_OUTCOMES)]
     return pd.DataFrame({"round": failed["round"], "client": failed["client"], "t_s": failed["sim_end_s"],
                          "cause": failed["cause"].fillna("failed").astype(str)})
 
@@ -77,7 +79,7 @@ def straggler_attribution(rounds: pd.DataFrame, client_rounds: pd.DataFrame) -> 
     """Per round with a straggler (rounds.csv): the client that finished last, its end, the
     second-latest client and by how long the straggler held the round back (0 s if it was the
     only client to arrive). Only arrived (not failed) clients count."""
-    arrived = client_rounds[client_rounds["outcome"] != "failed"]
+    arrived = client_rounds[~client_rounds["outcome"].isin(FAILED_OUTCOMES)]
     rows = []
     for rnd, straggler in zip(rounds["round"], rounds["straggler"]):
         ends_s = arrived[arrived["round"] == rnd].set_index("client")["sim_end_s"]

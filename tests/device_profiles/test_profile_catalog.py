@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -142,6 +143,23 @@ def test_links_match_their_sources() -> None:
     assert get_link("lan").down_mbps == 1000
 
 
+def test_lte_links_carry_the_huang_lte_radio_model_and_others_say_why_not() -> None:
+    for link in links().values():
+        radio = (link.radio_up_mw_per_mbps, link.radio_down_mw_per_mbps, link.radio_base_mw)
+        if link.name.startswith("lte"):
+            assert radio == (438.39, 51.97, 1288.04)
+            assert any("MobiSys 2012" in source for source in link.sources)
+        else:
+            assert radio == (None, None, None)
+        assert "radio_*" in link.notes  # the figure, or why there is none
+
+
+def test_every_shipped_link_states_its_radio_fields() -> None:
+    for path in (PACKAGE_DIR / "links").glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert {"radio_up_mw_per_mbps", "radio_down_mw_per_mbps", "radio_base_mw"} <= set(raw), path.name
+
+
 def test_unknown_device_lists_the_known_names() -> None:
     with pytest.raises(ProfileError) as info:
         get_device("nokia-3310")
@@ -170,3 +188,4 @@ def test_catalog_tables_list_every_profile() -> None:
     text = console.export_text()
     assert "jetson-agx-orin" in text and "geo-satellite" in text
     assert "49152" in text  # AGX Orin's app budget
+    assert "1288.04" in text  # the LTE links' radio base power

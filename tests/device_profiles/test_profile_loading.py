@@ -34,6 +34,9 @@ GOOD_LINK: dict[str, Any] = {
     "loss_rate": 0.01,
     "trace_down": None,
     "trace_up": None,
+    "radio_up_mw_per_mbps": None,
+    "radio_down_mw_per_mbps": None,
+    "radio_base_mw": None,
     "sources": ["a report"],
     "notes": "none derived",
     "derived": [],
@@ -211,6 +214,36 @@ def test_trace_fields_are_optional(tmp_path: Path) -> None:
     data = {k: v for k, v in GOOD_LINK.items() if not k.startswith("trace_")}
     link = load_link(write(tmp_path, "test-link", data))
     assert link.trace_down is None and link.trace_up is None
+
+
+RADIO = {"radio_up_mw_per_mbps": 438.39, "radio_down_mw_per_mbps": 51.97, "radio_base_mw": 1288.04}
+
+
+def test_radio_power_model_loads(tmp_path: Path) -> None:
+    link = load_link(link_file(tmp_path, **RADIO))
+    assert (link.radio_up_mw_per_mbps, link.radio_down_mw_per_mbps, link.radio_base_mw) == (438.39, 51.97, 1288.04)
+
+
+@pytest.mark.parametrize("field", list(RADIO))
+@pytest.mark.parametrize("value", [-1.0, 0, "438", True])
+def test_bad_radio_figure_names_file_and_field(tmp_path: Path, field: str, value: Any) -> None:
+    path = link_file(tmp_path, **{**RADIO, field: value})
+    message = load_error(load_link, path)
+    assert message.startswith(f"{path}: {field}: ")
+    assert message.count("\n") == 0  # the one bad field, not its partners
+
+
+def test_radio_power_model_is_all_or_nothing(tmp_path: Path) -> None:
+    path = link_file(tmp_path, **{**RADIO, "radio_down_mw_per_mbps": None})
+    message = load_error(load_link, path)
+    assert message.startswith(f"{path}: radio_base_mw: ")
+    assert "null: radio_down_mw_per_mbps" in message
+
+
+def test_missing_radio_field_is_an_error_not_a_default(tmp_path: Path) -> None:
+    data = {k: v for k, v in GOOD_LINK.items() if k != "radio_base_mw"}
+    path = write(tmp_path, "test-link", data)
+    assert load_error(load_link, path).startswith(f"{path}: radio_base_mw: required field is missing")
 
 
 def test_profile_error_is_a_value_error() -> None:
