@@ -75,6 +75,29 @@ def worker_main(conn, client_class_path: str, spec: ClientSpec, threads: int) ->
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(exc)).strip()
             conn.send(("error", (detail, time.perf_counter() - t0, mem.peak_rss_bytes)))
+        _release_freed_memory()  # after replying: an idle worker holds its model, not its last activations
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap back to the OS (glibc keeps it otherwise): without it each idle worker
+    keeps its last call's peak resident, and parallel clients add up on the host."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def auto_parallel(n_cores: int, threads: int, memory_limits_bytes: list[int], available_bytes: int) -> int:
+    """Workers computing at once: one per `threads` cores, and no more than the host's
+    available memory holds at the clients' memory limits (their device RAM budgets)."""
+    by_cores = max(1, n_cores // threads)
+    if not memory_limits_bytes:
+        return by_cores
+    return max(1, min(by_cores, int(available_bytes // max(memory_limits_bytes))))
 
 
 def worker_context(client_class: type) -> mp.context.BaseContext:
@@ -111,9 +134,10 @@ class ProcessBackend(Backend):
         super().__init__(client_class, specs)
         self.threads = threads
         cores = sorted(os.sched_getaffinity(0))
-        self.parallel = parallel or max(1, len(cores) // threads)
-        self.slots = [[cores[(k * threads + j) % len(cores)] for j in range(threads)] for k in range(self.parallel)]
         self.memory_limits = dict(memory_limits_bytes or {})
+        self.parallel = parallel or auto_parallel(len(cores), threads, list(self.memory_limits.values()),
+                                                  psutil.virtual_memory().available)
+        self.slots = [[cores[(k * threads + j) % len(cores)] for j in range(threads)] for k in range(self.parallel)]
         self.enforce_memory = enforce_memory
         self.cpu_quotas = cpu_quotas
         self.calibration_s = calibration_s
@@ -207,15 +231,23 @@ class ProcessBackend(Backend):
         return self._calibration
 
     def _calibrate(self) -> HostCalibration:
-        alive = [w for w in self.workers.values() if self._alive(w)][: self.parallel]
-        if not alive:
-            from testbed.calibration import calibrate_host
+        """Calibrate in `parallel` workers at once, in their slots: those with the most memory
+        headroom (calibration allocates ~0.5 GB). A worker its limit kills here is left for
+        the next call to respawn; with none left, the runner's process calibrates."""
+        from testbed.calibration import calibrate_host
 
-            return calibrate_host(threads=self.threads, seconds=self.calibration_s)
+        def headroom(w: _Worker) -> float:
+            return self.memory_limits.get(w.spec.client_id, float("inf")) if self.enforce_memory else float("inf")
+
+        alive = sorted((w for w in self.workers.values() if self._alive(w)), key=headroom, reverse=True)
+        alive = alive[: self.parallel]
         for w, slot in zip(alive, self.slots, strict=False):
             self._pin(w, slot)
             w.conn.send(("calibrate", self.calibration_s))
-        results = [HostCalibration.from_dict(w.conn.recv()[1]) for w in alive]
+        replies = [self._receive(w, self.setup_timeout_s) for w in alive]
+        results = [HostCalibration.from_dict(r[1]) for r in replies if r is not None and r[0] == "calibration"]
+        if not results:
+            return calibrate_host(threads=self.threads, seconds=self.calibration_s)
         first = results[0]
         bf16 = [r.gemm_gflops_bf16 for r in results if r.gemm_gflops_bf16]
         return replace(

@@ -61,6 +61,31 @@ def test_memory_limit_below_the_runtime_is_an_oom_failure(assets, tmp_path):
     assert rounds.loc[1, "participants"] == 0 and rounds.loc[1, "failures"] == 2
 
 
+@pytest.mark.skipif(not detect().memory_writable, reason=f"cgroups not writable: {detect().reason}")
+def test_a_worker_killed_while_calibrating_leaves_the_run_going(assets, tmp_path):
+    # 380 MiB holds a set-up worker (its weights are mapped, reclaimable) but not the ~0.5 GB
+    # the calibration allocates: every calibrating worker dies; the runner calibrates itself
+    summary, out = _run(tmp_path, ["framework.rounds=1", "framework.clients_per_round=2",
+                                   "emulation.memory_limit_mb=380", "emulation.parallel_clients=2"])
+    assert summary["status"] == "completed"
+    assert summary["calibration"]["gemm_gflops_fp32"] > 0
+    rounds = pd.read_csv(out / "rounds.csv").set_index("round")
+    assert rounds.loc[1, "participants"] + rounds.loc[1, "failures"] == 2
+
+
+@pytest.mark.parametrize(("cores", "threads", "limits_gb", "available_gb", "expected"), [
+    (2, 1, [], 24, 2),  # no limits: one worker per core
+    (64, 2, [3.2, 8.0], 128, 16),  # 32 by cores, 16 by the largest budget
+    (16, 1, [3.2], 4, 1),  # at least one
+    (8, 4, [1.0], 100, 2),
+])
+def test_parallel_workers_are_sized_from_cores_and_memory(cores, threads, limits_gb, available_gb, expected):
+    from testbed.backends.process import auto_parallel
+
+    gb = 2**30
+    assert auto_parallel(cores, threads, [int(x * gb) for x in limits_gb], int(available_gb * gb)) == expected
+
+
 @pytest.mark.skipif(not detect().cpu_writable, reason=f"cgroups not writable: {detect().reason}")
 def test_throttle_mode_measures_device_time_under_a_cpu_quota(assets, tmp_path):
     # Raspberry Pi 4 (23.8 GFLOP/s) is slower than any host core: it gets a CPU quota and its
