@@ -240,7 +240,6 @@ class Row:
     accuracy: list[float] = field(default_factory=list)
     compute_s: float = float("nan")
     outside_share: float = float("nan")
-    outside_approx: bool = False
     rss_fallback: bool = False
     status: str = "ok"
     detail: str = ""
@@ -344,7 +343,9 @@ def run_testbed(precision: str, repeat: int, args, out: Path) -> Row:
     testbed = Path(sys.executable).with_name("testbed")
     launcher = ([str(testbed)] if testbed.exists()
                 else [sys.executable, "-c", "import sys; from testbed.cli import main; sys.exit(main())"])
-    cmd = [*launcher, "run", str(SCENARIO), "--out", str(tb_out), "--set", f"framework.precision={precision}"]
+    cmd = [*launcher, "run", str(args.testbed_scenario), "--out", str(tb_out)]
+    if precision != "auto":  # auto: the scenario's own setting
+        cmd += ["--set", f"framework.precision={precision}"]
     for s in (QUICK_SETS if args.quick else ()):
         cmd += ["--set", s]
     if run_measured(cmd, run_dir, row, args.timeout) != 0:
@@ -352,29 +353,8 @@ def run_testbed(precision: str, repeat: int, args, out: Path) -> Row:
     rounds = pd.read_csv(tb_out / "rounds.csv")
     rounds = rounds[(rounds["round"] >= 1) & rounds["accuracy"].notna()].sort_values("round")
     row.accuracy = [float(a) for a in rounds["accuracy"]]
-    timeline = tb_out / "host_timeline.csv"
-    if timeline.exists():
-        tl = pd.read_csv(timeline)
-        _set_compute(row, list(zip(tl["t0_unix"].astype(float), tl["t1_unix"].astype(float), strict=True)))
-        return row
-    # No host timeline: model compute from durations. Server: evaluation + in-round server work;
-    # clients: their measured compute spread over the parallel workers, at most the fit wall.
-    rounds_all = pd.read_csv(tb_out / "rounds.csv")
-    events = pd.read_csv(tb_out / "events.csv")
-    summary = json.loads((tb_out / "summary.json").read_text())
-    parallel = max(1, int(summary.get("backend", {}).get("parallel_clients", 1)))
-    compute = events[events["kind"] == "compute"]
-    client_s = 0.0
-    for rnd, group in compute.groupby("round"):
-        fit_wall = rounds_all.loc[rounds_all["round"] == rnd, "host_fit_s"].fillna(float("inf"))
-        cap = float(fit_wall.iloc[0]) if len(fit_wall) else float("inf")
-        client_s += min(float(group["host_s"].sum()) / parallel, cap)
-    server_s = float(rounds_all["host_eval_s"].fillna(0).sum())
-    if "server_compute_s" in rounds_all:
-        server_s += float(rounds_all["server_compute_s"].fillna(0).sum())
-    row.compute_s = client_s + server_s
-    row.outside_share = 1.0 - row.compute_s / row.host_s
-    row.outside_approx = True
+    tl = pd.read_csv(tb_out / "host_timeline.csv")  # every interval of model compute on the host
+    _set_compute(row, list(zip(tl["t0_unix"].astype(float), tl["t1_unix"].astype(float), strict=True)))
     return row
 
 
@@ -413,7 +393,7 @@ def print_table(rows: list[Row], title: str) -> None:
     for r in rows:
         host_ratio, mem_ratio = ratios(r, rows)
         accs = [_fmt(r.accuracy[i], ".3f") if i < len(r.accuracy) else "-" for i in range(n_rounds)]
-        outside = _fmt(100 * r.outside_share, ".1f") + ("% (approx)" if r.outside_approx else "%")
+        outside = _fmt(100 * r.outside_share, ".1f") + "%"
         table.add_row(r.label, str(r.repeat), _fmt(r.host_s, ".1f"), _fmt(r.peak_pss_mb, ".0f"), str(r.processes),
                       *accs, outside if r.outside_share == r.outside_share else "-",
                       _fmt(host_ratio, ".2f"), _fmt(mem_ratio, ".2f"),
@@ -431,7 +411,7 @@ def median_rows(rows: list[Row]) -> list[Row]:
         if not ok:
             continue
         m = Row(ok[0].system, ok[0].precision, len(ok), accuracy=ok[0].accuracy,
-                outside_approx=any(r.outside_approx for r in ok), rss_fallback=any(r.rss_fallback for r in ok))
+                rss_fallback=any(r.rss_fallback for r in ok))
         for name in ("host_s", "peak_pss_mb", "peak_rss_mb", "compute_s", "outside_share"):
             setattr(m, name, median(getattr(r, name) for r in ok))
         m.processes = max(r.processes for r in ok)
@@ -447,7 +427,7 @@ def write_rows(rows: list[Row], out: Path, meta: dict) -> None:
                         "memory_ratio_vs_flower": mem_ratio})
     (out / "vs_flower.json").write_text(json.dumps({"meta": meta, "rows": records}, indent=1))
     cols = ["label", "system", "precision", "repeat", "host_s", "peak_pss_mb", "peak_rss_mb", "processes",
-            "accuracy", "compute_s", "outside_share", "outside_approx", "host_ratio_vs_flower",
+            "accuracy", "compute_s", "outside_share", "host_ratio_vs_flower",
             "memory_ratio_vs_flower", "rss_fallback", "status", "detail", "run_dir"]
     with (out / "vs_flower.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
@@ -463,8 +443,9 @@ def parse_systems(text: str) -> list[tuple[str, str]]:
     for item in (s.strip() for s in text.split(",") if s.strip()):
         system, _, precision = item.partition("-")
         precision = precision or "fp32"
-        if system not in ("flower", "testbed", "plain") or precision not in ("fp32", "bf16"):
-            raise SystemExit(f"--systems: '{item}' is not one of flower|testbed|plain[-fp32|-bf16]")
+        if system not in ("flower", "testbed", "plain") or precision not in ("fp32", "bf16", "auto") or (
+                precision == "auto" and system != "testbed"):
+            raise SystemExit(f"--systems: '{item}' is not one of flower|testbed|plain[-fp32|-bf16] or testbed-auto")
         out.append((system, precision))
     return out
 
@@ -481,6 +462,9 @@ def main() -> int:
                     help="results folder (default runs/vs_flower; with --quick runs/vs_flower/quick)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds before a run is killed")
     ap.add_argument("--setup-only", action="store_true", help="build .venv-flower and exit")
+    ap.add_argument("--testbed-scenario", type=Path, default=SCENARIO,
+                    help="the testbed systems' scenario (default: this workload); e.g. scenarios/quickstart.yaml "
+                         "with --systems testbed-auto to measure the quickstart alike")
     args = ap.parse_args()
     systems = parse_systems(args.systems)
 
@@ -492,7 +476,7 @@ def main() -> int:
     out = Path(args.out) if args.out else REPO / "runs" / "vs_flower" / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
     meta = {"systems": args.systems, "repeats": args.repeats, "num_cpus": args.num_cpus, "quick": args.quick,
-            "host_cpus": os.cpu_count(), "scenario": str(SCENARIO.relative_to(REPO)),
+            "host_cpus": os.cpu_count(), "scenario": str(args.testbed_scenario),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sample_s": SAMPLE_S}
     if any(s == "flower" for s, _ in systems):
         meta["flower_versions"] = flower_versions()
@@ -508,8 +492,7 @@ def main() -> int:
             rows.append(row)
             acc = " ".join(f"{a:.3f}" for a in row.accuracy)
             print(f"    {row.status}: {row.host_s:.1f} s, peak {row.peak_pss_mb:.0f} MB over {row.processes} "
-                  f"processes, accuracy {acc or '-'}, outside compute {100 * row.outside_share:.1f}%"
-                  + (" (approx)" if row.outside_approx else ""), flush=True)
+                  f"processes, accuracy {acc or '-'}, outside compute {100 * row.outside_share:.1f}%", flush=True)
             write_rows(rows, out, meta)
     title = "vs_flower" + (" --quick (tiny model, 1 round)" if args.quick else "") + \
         f": Flower num_cpus={args.num_cpus} per client, {os.cpu_count()} host CPUs"
