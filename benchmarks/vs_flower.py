@@ -180,9 +180,9 @@ class TreeSampler(threading.Thread):
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     continue
                 try:
-                    info = proc.memory_full_info()
-                    pss += info.pss
-                    rss += info.rss
+                    proc_pss, proc_rss = _pss_rss(proc)
+                    pss += proc_pss
+                    rss += proc_rss
                 except (psutil.AccessDenied, AttributeError):
                     r = proc.memory_info().rss
                     pss += r
@@ -208,6 +208,31 @@ class TreeSampler(threading.Thread):
 
     def leftovers(self) -> list:
         return [p for p in self.members() if p.pid != self.root_pid]
+
+
+def _pss_rss(proc) -> tuple[int, int]:
+    """(PSS, RSS) bytes of a process: /proc/PID/smaps_rollup where the kernel has it (one
+    pre-summed read, cheap enough to sample a dozen large processes five times a second
+    without slowing the run measured), else psutil's full smaps walk."""
+    try:
+        text = Path(f"/proc/{proc.pid}/smaps_rollup").read_text()
+    except FileNotFoundError:
+        info = proc.memory_full_info()
+        return info.pss, info.rss
+    except OSError as e:  # gone, or not ours to read
+        raise proc_error(proc) from e
+    fields = {}
+    for line in text.splitlines()[1:]:
+        key, _, value = line.partition(":")
+        if key in ("Pss", "Rss"):
+            fields[key] = int(value.split()[0]) * 1024  # kB
+    return fields["Pss"], fields["Rss"]
+
+
+def proc_error(proc):
+    import psutil
+
+    return psutil.NoSuchProcess(proc.pid)
 
 
 def interval_union_s(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
