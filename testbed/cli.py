@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="values of one scenario key (repeatable: several sweeps form a grid)")
     _add_multi_run_options(st, out_help="folder of the run folders (DIR/<key=value,...>/) and stress.csv")
 
+    comp = sub.add_parser("compose", help="write a compose file: one service per client (client-<id>) and a server")
+    comp.add_argument("scenario", help="scenario YAML file")
+    comp.add_argument("-o", "--output", required=True, help="compose file to write")
+    comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    comp.add_argument("--out", help="the server's run directory (default: the scenario's `output`)")
+    comp.add_argument("--port", type=int, default=8765, help="the server endpoint's port on 127.0.0.1 (default 8765)")
+
     sub.add_parser("profiles", help="print the device and link catalogs")
 
     cal = sub.add_parser("calibrate", help="measure this host's sustained compute and memory bandwidth")
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         _interrupt_on_sigterm()
     handler = {"run": cmd_run, "validate": cmd_validate, "profiles": cmd_profiles,
                "calibrate": cmd_calibrate, "assets": cmd_assets, "report": cmd_report,
-               "compare": cmd_compare, "stress": cmd_stress,
+               "compare": cmd_compare, "stress": cmd_stress, "compose": cmd_compose,
                "net": netcli.run}[args.command]
     try:
         return handler(args)
@@ -129,6 +136,8 @@ def cmd_run(args) -> int:
     try:
         scenario = _load(args)
         out_dir = Path(args.out or scenario.output)
+        if _server_container_wanted(scenario):
+            return _run_in_server_container(scenario, out_dir, args)
         summary = run_scenario(scenario, out_dir, replay_dir=args.replay_compute, quiet=args.quiet)
     except (ScenarioError, DataError, ReplayError) as exc:
         return _bad_input(str(exc))
@@ -136,6 +145,39 @@ def cmd_run(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0 if summary.get("status") == "completed" else 1
+
+
+def _server_container_wanted(scenario) -> bool:
+    """backend: docker puts the server in its own container, unless this is that container."""
+    if scenario.emulation.backend != "docker" or scenario.emulation.docker.server != "container":
+        return False
+    from testbed.backends.docker_server import in_server_container
+
+    return not in_server_container()
+
+
+def _run_in_server_container(scenario, out_dir: Path, args) -> int:
+    from testbed.backends.docker import DockerUnavailable
+    from testbed.backends.docker_server import run_in_server_container
+
+    try:
+        return run_in_server_container(scenario, out_dir, replay_dir=args.replay_compute, quiet=args.quiet)
+    except DockerUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_compose(args) -> int:
+    from testbed.compose import write_compose
+    from testbed.scenario import ScenarioError
+
+    try:
+        scenario = _load(args)
+    except ScenarioError as exc:
+        return _bad_input(str(exc))
+    path = write_compose(scenario, args.scenario, args.output, args.overrides, out_dir=args.out, port=args.port)
+    print(f"written: {path} ({scenario.n_clients} client services + server)", file=sys.stderr)
+    return 0
 
 
 def cmd_compare(args) -> int:

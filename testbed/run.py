@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import time
@@ -21,6 +22,8 @@ from testbed.scenario import Scenario
 
 
 def git_commit() -> str:
+    if os.environ.get("TESTBED_GIT_COMMIT"):  # set by the host for a run inside a container (no git there)
+        return os.environ["TESTBED_GIT_COMMIT"]
     repo = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -130,6 +133,7 @@ def _backend_facts(runner) -> dict[str, Any]:
             "cgroups_enforced": getattr(backend, "cgroups_enforced", False),
             "time": runner.scenario.emulation.time,
             "cpu_quota_cores": {str(k): round(v, 4) for k, v in runner.throttled.items()},
+            **(backend.facts() if hasattr(backend, "facts") else {}),
         },
         "clients": [
             {"client": c.client_id, "name": c.name, "device": c.device.name, "link": asdict(c.link),

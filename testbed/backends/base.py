@@ -69,4 +69,8 @@ def make_backend(kind: str, client_class: type[Client], specs: list[ClientSpec],
         from testbed.backends.process import ProcessBackend
 
         return ProcessBackend(client_class, specs, **options)
-    raise ValueError(f"emulation.backend: unknown backend '{kind}'; supported: inproc, process")
+    if kind == "docker":
+        from testbed.backends.docker import DockerBackend
+
+        return DockerBackend(client_class, specs, **options)
+    raise ValueError(f"emulation.backend: unknown backend '{kind}'; supported: inproc, process, docker")
