@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from testbed.backends.memory import release_freed_memory
 from testbed.modeling import attach_lora, load_base_model, load_tokenizer
 from testbed.scenario import Scenario
 from testbed.task import EncodedExample, TaskEncoder
@@ -37,19 +38,6 @@ def quantize_blocks(model, scheme: str) -> None:
 
     quantize_model(model.get_decoder().layers, scheme)
     release_freed_memory()
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by Python back to the OS (glibc keeps it otherwise), so that a
-    worker that loaded fp32 weights and quantized them is charged for what it holds."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
 
 
 def model_mb(model) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Generator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import simpy
 from network import NO_OVERHEAD, TCP_IP, Network, Outage, OutagePolicy
 from testbed.availability import Schedule, schedules
 from testbed.backends import Backend, make_backend
+from testbed.backends.memory import release_freed_memory
 from testbed.calibration import HostCalibration, dilate, host_peak_gflops
 from testbed.energy import Exchange, client_round_energy
 from testbed.fleet import FleetClient, Topology, build_topology, device_compute, expand_fleet
@@ -197,6 +198,7 @@ class Runner:
             parallel=None if emu.parallel_clients == "auto" else emu.parallel_clients,
             memory_limits_bytes={c.client_id: int(c.memory_budget_mb * 2**20) for c in self.clients},
             enforce_memory=emu.enforce_memory, cpu_quotas=emu.time == "throttle", timeout_s=emu.client_timeout_s,
+            pool=emu.pooled,
             run_id=f"{self.scenario.name}-{int(time.time())}",
         )
 
@@ -204,11 +206,14 @@ class Runner:
         cls = framework_class(self.scenario.framework.name)
         self._choose_precision(cls)
         self.framework = cls(ServerContext(self.scenario, self.model_dir, self.out_dir))
-        self.backend = self._make_backend(cls.client_class)  # a process backend's forkserver starts importing
-        self.progress("loading the server model")
-        self.framework.setup()
-        self.progress(f"starting {len(self.clients)} client workers ({self.scenario.emulation.backend})")
-        self.backend.start()
+        self.backend = self._make_backend(cls.client_class)
+        self.progress(f"loading the server model; starting {len(self.clients)} client workers "
+                      f"({self.scenario.emulation.backend})")
+        with ThreadPoolExecutor(1, thread_name_prefix="launch") as pool:  # workers load beside the server
+            launched = pool.submit(self.backend.launch)
+            self.framework.setup()
+            launched.result()
+        self.backend.start()  # calibrates, now that nothing else runs
         self._calibration = replace(self.backend.calibration, bf16_step_speedup=self.bf16_step_speedup)
         if self.scenario.emulation.time == "throttle":
             self.throttled = self.backend.set_cpu_quotas(self._cpu_quotas())
@@ -354,6 +359,7 @@ class Runner:
         metrics = self.framework.evaluate(rnd)
         host_s = time.perf_counter() - t0
         self.recorder.host_interval(rnd, "server", "eval", time.time(), host_s)
+        release_freed_memory()  # the server holds its model while clients train, not evaluation's batches
         return metrics, host_s
 
     def _aggregate(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> tuple[dict, float]:

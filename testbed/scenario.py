@@ -180,6 +180,10 @@ class EmulationConfig(_Node):
     backend: Literal["inproc", "process", "docker"] = "process"
     time: Literal["dilate", "throttle"] = "dilate"  # how host time becomes device time
     enforce_memory: bool = True  # cgroup memory limit = the device's app RAM budget
+    # process backend: a worker process per client, or a pool of `parallel_clients` workers each
+    # hosting several clients (their frozen weights shared); auto = pool where no per-client limit
+    # applies (enforce_memory false, time dilate), else one per client
+    workers: Literal["auto", "per_client", "pool"] = "auto"
     threads_per_client: int = Field(1, gt=0)  # torch threads of each client worker (capped by device cores)
     parallel_clients: int | Literal["auto"] = "auto"  # client workers computing at once on the host
     use_accelerator: bool = True  # convert time with the device's accelerator where it has one
@@ -194,6 +198,20 @@ class EmulationConfig(_Node):
         if isinstance(v, int) and v <= 0:
             raise ValueError("must be a positive integer or 'auto'")
         return v
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the process backend pools clients into fewer worker processes."""
+        if self.workers == "auto":
+            return not self.enforce_memory and self.time == "dilate"
+        return self.workers == "pool"
+
+    @model_validator(mode="after")
+    def _pool_without_per_client_limits(self) -> EmulationConfig:
+        if self.workers == "pool" and (self.enforce_memory or self.time == "throttle"):
+            raise ValueError("workers: pool shares a process between clients, so it cannot hold per-client "
+                             "limits: it needs enforce_memory: false and time: dilate")
+        return self
 
     @model_validator(mode="after")
     def _throttle_needs_processes(self) -> EmulationConfig:

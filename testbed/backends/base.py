@@ -25,9 +25,14 @@ class Backend(ABC):
         self.client_class = client_class
         self.specs = {s.client_id: s for s in specs}
 
+    def launch(self) -> None:
+        """Optional first half of start(): create the clients (load their models). It may run
+        beside the server's own set-up; start() then calibrates on a quiet host."""
+
     @abstractmethod
     def start(self) -> None:
-        """Create clients (load models) and calibrate the host as clients will use it."""
+        """Create clients (load models) where launch() has not, and calibrate the host as
+        clients will use it."""
 
     @property
     @abstractmethod

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import queue
 import re
 import secrets
 import signal
@@ -34,14 +33,14 @@ import sys
 import threading
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean
 from typing import Any
 
 from testbed.backends.base import Backend
 from testbed.backends.endpoint import Endpoint
+from testbed.backends.slots import CoreSlots, merge_calibrations
 from testbed.calibration import HostCalibration
 from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
@@ -177,10 +176,9 @@ class DockerBackend(Backend):
         super().__init__(client_class, specs)
         self.options = specs[0].scenario.emulation.docker
         self.threads = threads
-        cores = sorted(os.sched_getaffinity(0))
-        self.parallel = parallel or max(1, len(cores) // threads)
-        self.slots = [[cores[(k * threads + j) % len(cores)] for j in range(threads)] for k in range(self.parallel)]
         self.memory_limits = dict(memory_limits_bytes or {}) if enforce_memory else {}
+        self.slots = CoreSlots(threads, parallel, memory_limits_bytes=list(self.memory_limits.values()))
+        self.parallel = self.slots.parallel
         self.calibration_s = calibration_s
         self.timeout_s = timeout_s
         self.setup_timeout_s = setup_timeout_s or self.options.start_timeout_s
@@ -189,10 +187,6 @@ class DockerBackend(Backend):
         self.workers = {cid: _Worker(spec) for cid, spec in self.specs.items()}
         self.quota_cores: dict[int, float] = {}  # set_cpu_quotas: nano_cpus of each client's containers
         self.cgroups_enforced = False  # the facts' name for "limits are enforced": set in start()
-        self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="client-call")
-        self._free_slots: queue.Queue[int] = queue.Queue()
-        for k in range(self.parallel):
-            self._free_slots.put(k)
         self._calibration: HostCalibration | None = None
         self._docker = None
         self._endpoint: Endpoint | None = None
@@ -220,7 +214,7 @@ class DockerBackend(Backend):
         if self._closed:
             return
         self._closed = True
-        self._pool.shutdown(wait=True)
+        self.slots.shutdown()
         if self._endpoint is not None:
             for cid, w in self.workers.items():
                 if self._alive(w):
@@ -275,7 +269,7 @@ class DockerBackend(Backend):
         w.died = None
         self._endpoint.reset(cid, w.incarnation)
         w.run_t = time.monotonic()
-        w.cpuset = ",".join(map(str, self.slots[cid % self.parallel]))
+        w.cpuset = ",".join(map(str, self.slots.cores[cid % self.parallel]))
         req = self._requested(w)
         cache = _cache_dir()
         env = {"TESTBED_ENDPOINT": self._endpoint.url, "TESTBED_TOKEN": self._endpoint.token,
@@ -388,8 +382,8 @@ class DockerBackend(Backend):
         """Host speed measured inside the first `parallel` containers at once, in their slots."""
         alive = [w for w in self.workers.values() if self._alive(w)][: self.parallel]
         results = []
-        for w, slot in zip(alive, self.slots, strict=False):
-            self._pin(w, slot)
+        for w, cores in zip(alive, self.slots.cores, strict=False):
+            self._pin(w, cores)
             self._endpoint.send(w.spec.client_id, ("calibrate", self.calibration_s))
         for w in alive:
             reply = self._receive(w, max(120.0, 30 * self.calibration_s))
@@ -399,21 +393,11 @@ class DockerBackend(Backend):
             from testbed.calibration import calibrate_host
 
             return calibrate_host(threads=self.threads, seconds=self.calibration_s)
-        bf16 = [r.gemm_gflops_bf16 for r in results if r.gemm_gflops_bf16]
-        return replace(results[0], gemm_gflops_fp32=mean(r.gemm_gflops_fp32 for r in results),
-                       gemm_gflops_bf16=mean(bf16) if bf16 else None,
-                       mem_bandwidth_gbps=mean(r.mem_bandwidth_gbps for r in results))
+        return merge_calibrations(results)
 
     # -- rounds ------------------------------------------------------------------------------
     def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
-        def job() -> Outcome:
-            slot = self._free_slots.get()
-            try:
-                return self._call_on(self.workers[cid], rnd, method, args, self.slots[slot], kill)
-            finally:
-                self._free_slots.put(slot)
-
-        return self._pool.submit(job)
+        return self.slots.submit(lambda cores: self._call_on(self.workers[cid], rnd, method, args, cores, kill))
 
     def _call_on(self, w: _Worker, rnd: int, method: str, args: tuple, cores: list[int], kill: bool) -> Outcome:
         cid = w.spec.client_id

@@ -1,10 +1,25 @@
-"""Peak resident memory of the current process while a piece of work runs."""
+"""Resident memory of the current process: its peak while a piece of work runs, and
+handing freed heap back to the OS."""
 
 from __future__ import annotations
 
 import threading
 
 import psutil
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by Python back to the OS (glibc keeps it otherwise): a worker that
+    quantized its weights is then charged for what it holds, and an idle worker or a server
+    done evaluating holds its model, not its last call's activations."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 class PeakRssSampler:

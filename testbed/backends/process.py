@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
 import signal
 import time
 import traceback
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import import_module
-from statistics import mean
 
 import psutil
 
 from testbed.backends.base import Backend
+from testbed.backends.slots import CoreSlots, merge_calibrations
 from testbed.calibration import HostCalibration
 from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
@@ -40,20 +39,22 @@ def _load_class(path: str) -> type:
     return getattr(import_module(module), name)
 
 
-def worker_main(conn, client_class_path: str, spec: ClientSpec, threads: int) -> None:
-    """The worker process: build the client once, then serve fit/calibrate requests."""
+def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: int) -> None:
+    """The worker process: build its clients once (one, or several in a pool), then serve
+    call/calibrate requests."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     from testbed.backends.base import with_peak_rss
-    from testbed.backends.memory import PeakRssSampler
+    from testbed.backends.memory import PeakRssSampler, release_freed_memory
     from testbed.calibration import calibrate_host
 
     torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
-        client = _load_class(client_class_path)(spec)
-        client.setup()
+        clients = {spec.client_id: _load_class(client_class_path)(spec) for spec in specs}
+        for client in clients.values():
+            client.setup()
         conn.send(("ready", {"setup_s": time.perf_counter() - t0, "rss_bytes": psutil.Process().memory_info().rss}))
     except Exception:
         conn.send(("setup_error", traceback.format_exc(limit=4)))
@@ -65,39 +66,17 @@ def worker_main(conn, client_class_path: str, spec: ClientSpec, threads: int) ->
         if cmd == "calibrate":
             conn.send(("calibration", calibrate_host(threads=threads, seconds=arg).to_dict()))
             continue
-        method, args = arg
+        cid, method, args = arg
         conn.send(("started", os.getpid()))
         t0 = time.perf_counter()
         try:
             with PeakRssSampler() as mem:
-                res = getattr(client, method)(*args)
+                res = getattr(clients[cid], method)(*args)
             conn.send(("ok", with_peak_rss(res, mem.peak_rss_bytes)))
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(exc)).strip()
             conn.send(("error", (detail, time.perf_counter() - t0, mem.peak_rss_bytes)))
-        _release_freed_memory()  # after replying: an idle worker holds its model, not its last activations
-
-
-def _release_freed_memory() -> None:
-    """Hand freed heap back to the OS (glibc keeps it otherwise): without it each idle worker
-    keeps its last call's peak resident, and parallel clients add up on the host."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
-
-
-def auto_parallel(n_cores: int, threads: int, memory_limits_bytes: list[int], available_bytes: int) -> int:
-    """Workers computing at once: one per `threads` cores, and no more than the host's
-    available memory holds at the clients' memory limits (their device RAM budgets)."""
-    by_cores = max(1, n_cores // threads)
-    if not memory_limits_bytes:
-        return by_cores
-    return max(1, min(by_cores, int(available_bytes // max(memory_limits_bytes))))
+        release_freed_memory()  # after replying: an idle worker holds its model, not its last activations
 
 
 def worker_context(client_class: type) -> mp.context.BaseContext:
@@ -118,7 +97,8 @@ def worker_context(client_class: type) -> mp.context.BaseContext:
 
 @dataclass
 class _Worker:
-    spec: ClientSpec
+    spec: ClientSpec  # its first client (names its process and cgroup)
+    specs: list[ClientSpec]  # every client it hosts: one, or several in a pool
     process: mp.process.BaseProcess | None = None
     conn: object | None = None
     cgroup: object | None = None
@@ -130,36 +110,49 @@ class ProcessBackend(Backend):
     def __init__(self, client_class: type[Client], specs: list[ClientSpec], *, threads: int = 1,
                  parallel: int | None = None, memory_limits_bytes: dict[int, int] | None = None,
                  enforce_memory: bool = True, cpu_quotas: bool = False, calibration_s: float = 1.0, timeout_s: float = 1800.0,
-                 setup_timeout_s: float = 600.0, run_id: str = "run", **_: object) -> None:
+                 setup_timeout_s: float = 600.0, run_id: str = "run", pool: bool = False, **_: object) -> None:
         super().__init__(client_class, specs)
         self.threads = threads
-        cores = sorted(os.sched_getaffinity(0))
         self.memory_limits = dict(memory_limits_bytes or {})
-        self.parallel = parallel or auto_parallel(len(cores), threads, list(self.memory_limits.values()),
-                                                  psutil.virtual_memory().available)
-        self.slots = [[cores[(k * threads + j) % len(cores)] for j in range(threads)] for k in range(self.parallel)]
+        self.slots = CoreSlots(threads, parallel, memory_limits_bytes=list(self.memory_limits.values()))
+        self.parallel = self.slots.parallel
         self.enforce_memory = enforce_memory
         self.cpu_quotas = cpu_quotas
         self.calibration_s = calibration_s
         self.timeout_s = timeout_s
         self.setup_timeout_s = setup_timeout_s
         self.run_id = run_id
-        self.workers = {cid: _Worker(spec) for cid, spec in self.specs.items()}
+        self.pool = pool
+        if pool:  # `parallel` workers, each hosting every parallel-th client, each with its own cores
+            groups = [list(self.specs.values())[k::self.parallel] for k in range(self.parallel)]
+            procs = [_Worker(group[0], group) for group in groups if group]
+            self.workers = {s.client_id: w for w in procs for s in w.specs}
+            self._lanes = {id(w): ThreadPoolExecutor(1, thread_name_prefix=f"worker-{k}") for k, w in enumerate(procs)}
+        else:
+            self.workers = {cid: _Worker(spec, [spec]) for cid, spec in self.specs.items()}
         self._ctx = worker_context(self.client_class)
-        self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="client-call")
-        self._free_slots: queue.Queue[int] = queue.Queue()
-        for k in range(self.parallel):
-            self._free_slots.put(k)
+        self._launched = False
         self._calibration: HostCalibration | None = None
         self.cgroups_enforced = False
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
+    def launch(self) -> None:
+        if self._launched:
+            return
+        self._launched = True
         self.cgroups_enforced = (self.enforce_memory or self.cpu_quotas) and self._cgroups_usable()
-        for w in self.workers.values():
+        for w in self.processes:
             self._spawn(w)
-        for w in self.workers.values():
+        for w in self.processes:
             self._wait_ready(w)
+
+    @property
+    def processes(self) -> list[_Worker]:
+        """The worker processes, each once (a pool's worker hosts several clients)."""
+        return list({id(w): w for w in self.workers.values()}.values())
+
+    def start(self) -> None:
+        self.launch()
         self._calibration = self._calibrate()
 
     def _cgroups_usable(self) -> bool:
@@ -174,8 +167,8 @@ class ProcessBackend(Backend):
     def _spawn(self, w: _Worker) -> None:
         parent, child = self._ctx.Pipe()
         w.process = self._ctx.Process(
-            target=worker_main, args=(child, _class_path(self.client_class), w.spec, self.threads),
-            name=f"client-{w.spec.client_id}", daemon=True,
+            target=worker_main, args=(child, _class_path(self.client_class), w.specs, self.threads),
+            name="clients-" + "-".join(str(s.client_id) for s in w.specs), daemon=True,
         )
         w.process.start()
         child.close()
@@ -199,8 +192,10 @@ class ProcessBackend(Backend):
             self._reap(w)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        for w in self.workers.values():
+        self.slots.shutdown()
+        for lane in getattr(self, "_lanes", {}).values():
+            lane.shutdown(wait=True)
+        for w in self.processes:
             if w.process is not None and w.process.is_alive():
                 try:
                     w.conn.send(("stop", None))
@@ -239,39 +234,28 @@ class ProcessBackend(Backend):
         def headroom(w: _Worker) -> float:
             return self.memory_limits.get(w.spec.client_id, float("inf")) if self.enforce_memory else float("inf")
 
-        alive = sorted((w for w in self.workers.values() if self._alive(w)), key=headroom, reverse=True)
+        alive = sorted((w for w in self.processes if self._alive(w)), key=headroom, reverse=True)
         alive = alive[: self.parallel]
-        for w, slot in zip(alive, self.slots, strict=False):
-            self._pin(w, slot)
+        for w, cores in zip(alive, self.slots.cores, strict=False):
+            self._pin(w, cores)
             w.conn.send(("calibrate", self.calibration_s))
         replies = [self._receive(w, self.setup_timeout_s) for w in alive]
         results = [HostCalibration.from_dict(r[1]) for r in replies if r is not None and r[0] == "calibration"]
         if not results:
             return calibrate_host(threads=self.threads, seconds=self.calibration_s)
-        first = results[0]
-        bf16 = [r.gemm_gflops_bf16 for r in results if r.gemm_gflops_bf16]
-        return replace(
-            first,
-            gemm_gflops_fp32=mean(r.gemm_gflops_fp32 for r in results),
-            gemm_gflops_bf16=mean(bf16) if bf16 else None,
-            mem_bandwidth_gbps=mean(r.mem_bandwidth_gbps for r in results),
-        )
+        return merge_calibrations(results)
 
     # -- rounds ------------------------------------------------------------------------------
     def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
         """Queue the call; it runs when a core slot is free, pinned to that slot's cores."""
+        if self.pool:  # the client's worker, on that worker's own cores, one call at a time
+            w = self.workers[cid]
+            cores = self.slots.cores[self.processes.index(w)]
+            return self._lanes[id(w)].submit(self._call_on, w, rnd, method, args, cores, kill, cid)
+        return self.slots.submit(lambda cores: self._call_on(self.workers[cid], rnd, method, args, cores, kill, cid))
 
-        def job() -> Outcome:
-            slot = self._free_slots.get()
-            try:
-                return self._call_on(self.workers[cid], rnd, method, args, self.slots[slot], kill)
-            finally:
-                self._free_slots.put(slot)
-
-        return self._pool.submit(job)
-
-    def _call_on(self, w: _Worker, rnd: int, method: str, args: tuple, cores: list[int], kill: bool) -> Outcome:
-        cid = w.spec.client_id
+    def _call_on(self, w: _Worker, rnd: int, method: str, args: tuple, cores: list[int], kill: bool,
+                 cid: int) -> Outcome:
         if not self._alive(w):
             self._respawn(w)
         if w.setup_error is not None:
@@ -279,14 +263,14 @@ class ProcessBackend(Backend):
         self._pin(w, cores)
         oom_before = w.cgroup.oom_kills() if w.cgroup is not None else 0
         t0 = time.perf_counter()
-        w.conn.send(("call", (method, args)))
+        w.conn.send(("call", (cid, method, args)))
         while True:
             reply = self._receive(w, self.timeout_s)
             if reply is None:
                 cause = self._cause(w, oom_before)
                 return Failure(cid, rnd, cause, self._death_detail(w), host_s=time.perf_counter() - t0)
             if reply[0] == "started" and kill:
-                return self._kill_mid_call(w, rnd, t0)
+                return self._kill_mid_call(w, cid, rnd, t0)
             if reply[0] == "started":
                 continue
             if reply[0] == "ok":
@@ -294,13 +278,13 @@ class ProcessBackend(Backend):
             detail, host_s, peak = reply[1]
             return Failure(cid, rnd, "error", detail, host_s=host_s, peak_rss_bytes=peak)
 
-    def _kill_mid_call(self, w: _Worker, rnd: int, t0: float) -> Failure:
+    def _kill_mid_call(self, w: _Worker, cid: int, rnd: int, t0: float) -> Failure:
         """Fault injection: SIGKILL the worker once it has started the call; whatever it was
         about to send is lost with it."""
         self._kill(w)
         self._reap(w)
         detail = f"fault injection: {self._death_detail(w)} mid-fit"
-        return Failure(w.spec.client_id, rnd, "killed", detail, host_s=time.perf_counter() - t0)
+        return Failure(cid, rnd, "killed", detail, host_s=time.perf_counter() - t0)
 
     def _respawn(self, w: _Worker) -> None:
         self._reap(w)

@@ -80,7 +80,7 @@ def test_a_worker_killed_while_calibrating_leaves_the_run_going(assets, tmp_path
     (8, 4, [1.0], 100, 2),
 ])
 def test_parallel_workers_are_sized_from_cores_and_memory(cores, threads, limits_gb, available_gb, expected):
-    from testbed.backends.process import auto_parallel
+    from testbed.backends.slots import auto_parallel
 
     gb = 2**30
     assert auto_parallel(cores, threads, [int(x * gb) for x in limits_gb], int(available_gb * gb)) == expected
@@ -107,3 +107,30 @@ def test_throttle_mode_measures_device_time_under_a_cpu_quota(assets, tmp_path):
     # somewhat under the target; the benchmark measures the precision on longer work)
     achieved = cr.loc[0, "host_compute_s"] / free.loc[0, "host_compute_s"]
     assert achieved > 0.5 * target_slowdown
+
+
+def test_a_pool_of_workers_hosts_several_clients_and_learns_the_same(assets, tmp_path):
+    common = ["framework.rounds=2", "framework.clients_per_round=3", "emulation.enforce_memory=false",
+              "emulation.parallel_clients=2"]
+    pooled, pool_out = _run(tmp_path / "pool", common)
+    single, single_out = _run(tmp_path / "single", [*common, "emulation.workers=per_client"])
+    assert pooled["backend"]["worker_processes"] == 2 and single["backend"]["worker_processes"] == 3
+    a, b = (pd.read_csv(o / "client_rounds.csv").set_index(["round", "client"]) for o in (pool_out, single_out))
+    assert (a.outcome == "ok").all() and (b.outcome == "ok").all()
+    assert a.train_loss.tolist() == pytest.approx(b.train_loss.tolist(), rel=1e-5)  # same work, same seeds
+
+
+def test_a_killed_pool_worker_is_a_failure_and_its_clients_come_back(assets, tmp_path):
+    summary, out = _run(tmp_path, ["framework.rounds=2", "framework.clients_per_round=3",
+                                   "emulation.enforce_memory=false", "emulation.parallel_clients=2",
+                                   "faults.kill=[{round: 1, client: 0}]"])
+    cr = pd.read_csv(out / "client_rounds.csv").set_index(["round", "client"])
+    assert cr.loc[(1, 0), "cause"] == "killed"
+    assert (cr.loc[2].outcome == "ok").all()  # client 0 and the client sharing its worker are set up again
+
+
+def test_pool_refuses_per_client_limits():
+    from testbed.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match="workers: pool"):
+        load_scenario(SMOKE, ["emulation.workers=pool"])  # enforce_memory is on in smoke
