@@ -94,6 +94,10 @@ def measure_step_speedup(scenario: Scenario, model_dir: str, *, threads: int, re
             ratios.append(_timed_step(model, batch, "fp32") / _timed_step(model, batch, "bf16"))
     finally:
         torch.set_num_threads(previous)
+        del model, batch
+        from testbed.backends.memory import release_freed_memory
+
+        release_freed_memory()  # the runner keeps nothing of the probe for the rest of the run
     return statistics.median(ratios)
 
 

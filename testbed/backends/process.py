@@ -28,6 +28,7 @@ from testbed.calibration import HostCalibration
 from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
 _POLL_S = 0.2
+_TRIM_AFTER_S = 0.05  # a worker idle this long after a reply hands its freed heap back
 
 
 def _class_path(cls: type) -> str:
@@ -76,7 +77,8 @@ def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: 
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(exc)).strip()
             conn.send(("error", (detail, time.perf_counter() - t0, mem.peak_rss_bytes)))
-        release_freed_memory()  # after replying: an idle worker holds its model, not its last activations
+        if not conn.poll(_TRIM_AFTER_S):  # idle: hold the model, not the last call's activations
+            release_freed_memory()
 
 
 def worker_context(client_class: type) -> mp.context.BaseContext:
