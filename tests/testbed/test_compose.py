@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from testbed.assets import cache_dir
 from testbed.compose import host_cores
 from testbed.fleet import expand_fleet
 from testbed.scenario import load_scenario
@@ -39,7 +40,8 @@ def test_one_service_per_client_with_the_devices_cpus_and_memory(tmp_path):
         assert svc["deploy"]["resources"]["limits"]["memory"] == f"{svc['mem_limit']}b"
         assert svc["network_mode"] == "host" and svc["cap_drop"] == ["ALL"]
         assert svc["environment"]["TESTBED_CLIENT_ID"] == str(client.client_id)
-        assert all(v.endswith(":ro") for v in svc["volumes"] if "assets" not in v)
+        cache = str(cache_dir().resolve())  # the asset cache is the one writable mount
+        assert all(v.endswith(":ro") for v in svc["volumes"] if not v.startswith(cache + ":"))
     server = services["server"]
     assert "emulation.docker.clients=external" in server["command"]
     assert "cpus" not in server and "mem_limit" not in server
