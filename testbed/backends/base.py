@@ -35,9 +35,11 @@ class Backend(ABC):
         clients will use it."""
 
     @property
-    @abstractmethod
     def calibration(self) -> HostCalibration:
-        """Host speed measured at the threads and concurrency clients run with."""
+        """Host speed measured at the threads and concurrency clients run with (set by start())."""
+        if getattr(self, "_calibration", None) is None:
+            raise RuntimeError("backend not started")
+        return self._calibration
 
     @abstractmethod
     def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:

@@ -372,12 +372,6 @@ class DockerBackend(Backend):
         self._update(w, {"CpusetCpus": cpuset})
 
     # -- calibration -------------------------------------------------------------------------
-    @property
-    def calibration(self) -> HostCalibration:
-        if self._calibration is None:
-            raise RuntimeError("backend not started")
-        return self._calibration
-
     def _calibrate(self) -> HostCalibration:
         """Host speed measured inside the first `parallel` containers at once, in their slots."""
         alive = [w for w in self.workers.values() if self._alive(w)][: self.parallel]

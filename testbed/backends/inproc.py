@@ -31,12 +31,6 @@ class InprocBackend(Backend):
             client.setup()
             self.clients[cid] = client
 
-    @property
-    def calibration(self) -> HostCalibration:
-        if self._calibration is None:
-            raise RuntimeError("backend not started")
-        return self._calibration
-
     def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
         """Runs the call at once, in this process; the returned future is already done."""
         future: Future = Future()

@@ -221,12 +221,6 @@ class ProcessBackend(Backend):
         return applied
 
     # -- calibration -------------------------------------------------------------------------
-    @property
-    def calibration(self) -> HostCalibration:
-        if self._calibration is None:
-            raise RuntimeError("backend not started")
-        return self._calibration
-
     def _calibrate(self) -> HostCalibration:
         """Calibrate in `parallel` workers at once, in their slots: those with the most memory
         headroom (calibration allocates ~0.5 GB). A worker its limit kills here is left for
