@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from testbed import dataparallel
 from testbed.calibration import lora_training_workload
 from frameworks.common import load_lora_task, mean_metrics, model_mb
 from testbed.modeling import (
@@ -86,22 +87,30 @@ def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, 
     opt = optimizer.build(params)
     anchor = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad} if prox_mu else {}
     order = batch_order(len(examples), steps * batch_size, seed)
+    rank, world = dataparallel.group()  # (0, 1) unless the batch is split across ranks
     losses, tokens = [], 0
     for step in range(steps):
         batch = training_batch(encoder, [examples[i] for i in order[step * batch_size:(step + 1) * batch_size]])
+        tokens += int(batch["attention_mask"].sum())
+        share = 1.0
+        if world > 1:  # this rank's rows; its loss weighted by its share of the supervised tokens
+            full, batch = batch, dataparallel.shard(batch, rank, world)
+            share = dataparallel.supervised_tokens(batch) / dataparallel.supervised_tokens(full)
         with autocast(precision):
-            loss = label_loss(model, batch)
-        total = loss + 0.5 * prox_mu * proximal_term(model, anchor) if prox_mu else loss
+            loss = label_loss(model, batch) * share
+        total = loss + (0.5 * prox_mu / world) * proximal_term(model, anchor) if prox_mu else loss
         opt.zero_grad(set_to_none=True)
         total.backward()
+        step_loss = dataparallel.sum_across_ranks(params, loss) if world > 1 else float(loss.detach())
         opt.step()
-        losses.append(float(loss.detach()))
-        tokens += int(batch["attention_mask"].sum())
+        losses.append(step_loss)
     model.eval()
     return losses, tokens
 
 
 class FedLLMClient(Client):
+    data_parallel = True  # train_local splits its batches across the group's ranks
+
     def setup(self) -> None:
         task = load_lora_task(self.spec.scenario, self.spec.model_dir, lambda _data: self.spec.train_indices)
         self.encoder, self.examples, self.model = task.encoder, task.examples, task.model

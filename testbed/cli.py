@@ -130,7 +130,6 @@ def cmd_run(args) -> int:
     from testbed.assets import AssetError
     from testbed.data import DataError
     from testbed.replay import ReplayError
-    from testbed.run import run_scenario
     from testbed.scenario import ScenarioError
 
     try:
@@ -138,6 +137,13 @@ def cmd_run(args) -> int:
         out_dir = Path(args.out or scenario.output)
         if _server_container_wanted(scenario):
             return _run_in_server_container(scenario, out_dir, args)
+        if scenario.emulation.backend == "process":  # its imports overlap the runner's own
+            from testbed.backends.forkserver import worker_context
+            from testbed.registry import framework_module
+
+            worker_context((framework_module(scenario.framework.name),))
+        from testbed.run import run_scenario
+
         summary = run_scenario(scenario, out_dir, replay_dir=args.replay_compute, quiet=args.quiet)
     except (ScenarioError, DataError, ReplayError) as exc:
         return _bad_input(str(exc))

@@ -133,6 +133,10 @@ class ServerContext:
 class Client(ABC):
     """The client side of a framework, built inside its worker (process or in-process)."""
 
+    # whether its calls can run on a data-parallel group (testbed.dataparallel): every rank
+    # runs the call, splits its batches and sums gradients, and returns the same result
+    data_parallel: ClassVar[bool] = False
+
     def __init__(self, spec: ClientSpec) -> None:
         self.spec = spec
 

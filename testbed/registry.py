@@ -18,6 +18,13 @@ def framework_names() -> list[str]:
     return sorted(_FRAMEWORKS)
 
 
+def framework_module(name: str) -> str:
+    """The module that implements framework `name` (its clients too), without importing it."""
+    if name not in _FRAMEWORKS:
+        raise KeyError(f"unknown framework '{name}'; supported: {', '.join(framework_names())}")
+    return _FRAMEWORKS[name].partition(":")[0]
+
+
 def framework_class(name: str) -> type:
     if name not in _FRAMEWORKS:
         raise KeyError(f"unknown framework '{name}'; supported: {', '.join(framework_names())}")

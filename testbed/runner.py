@@ -9,6 +9,7 @@ simpy Environment for the whole run.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,7 +43,7 @@ from testbed.protocol import (
 from testbed.registry import framework_class
 from testbed.replay import ComputeReplay
 from testbed.results import FAILED_OUTCOMES, RunRecorder, failure_outcome
-from testbed.scenario import Scenario
+from testbed.scenario import Scenario, ScenarioError
 from testbed.taskdata import build_task_data
 
 SERVER = -1  # the `client` column of server-side rows
@@ -191,14 +192,37 @@ class Runner:
             for c in self.clients
         ]
 
+    def worker_layout(self, client_class: type) -> str:
+        """`emulation.workers` resolved: per_client, pool or data_parallel (process backend)."""
+        emu, fw = self.scenario.emulation, self.scenario.framework
+        problem = None
+        if not client_class.data_parallel:
+            problem = f"framework {fw.name} does not split its clients' work across ranks"
+        elif fw.batch_size < emu.threads_per_client:
+            problem = f"framework.batch_size={fw.batch_size} has fewer rows than the {emu.threads_per_client} ranks"
+        elif fw.lora.dropout > 0:
+            problem = "framework.lora.dropout > 0 draws from each rank's random stream in another order"
+        if emu.workers == "data_parallel":
+            if problem:
+                raise ScenarioError(f"emulation.workers: data_parallel: {problem}")
+            return "data_parallel"
+        if not emu.pooled:
+            return "per_client"
+        one_at_a_time = emu.parallel_clients == 1 or (
+            emu.parallel_clients == "auto" and len(os.sched_getaffinity(0)) // emu.threads_per_client <= 1)
+        if emu.workers == "auto" and emu.threads_per_client >= 2 and one_at_a_time and problem is None:
+            return "data_parallel"
+        return "pool"
+
     def _make_backend(self, client_class: type) -> Backend:
         emu = self.scenario.emulation
+        layout = self.worker_layout(client_class) if emu.backend == "process" else "per_client"
         return make_backend(
             emu.backend, client_class, self._specs(), threads=emu.threads_per_client,
             parallel=None if emu.parallel_clients == "auto" else emu.parallel_clients,
             memory_limits_bytes={c.client_id: int(c.memory_budget_mb * 2**20) for c in self.clients},
             enforce_memory=emu.enforce_memory, cpu_quotas=emu.time == "throttle", timeout_s=emu.client_timeout_s,
-            pool=emu.pooled,
+            pool=layout == "pool", data_parallel=layout == "data_parallel",
             run_id=f"{self.scenario.name}-{int(time.time())}",
         )
 
@@ -261,8 +285,10 @@ class Runner:
         else:
             if fw.precision != "fp32":
                 self.progress("measuring a training step in fp32 and bf16 (once per host, model and shape)")
+            emu = self.scenario.emulation  # a data-parallel rank runs one thread
+            dp = emu.backend == "process" and self.worker_layout(framework.client_class) == "data_parallel"
             precision, self.bf16_step_speedup = choose(self.scenario, self.model_dir, cache=cache_dir(),
-                                                       threads=self.scenario.emulation.threads_per_client)
+                                                       threads=1 if dp else emu.threads_per_client)
         self.scenario = self.scenario.model_copy(
             update={"framework": fw.model_copy(update={"precision": precision})})
 

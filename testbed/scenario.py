@@ -180,10 +180,13 @@ class EmulationConfig(_Node):
     backend: Literal["inproc", "process", "docker"] = "process"
     time: Literal["dilate", "throttle"] = "dilate"  # how host time becomes device time
     enforce_memory: bool = True  # cgroup memory limit = the device's app RAM budget
-    # process backend: a worker process per client, or a pool of `parallel_clients` workers each
-    # hosting several clients (their frozen weights shared); auto = pool where no per-client limit
-    # applies (enforce_memory false, time dilate), else one per client
-    workers: Literal["auto", "per_client", "pool"] = "auto"
+    # process backend: a worker process per client, a pool of `parallel_clients` workers each
+    # hosting several clients (their frozen weights shared), or data_parallel: one client at a
+    # time on `threads_per_client` single-thread processes that split its batches
+    # (testbed/dataparallel.py). auto = pool where no per-client limit applies (enforce_memory
+    # false, time dilate), data_parallel instead where that pool would run one client at a time
+    # on several threads and the framework supports it; else one per client
+    workers: Literal["auto", "per_client", "pool", "data_parallel"] = "auto"
     threads_per_client: int = Field(1, gt=0)  # torch threads of each client worker (capped by device cores)
     parallel_clients: int | Literal["auto"] = "auto"  # client workers computing at once on the host
     use_accelerator: bool = True  # convert time with the device's accelerator where it has one
@@ -208,9 +211,12 @@ class EmulationConfig(_Node):
 
     @model_validator(mode="after")
     def _pool_without_per_client_limits(self) -> EmulationConfig:
-        if self.workers == "pool" and (self.enforce_memory or self.time == "throttle"):
-            raise ValueError("workers: pool shares a process between clients, so it cannot hold per-client "
-                             "limits: it needs enforce_memory: false and time: dilate")
+        if self.workers in ("pool", "data_parallel") and (self.enforce_memory or self.time == "throttle"):
+            raise ValueError(f"workers: {self.workers} shares processes between clients, so it cannot hold "
+                             "per-client limits: it needs enforce_memory: false and time: dilate")
+        if self.workers == "data_parallel" and self.threads_per_client < 2:
+            raise ValueError("workers: data_parallel splits each batch across threads_per_client processes: "
+                             "it needs threads_per_client >= 2")
         return self
 
     @model_validator(mode="after")

@@ -72,6 +72,10 @@ def make_backend(kind: str, client_class: type[Client], specs: list[ClientSpec],
         from testbed.backends.inproc import InprocBackend
 
         return InprocBackend(client_class, specs, **options)
+    if kind == "process" and options.pop("data_parallel", False):
+        from testbed.backends.dataparallel import DataParallelBackend
+
+        return DataParallelBackend(client_class, specs, **options)
     if kind == "process":
         from testbed.backends.process import ProcessBackend
 

@@ -40,9 +40,11 @@ def _load_class(path: str) -> type:
     return getattr(import_module(module), name)
 
 
-def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: int) -> None:
+def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: int,
+                data_parallel: tuple[int, int, str, float] | None = None) -> None:
     """The worker process: build its clients once (one, or several in a pool), then serve
-    call/calibrate requests."""
+    call/calibrate requests. `data_parallel` (rank, world, rendezvous file, timeout s) joins
+    it to a group of ranks that split every batch (testbed.dataparallel)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -53,6 +55,11 @@ def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: 
     torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
+        if data_parallel is not None:
+            from testbed import dataparallel
+
+            rank, world, store_path, timeout_s = data_parallel
+            dataparallel.init(rank, world, store_path, timeout_s=timeout_s)
         clients = {spec.client_id: _load_class(client_class_path)(spec) for spec in specs}
         for client in clients.values():
             client.setup()
@@ -68,7 +75,7 @@ def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: 
             conn.send(("calibration", calibrate_host(threads=threads, seconds=arg).to_dict()))
             continue
         cid, method, args = arg
-        conn.send(("started", os.getpid()))
+        conn.send(("started", (os.getpid(), psutil.Process().memory_info().rss)))
         t0 = time.perf_counter()
         try:
             with PeakRssSampler() as mem:
@@ -82,19 +89,10 @@ def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: 
 
 
 def worker_context(client_class: type) -> mp.context.BaseContext:
-    """Where the platform has it, a forkserver that has imported torch, transformers, peft and
-    the client's module once: each worker forks from it and skips ~5 s of imports (per worker,
-    on 2 cores). A fresh interpreter (spawn) elsewhere. The forkserver is single-threaded and
-    has run no torch op, so forking it is safe."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    from multiprocessing import forkserver
+    """The forkserver (testbed.backends.forkserver) with the client's module preloaded too."""
+    from testbed.backends.forkserver import worker_context as forkserver_context
 
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "transformers", "peft", "testbed.backends.process",
-                                client_class.__module__])
-    forkserver.ensure_running()  # it imports now, while the caller loads the server's model
-    return ctx
+    return forkserver_context((client_class.__module__,))
 
 
 @dataclass
@@ -166,10 +164,14 @@ class ProcessBackend(Backend):
                           stacklevel=2)
         return support.memory_writable
 
+    def _worker_args(self, w: _Worker) -> tuple:
+        """worker_main's arguments after its pipe end."""
+        return (_class_path(self.client_class), w.specs, self.threads)
+
     def _spawn(self, w: _Worker) -> None:
         parent, child = self._ctx.Pipe()
         w.process = self._ctx.Process(
-            target=worker_main, args=(child, _class_path(self.client_class), w.specs, self.threads),
+            target=worker_main, args=(child, *self._worker_args(w)),
             name="clients-" + "-".join(str(s.client_id) for s in w.specs), daemon=True,
         )
         w.process.start()

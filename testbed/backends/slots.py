@@ -3,7 +3,8 @@
 The host's cores are cut into `parallel` slots of `threads` cores each. A call takes a free
 slot, runs with its worker pinned to that slot's cores, and gives the slot back; so at most
 `parallel` clients compute at once and parallel clients don't inflate each other's measured
-time. Calibration runs in the same slots at the same time, and its rates are averaged.
+time. Calibration runs in the same slots at the same time, and its rates are averaged (or,
+for a data-parallel group computing one client on all its slots, summed).
 """
 
 from __future__ import annotations
@@ -72,4 +73,17 @@ def merge_calibrations(results: list[HostCalibration]) -> HostCalibration:
         gemm_gflops_fp32=mean(r.gemm_gflops_fp32 for r in results),
         gemm_gflops_bf16=mean(bf16) if bf16 else None,
         mem_bandwidth_gbps=mean(r.mem_bandwidth_gbps for r in results),
+    )
+
+
+def sum_calibrations(results: list[HostCalibration]) -> HostCalibration:
+    """One client's host speed from calibrations measured at once in the slots it computes on
+    together (a data-parallel group): the summed rates and threads."""
+    bf16 = [r.gemm_gflops_bf16 for r in results]
+    return replace(
+        results[0],
+        threads=sum(r.threads for r in results),
+        gemm_gflops_fp32=sum(r.gemm_gflops_fp32 for r in results),
+        gemm_gflops_bf16=sum(bf16) if all(bf16) else None,
+        mem_bandwidth_gbps=sum(r.mem_bandwidth_gbps for r in results),
     )

@@ -134,3 +134,40 @@ def test_pool_refuses_per_client_limits():
 
     with pytest.raises(ScenarioError, match="workers: pool"):
         load_scenario(SMOKE, ["emulation.workers=pool"])  # enforce_memory is on in smoke
+
+
+DP = ["framework.rounds=2", "framework.clients_per_round=2", "emulation.enforce_memory=false",
+      "emulation.threads_per_client=2", "emulation.parallel_clients=1"]
+
+
+def test_a_data_parallel_group_learns_what_a_pool_worker_learns(assets, tmp_path):
+    dp, dp_out = _run(tmp_path / "dp", DP)  # auto: one client at a time on 2 threads -> data_parallel
+    pool, pool_out = _run(tmp_path / "pool", [*DP, "emulation.workers=pool"])
+    assert dp["backend"]["workers"] == "data_parallel" and dp["backend"]["worker_processes"] == 2
+    assert pool["backend"]["workers"] == "pool" and pool["backend"]["worker_processes"] == 1
+    assert dp["calibration"]["threads"] == 2  # both ranks' cores, measured at once and summed
+    a, b = (pd.read_csv(o / "client_rounds.csv").set_index(["round", "client"]) for o in (dp_out, pool_out))
+    assert (a.outcome == "ok").all() and list(a.index) == list(b.index)
+    assert a.train_loss.tolist() == pytest.approx(b.train_loss.tolist(), rel=1e-5)  # the same batches' math
+    assert (a.peak_rss_mb > 200).all()  # rank 0's process and model, plus the other rank's growth
+    ra, rb = (pd.read_csv(o / "rounds.csv").set_index("round") for o in (dp_out, pool_out))
+    assert ra.eval_loss.tolist() == pytest.approx(rb.eval_loss.tolist(), rel=1e-4)
+
+
+def test_a_killed_data_parallel_client_is_a_failure_and_the_group_comes_back(assets, tmp_path):
+    summary, out = _run(tmp_path, [*DP, "emulation.workers=data_parallel", "faults.kill=[{round: 1, client: 1}]"])
+    assert summary["status"] == "completed"
+    cr = pd.read_csv(out / "client_rounds.csv").set_index(["round", "client"])
+    assert cr.loc[(1, 1), "outcome"] == "failed" and cr.loc[(1, 1), "cause"] == "killed"
+    assert len(cr) == 4 and (cr.drop(index=(1, 1)).outcome == "ok").all()  # the next call started a new group
+
+
+def test_data_parallel_needs_shared_processes_and_a_framework_that_splits(assets, tmp_path):
+    from testbed.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match="workers: data_parallel"):
+        load_scenario(SMOKE, ["emulation.workers=data_parallel", "emulation.threads_per_client=2"])
+    with pytest.raises(ScenarioError, match="threads_per_client >= 2"):
+        load_scenario(SMOKE, ["emulation.workers=data_parallel", "emulation.enforce_memory=false"])
+    with pytest.raises(ScenarioError, match="framework split does not split"):
+        _run(tmp_path, [*DP, "emulation.workers=data_parallel", "framework.name=split"])
