@@ -6,6 +6,7 @@ that serialisation is the payload size the network simulator times.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -87,8 +88,18 @@ def server_device(setting: str) -> torch.device:
     return torch.device("cuda")
 
 
+@functools.lru_cache(maxsize=4)
 def load_tokenizer(model_dir: str):
-    from transformers import AutoTokenizer
+    """The model's tokenizer (pad = eos where it has none); loaded once per process and shared
+    by the clients a worker hosts, which only read it. A folder with a tokenizer.json loads it
+    as the fast tokenizer directly: AutoTokenizer's class lookup imports tokenizer modules of
+    many other models first (2.3 s instead of 1.2 s here, in every run's critical path)."""
+    from pathlib import Path
+
+    if (Path(model_dir) / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast as AutoTokenizer
+    else:
+        from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     if tok.pad_token_id is None:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 PROMPT_HEAD = "Article:"
 PROMPT_TAIL = "\nTopic:"
+CHARS_PER_TOKEN_BOUND = 8  # English BPE averages ~4.5 characters a token: 8 x max_tokens is plenty
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,38 @@ class TaskEncoder:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def encode(self, text: str, label: str) -> EncodedExample:
-        body = self._ids(" " + text)[: self.max_tokens]
-        return EncodedExample(tuple(self._head + body + self._tail), self.labels.index(label))
+        return self.encode_many([text], [label])[0]
 
     def encode_many(self, texts: Sequence[str], labels: Sequence[str]) -> list[EncodedExample]:
-        return [self.encode(t, lab) for t, lab in zip(texts, labels, strict=True)]
+        bodies = self._leading_ids([" " + t for t in texts])
+        return [EncodedExample(tuple(self._head + body + self._tail), self.labels.index(label))
+                for body, label in zip(bodies, labels, strict=True)]
+
+    def _leading_ids(self, texts: list[str]) -> list[list[int]]:
+        """The first max_tokens token ids of each text. Articles run to thousands of tokens, so
+        a prefix of whole words (CHARS_PER_TOKEN_BOUND x max_tokens characters, cut where a word
+        ends before whitespace) is tokenized first, all texts in one batch: byte-level BPE never
+        merges across that boundary, so its ids begin the text's ids. A whole text only where
+        its prefix holds fewer tokens than needed."""
+        prefixes = [t[: _word_end_before(t, CHARS_PER_TOKEN_BOUND * self.max_tokens)] for t in texts]
+        ids = self.tokenizer(prefixes, add_special_tokens=False)["input_ids"] if prefixes else []
+        return [row[: self.max_tokens] if len(row) >= self.max_tokens or len(p) == len(t)
+                else self._ids(t)[: self.max_tokens] for row, p, t in zip(ids, prefixes, texts, strict=True)]
 
     @property
     def single_token_labels(self) -> bool:
         return all(len(ids) == 1 for ids in self.label_ids)
+
+
+def _word_end_before(text: str, limit: int) -> int:
+    """The largest cut <= limit where a word ends and whitespace follows (len(text) where the
+    text is no longer than limit; 0 where no word ends before it)."""
+    if len(text) <= limit:
+        return len(text)
+    cut = limit
+    while cut > 0 and not (text[cut].isspace() and not text[cut - 1].isspace()):
+        cut -= 1
+    return cut
 
 
 def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,8 +6,11 @@ them instead of receiving copies.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from testbed.data import Splits, TextDataset, load_dataset, partition, split_dataset
 from testbed.scenario import Scenario
@@ -35,8 +38,33 @@ def load_task_dataset(scenario: Scenario) -> TextDataset:
     return load_dataset(name=cfg.name, path=cfg.path, text=cfg.text, label=cfg.label)
 
 
+_BUILT: dict[str, TaskData] = {}  # a process builds each scenario's data once (a pool worker hosts several clients)
+
+
+def _data_key(scenario: Scenario) -> str:
+    """What the task data depends on; a file dataset's size and modification time included."""
+    cfg = scenario.dataset
+    stamp = None
+    if cfg.path:
+        with contextlib.suppress(OSError):
+            st = Path(cfg.path).stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+    return json.dumps([cfg.model_dump(mode="json"), scenario.partition.model_dump(mode="json"), scenario.seed,
+                       scenario.n_clients, stamp])
+
+
 def build_task_data(scenario: Scenario, dataset: TextDataset | None = None) -> TaskData:
-    ds = dataset if dataset is not None else load_task_dataset(scenario)
+    if dataset is not None:
+        return _build(scenario, dataset)
+    key = _data_key(scenario)
+    if key not in _BUILT:
+        if len(_BUILT) >= 4:
+            _BUILT.pop(next(iter(_BUILT)))
+        _BUILT[key] = _build(scenario, load_task_dataset(scenario))
+    return _BUILT[key]
+
+
+def _build(scenario: Scenario, ds: TextDataset) -> TaskData:
     splits = split_dataset(
         ds, test_size=scenario.dataset.test_size, public_size=scenario.dataset.public_size, seed=scenario.seed
     )

@@ -26,6 +26,20 @@ def test_prompt_is_cut_to_max_tokens(encoder):
     assert encoder.single_token_labels
 
 
+@pytest.mark.parametrize("max_tokens", [1, 16, 96, 400])
+def test_prefix_tokenization_equals_cutting_the_whole_text(assets, max_tokens):
+    from testbed.data import load_dataset
+
+    tok = load_tokenizer(str(assets.tiny))  # SmolLM2's byte-level BPE
+    enc = TaskEncoder(tok, LABELS, max_tokens=max_tokens)
+    texts = [ex.text for ex in load_dataset(name="bbc-news").examples]
+    texts += ["", "word", "  spaced   out  ", "x" * 5000, "tab\tand\nnew  line " * 200, "don't stop 1234567 " * 90]
+    whole = [enc._ids(" " + t)[:max_tokens] for t in texts]  # what the prefix shortcut must equal
+    assert enc._leading_ids([" " + t for t in texts]) == whole
+    assert [len(ex.prompt_ids) for ex in enc.encode_many(texts, ["tech"] * len(texts))] == \
+        [len(enc._ids("Article:")) + len(w) + len(enc._ids("\nTopic:")) for w in whole]
+
+
 def test_training_batch_puts_the_loss_on_label_tokens_only(encoder):
     batch = [encoder.encode("markets fell", "business"), encoder.encode("a longer article about a match", "sports")]
     tb = training_batch(encoder, batch)
