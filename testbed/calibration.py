@@ -175,21 +175,28 @@ def _copy_gbps(budget_s: float) -> float:
 
 
 def calibrate_host(
-    *, threads: int, seconds: float = 2.0, cpu_affinity: list[int] | None = None
+    *, threads: int, seconds: float = 2.0, cpu_affinity: list[int] | None = None, bf16: bool | None = None
 ) -> HostCalibration:
     """Measure matmul (fp32, bf16) and memory copy rates with ``threads`` torch threads.
 
     ``seconds`` is the timing budget (warm-ups and allocation come on top). The torch thread
     count and, when ``cpu_affinity`` is given, the CPU affinity are restored afterwards.
+    ``bf16`` None measures the bf16 rate only where the CPU multiplies bf16 natively: emulated
+    bf16 runs at a few GFLOP/s (its warm-up alone took seconds on an AVX2-only EPYC) and no
+    run uses it, since bf16 work is dilated with a measured training step's speed-up.
     """
     if threads < 1:
         raise ValueError(f'"threads" must be >= 1, got {threads}.')
     if not seconds > 0:
         raise ValueError(f'"seconds" must be > 0, got {seconds}.')
+    if bf16 is None:
+        from testbed.precision import native_bf16
+
+        bf16 = native_bf16()
     start = time.perf_counter()
     with _torch_threads(threads), _affinity(cpu_affinity):
         fp32 = _gemm_gflops(torch.float32, seconds * _BUDGET_SHARES["fp32"])
-        bf16 = _bf16_gflops(seconds * _BUDGET_SHARES["bf16"])
+        bf16 = _bf16_gflops(seconds * _BUDGET_SHARES["bf16"]) if bf16 else None
         bandwidth = _copy_gbps(seconds * _BUDGET_SHARES["copy"])
     return HostCalibration(
         threads=threads,
