@@ -47,7 +47,10 @@ STAMP = FLOWER_VENV / ".installed"
 SCENARIO = BENCH / "vs_flower.yaml"
 # requirements.txt pins that the Flower extra overrides (flwr 1.42 requires rich>=14,<15).
 DROPPED_PINS = ("rich",)
-SAMPLE_S = 0.2
+SAMPLE_S = 0.2  # RSS of the run's processes, every this often
+PSS_EVERY_S = 2.0  # PSS at least this often...
+PSS_NEW_HIGH = 0.005  # ...and whenever the tree's RSS passes its peak by this share,
+PSS_MIN_GAP_S = 0.5  # but not more often than this
 DEFAULT_SYSTEMS = ("flower-fp32", "testbed-bf16", "testbed-fp32")
 
 
@@ -140,7 +143,9 @@ class TreeSampler(threading.Thread):
         self.max_procs = 0
         self.rss_fallback = False
         self.names: set[str] = set()
-        self.trace: list[tuple[float, int, int, int]] = []  # (unix time, processes, pss bytes, rss bytes)
+        self.trace: list[tuple] = []  # (unix time, processes, pss bytes or "" where not read, rss bytes)
+        self._pss_at = -float("inf")  # monotonic time of the last PSS reading
+        self.cpu_s = 0.0  # CPU seconds the sampler itself used (it shares the host with the run)
 
     def _belongs(self, pid: int) -> bool:
         if pid == self.root_pid:
@@ -173,33 +178,49 @@ class TreeSampler(threading.Thread):
         return [p for p in self._members.values() if p.is_running()]
 
     def sample(self) -> None:
+        """RSS of every member (cheap: statm) each tick; PSS (smaps_rollup: tens of ms for a
+        process mapping GBs, and it holds the process's mmap lock) only when the tree's RSS
+        reaches a new high, or PSS_EVERY_S after the last reading, since PSS moves with RSS."""
         psutil = self.psutil
-        pss = rss = n = 0
+        procs, rss = [], 0
         for proc in self.members():
             try:
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     continue
-                try:
-                    proc_pss, proc_rss = _pss_rss(proc)
-                    pss += proc_pss
-                    rss += proc_rss
-                except (psutil.AccessDenied, AttributeError):
-                    r = proc.memory_info().rss
-                    pss += r
-                    rss += r
-                    self.rss_fallback = True
-                n += 1
+                rss += proc.memory_info().rss
+                procs.append(proc)
                 if len(self.names) < 64:
                     self.names.add(proc.name())
             except psutil.Error:
                 continue
-        self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
-        self.max_procs = max(self.max_procs, n)
-        self.trace.append((time.time(), n, pss, rss))
+        now = time.monotonic()
+        new_high = rss > self.peak_rss * (1 + PSS_NEW_HIGH)
+        pss = None
+        if (new_high and now - self._pss_at >= PSS_MIN_GAP_S) or now - self._pss_at >= PSS_EVERY_S:
+            pss, self._pss_at = self._tree_pss(procs), now
+            self.peak_pss = max(self.peak_pss, pss)
+        self.peak_rss = max(self.peak_rss, rss)
+        self.max_procs = max(self.max_procs, len(procs))
+        self.trace.append((time.time(), len(procs), pss if pss is not None else "", rss))
+
+    def _tree_pss(self, procs: list) -> int:
+        psutil = self.psutil
+        total = 0
+        for proc in procs:
+            try:
+                total += _pss_rss(proc)[0]
+            except (psutil.AccessDenied, AttributeError):
+                total += proc.memory_info().rss
+                self.rss_fallback = True
+            except psutil.Error:
+                continue
+        return total
 
     def run(self) -> None:
+        t0 = time.thread_time()
         while not self._halt.is_set():
             self.sample()
+            self.cpu_s = time.thread_time() - t0
             self._halt.wait(SAMPLE_S)
 
     def stop(self) -> None:
@@ -266,6 +287,7 @@ class Row:
     compute_s: float = float("nan")
     outside_share: float = float("nan")
     rss_fallback: bool = False
+    sampler_cpu_s: float = float("nan")  # CPU the memory sampler took from the host during the run
     status: str = "ok"
     detail: str = ""
     run_dir: str = ""
@@ -320,6 +342,7 @@ def run_measured(cmd: list[str], run_dir: Path, row: Row, timeout_s: float) -> i
     log.close()
     row.peak_pss_mb, row.peak_rss_mb = sampler.peak_pss / 2**20, sampler.peak_rss / 2**20
     row.processes, row.rss_fallback = sampler.max_procs, sampler.rss_fallback
+    row.sampler_cpu_s = sampler.cpu_s
     with (run_dir / "memory.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["t_unix", "processes", "pss_bytes", "rss_bytes"])
@@ -413,7 +436,7 @@ def print_table(rows: list[Row], title: str) -> None:
     mem_col = "peak RSS MB" if any(r.rss_fallback for r in rows) else "peak PSS MB"
     table = Table(title=title)
     for col in ("system", "run", "host s", mem_col, "procs", *[f"acc r{i + 1}" for i in range(n_rounds)],
-                "outside compute", "host / Flower", "memory / Flower", "status"):
+                "outside compute", "host / Flower", "memory / Flower", "sampler CPU s", "status"):
         table.add_column(col, justify="left" if col in ("system", "status") else "right")
     for r in rows:
         host_ratio, mem_ratio = ratios(r, rows)
@@ -421,7 +444,7 @@ def print_table(rows: list[Row], title: str) -> None:
         outside = _fmt(100 * r.outside_share, ".1f") + "%"
         table.add_row(r.label, str(r.repeat), _fmt(r.host_s, ".1f"), _fmt(r.peak_pss_mb, ".0f"), str(r.processes),
                       *accs, outside if r.outside_share == r.outside_share else "-",
-                      _fmt(host_ratio, ".2f"), _fmt(mem_ratio, ".2f"),
+                      _fmt(host_ratio, ".2f"), _fmt(mem_ratio, ".2f"), _fmt(r.sampler_cpu_s, ".1f"),
                       r.status if r.status == "ok" else f"{r.status}: {r.detail}")
     Console(width=160).print(table)
 
@@ -437,7 +460,7 @@ def median_rows(rows: list[Row]) -> list[Row]:
             continue
         m = Row(ok[0].system, ok[0].precision, len(ok), accuracy=ok[0].accuracy,
                 rss_fallback=any(r.rss_fallback for r in ok))
-        for name in ("host_s", "peak_pss_mb", "peak_rss_mb", "compute_s", "outside_share"):
+        for name in ("host_s", "peak_pss_mb", "peak_rss_mb", "compute_s", "outside_share", "sampler_cpu_s"):
             setattr(m, name, median(getattr(r, name) for r in ok))
         m.processes = max(r.processes for r in ok)
         out.append(m)
@@ -502,7 +525,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"systems": args.systems, "repeats": args.repeats, "num_cpus": args.num_cpus, "quick": args.quick,
             "host_cpus": os.cpu_count(), "scenario": str(args.testbed_scenario),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sample_s": SAMPLE_S}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sample_s": SAMPLE_S, "pss_every_s": PSS_EVERY_S,
+            "pss_new_high": PSS_NEW_HIGH}
     if any(s == "flower" for s, _ in systems):
         meta["flower_versions"] = flower_versions()
         freeze = FLOWER_VENV / "freeze.txt"
