@@ -108,14 +108,24 @@ def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, 
     return losses, tokens
 
 
+_RANK_MODELS: dict[str, object] = {}  # model dir -> the model a data-parallel rank's clients share
+
+
 class FedLLMClient(Client):
     data_parallel = True  # train_local splits its batches across the group's ranks
 
     def setup(self) -> None:
-        task = load_lora_task(self.spec.scenario, self.spec.model_dir, lambda _data: self.spec.train_indices)
+        # A data-parallel rank hosts every client and runs one call at a time, and fit() starts by
+        # loading its adapter: its clients share one model (set-up is on every run's critical path).
+        shared = _RANK_MODELS.get(self.spec.model_dir) if dataparallel.group()[1] > 1 else None
+        task = load_lora_task(self.spec.scenario, self.spec.model_dir, lambda _data: self.spec.train_indices,
+                              model=shared)
+        if dataparallel.group()[1] > 1:
+            _RANK_MODELS[self.spec.model_dir] = task.model
         self.encoder, self.examples, self.model = task.encoder, task.examples, task.model
         self.n_params, self.n_trainable = count_parameters(self.model)
         self.model_mb = model_mb(self.model)
+        self._test_examples: list[EncodedExample] | None = None  # encoded on the first evaluate_global
 
     def fit(self, ins: FitIns) -> FitRes:
         fw = self.spec.scenario.framework
@@ -134,6 +144,26 @@ class FedLLMClient(Client):
             metrics={"train_loss": float(np.mean(losses)), "tokens": float(tokens), "client_model_mb": self.model_mb},
             spans=(ComputeSpan("train", host_s, work, precision=fw.precision),),
         )
+
+
+    def evaluate_global(self, adapter: bytes) -> dict[str, float]:
+        """The global adapter's held-out evaluation, this rank's contiguous share of the test
+        set, the sums combined across the group (testbed.dataparallel): FedLLM.evaluate's result."""
+        if self._test_examples is None:
+            self._test_examples = load_lora_task(self.spec.scenario, self.spec.model_dir,
+                                                 lambda data: data.splits.test, model=self.model).examples
+        scenario, examples = self.spec.scenario, self._test_examples
+        rank, world = dataparallel.group()
+        share = examples[rank * len(examples) // world:(rank + 1) * len(examples) // world]
+        load_adapter_state(self.model, deserialize(adapter))
+        res = evaluate(self.model, self.encoder, share, batch_size=scenario.eval.batch_size,
+                       precision=scenario.framework.precision)
+        sums = torch.tensor([res.loss * res.n_examples, res.accuracy * res.n_examples, float(res.n_examples)],
+                            dtype=torch.float64)
+        if world > 1:
+            dataparallel.all_reduce_sum(sums)
+        nll, correct, n = sums.tolist()
+        return {"eval_loss": nll / n, "accuracy": correct / n}
 
 
 class FedLLM(Framework):
@@ -173,6 +203,9 @@ class FedLLM(Framework):
         )
         loss = sum(w * r.metrics["train_loss"] for w, r in zip(weights, results, strict=True)) / sum(weights)
         return {"train_loss": loss, **mean_metrics(results, ("client_model_mb",))}
+
+    def client_evaluation(self, rnd: int) -> tuple[str, tuple]:
+        return "evaluate_global", (serialize(self.global_state),)
 
     def evaluate(self, rnd: int) -> dict[str, float]:
         load_adapter_state(self.model, self.global_state)

@@ -69,3 +69,8 @@ def sum_across_ranks(params: list[torch.nn.Parameter], loss: torch.Tensor) -> fl
         p.grad = flat[offset:offset + n].view_as(g).to(g.dtype)
         offset += n
     return float(flat[-1])
+
+
+def all_reduce_sum(values: torch.Tensor) -> None:
+    """Sum `values` over the group, in place (evaluation shares' counts and losses)."""
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)

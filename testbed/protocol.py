@@ -190,5 +190,11 @@ class Framework(ABC):
     def evaluate(self, rnd: int) -> dict[str, float]:
         """Held-out evaluation of the global model: at least eval_loss and accuracy."""
 
+    def client_evaluation(self, rnd: int) -> tuple[str, tuple] | None:
+        """(client method, args) that evaluates the global model of round `rnd` on a client's
+        data-parallel group, each rank taking a share of the held-out set, with the same
+        result as evaluate(); None where only the server can (the default)."""
+        return None
+
     def save(self, out_dir: Path) -> None:
         """Write the final global artefacts into the run directory."""

@@ -380,13 +380,28 @@ class Runner:
         self.recorder.flush()
 
     def _evaluate(self, rnd: int) -> tuple[dict, float]:
-        """The framework's evaluation of round `rnd`'s model, and its host seconds."""
+        """The framework's evaluation of round `rnd`'s model, and its host seconds: on the
+        data-parallel group where there is one and the server computes on the CPU (its ranks
+        share the held-out set; the server's own threads would run ops too small to split),
+        else on the server."""
         t0 = time.perf_counter()
-        metrics = self.framework.evaluate(rnd)
+        call = self.framework.client_evaluation(rnd) if self._evaluate_on_group() else None
+        metrics = self.backend.submit(min(self.backend.specs), rnd, *call).result() if call else None
+        on_server = not isinstance(metrics, dict)
+        if on_server:  # no group, or its evaluation failed: the server evaluates
+            metrics = self.framework.evaluate(rnd)
         host_s = time.perf_counter() - t0
         self.recorder.host_interval(rnd, "server", "eval", time.time(), host_s)
-        release_freed_memory()  # the server holds its model while clients train, not evaluation's batches
+        if on_server:
+            release_freed_memory()  # the server holds its model while clients train, not evaluation's batches
         return metrics, host_s
+
+    def _evaluate_on_group(self) -> bool:
+        from testbed.backends.dataparallel import DataParallelBackend
+        from testbed.modeling import server_device
+
+        return (isinstance(self.backend, DataParallelBackend)
+                and server_device(self.scenario.server.device).type == "cpu")
 
     def _aggregate(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> tuple[dict, float]:
         return self._server_step(

@@ -99,3 +99,44 @@ def test_two_ranks_train_what_one_process_trains(assets, tmp_path):
     assert moved > 1e-3  # lora_B starts at zero: training moved it
     for k in alone_state:
         assert torch.allclose(state0[k], alone_state[k], rtol=1e-4, atol=1e-6), k
+
+
+def _rank_eval(rank: int, store: str, scenario, model_dir: str, adapter: bytes, out) -> None:
+    from frameworks.fedllm import FedLLMClient
+    from testbed.protocol import ClientSpec
+
+    torch.set_num_threads(1)
+    dataparallel.init(rank, 2, store, timeout_s=120)
+    client = FedLLMClient(ClientSpec(0, scenario, model_dir, (0, 1, 2), threads=1))
+    client.setup()
+    out.put((rank, client.evaluate_global(adapter)))
+
+
+def test_two_ranks_evaluate_what_the_server_evaluates(assets, tmp_path):
+    from frameworks.fedllm import FedLLM
+    from testbed.modeling import serialize
+    from testbed.protocol import ServerContext
+    from testbed.scenario import load_scenario
+
+    scenario = load_scenario(SMOKE, ["dataset.test_size=13"])  # odd: shares of 6 and 7
+    server = FedLLM(ServerContext(scenario, str(assets.tiny), tmp_path))
+    server.setup()
+    g = torch.Generator().manual_seed(1)
+    state = {k: v + 0.05 * torch.randn(v.shape, generator=g) if "lora_B" in k else v
+             for k, v in server.global_state.items()}  # a trained-looking adapter: lora_B off zero
+    server.global_state = state
+    expected = server.evaluate(1)
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_rank_eval, args=(r, str(tmp_path / "store"), scenario, str(assets.tiny),
+                                                  serialize(state), out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert results[0] == results[1]
+    assert results[0]["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-12)
+    assert results[0]["eval_loss"] == pytest.approx(expected["eval_loss"], rel=1e-5)
+    assert server.client_evaluation(1) == ("evaluate_global", (serialize(state),))
