@@ -19,15 +19,32 @@ class LoraTask:
     model: object  # the base model with fresh LoRA adapters (seeded by the scenario)
 
 
-def load_lora_task(scenario: Scenario, model_dir: str, pick: Callable[[TaskData], tuple[int, ...]]) -> LoraTask:
+def load_lora_task(scenario: Scenario, model_dir: str, pick: Callable[[TaskData], tuple[int, ...]], *,
+                   model: object | None = None) -> LoraTask:
     """Tokenizer, task encoder, the picked examples (a client's partition, the test set, ...)
-    and the LoRA-wrapped model: the same on the server and in every client."""
+    and the LoRA-wrapped model: the same on the server and in every client (`model`: one
+    already loaded, to encode other examples for it)."""
     data = build_task_data(scenario)
-    encoder = TaskEncoder(load_tokenizer(model_dir), data.dataset.labels, max_tokens=scenario.dataset.max_tokens)
+    encoder = task_encoder(scenario, model_dir, data)
     idx = pick(data)
     examples = encoder.encode_many(data.texts(idx), data.labels(idx))
-    model = attach_lora(load_base_model(model_dir), scenario.framework.lora, seed=scenario.seed)
+    if model is None:
+        model = attach_lora(load_base_model(model_dir), scenario.framework.lora, seed=scenario.seed)
     return LoraTask(encoder, examples, model)
+
+
+def task_encoder(scenario: Scenario, model_dir: str, data: TaskData) -> TaskEncoder:
+    """The scenario's encoder, its token ids cached on disk per tokenizer where the model
+    folder has a tokenizer.json (testbed.tokencache)."""
+    from pathlib import Path
+
+    from testbed.assets import cache_dir
+    from testbed.tokencache import TokenCache
+
+    max_tokens = scenario.dataset.max_tokens
+    tokenizer_file = Path(model_dir) / "tokenizer.json"
+    cache = TokenCache.for_tokenizer(cache_dir(), tokenizer_file, max_tokens) if tokenizer_file.is_file() else None
+    return TaskEncoder(load_tokenizer(model_dir), data.dataset.labels, max_tokens=max_tokens, cache=cache)
 
 
 def quantize_blocks(model, scheme: str) -> None:

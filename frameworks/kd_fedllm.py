@@ -29,7 +29,7 @@ import torch
 from safetensors.numpy import load as np_load
 from safetensors.numpy import save as np_save
 
-from frameworks.common import mean_metrics, model_mb, quantize_blocks
+from frameworks.common import mean_metrics, model_mb, quantize_blocks, task_encoder
 from frameworks.fedllm import batch_order, train_local
 from frameworks.kd_logits import SparseTarget, TopK, aggregate, deserialize_topk, serialize_topk, sparse_kl, top_k_of
 from frameworks.kd_student import load_student, student_layers
@@ -40,7 +40,6 @@ from testbed.modeling import (
     attach_lora,
     count_parameters,
     load_base_model,
-    load_tokenizer,
     server_device,
 )
 from testbed.protocol import Client, ClientCall, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload, Send, ServerCall
@@ -225,7 +224,7 @@ class KDClient(Client):
 def task_examples(scenario: Scenario, model_dir: str, pick) -> tuple:
     """The scenario's data, its task encoder, and the examples `pick(data)` chose, encoded."""
     data = build_task_data(scenario)
-    encoder = TaskEncoder(load_tokenizer(model_dir), data.dataset.labels, max_tokens=scenario.dataset.max_tokens)
+    encoder = task_encoder(scenario, model_dir, data)
     idx = pick(data)
     return data, encoder, encoder.encode_many(data.texts(idx), data.labels(idx))
 

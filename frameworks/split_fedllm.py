@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from frameworks.common import mean_metrics, model_mb, quantize_blocks
+from frameworks.common import mean_metrics, model_mb, quantize_blocks, task_encoder
 from frameworks.fedllm import batch_order, fedavg
 from frameworks.split_model import (
     ClientPart,
@@ -37,7 +37,6 @@ from testbed.modeling import (
     deserialize,
     load_adapter_state,
     load_base_model,
-    load_tokenizer,
     serialize,
     server_device,
 )
@@ -77,7 +76,7 @@ def server_side(state: AdapterState, cut_layer: int) -> AdapterState:
 
 
 def _encoder(scenario: Scenario, model_dir: str, data) -> TaskEncoder:
-    return TaskEncoder(load_tokenizer(model_dir), data.dataset.labels, max_tokens=scenario.dataset.max_tokens)
+    return task_encoder(scenario, model_dir, data)
 
 
 class SplitClient(Client):

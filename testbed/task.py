@@ -29,9 +29,11 @@ class EncodedExample:
 class TaskEncoder:
     """Turns (text, label) pairs into token ids; one per (tokenizer, label set, length)."""
 
-    def __init__(self, tokenizer, labels: Sequence[str], *, max_tokens: int) -> None:
+    def __init__(self, tokenizer, labels: Sequence[str], *, max_tokens: int, cache=None) -> None:
+        """`cache`: a testbed.tokencache.TokenCache for this tokenizer and max_tokens, or None."""
         if max_tokens <= 0:
             raise ValueError(f'"max_tokens" must be > 0, got {max_tokens}')
+        self.cache = cache
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
         self.max_tokens = max_tokens
@@ -47,7 +49,8 @@ class TaskEncoder:
         return self.encode_many([text], [label])[0]
 
     def encode_many(self, texts: Sequence[str], labels: Sequence[str]) -> list[EncodedExample]:
-        bodies = self._leading_ids([" " + t for t in texts])
+        spaced = [" " + t for t in texts]
+        bodies = self.cache.ids(spaced, self._leading_ids) if self.cache is not None else self._leading_ids(spaced)
         return [EncodedExample(tuple(self._head + body + self._tail), self.labels.index(label))
                 for body, label in zip(bodies, labels, strict=True)]
 
