@@ -31,7 +31,7 @@ import torch
 
 # (M, K, N) of the timed matmuls: a 576-wide model's MLP projection over 768 tokens, and 1024^3.
 GEMM_SHAPES: tuple[tuple[int, int, int], ...] = ((768, 576, 1536), (1024, 1024, 1024))
-COPY_BYTES = 256 * 2**20  # size of the copied tensor; a copy moves twice this
+COPY_BYTES = 128 * 2**20  # size of the copied tensor (4x a 32 MiB L3: DRAM-bound); a copy moves twice this
 _BUDGET_SHARES = {"fp32": 0.4, "bf16": 0.25, "copy": 0.35}  # of calibrate_host's `seconds`
 CACHE_FORMAT = "testbed-host-calibration/1"
 

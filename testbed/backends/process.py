@@ -199,16 +199,19 @@ class ProcessBackend(Backend):
         self.slots.shutdown()
         for lane in getattr(self, "_lanes", {}).values():
             lane.shutdown(wait=True)
+        running = [w for w in self.processes if w.process is not None and w.process.is_alive()]
+        for w in running:  # all stop at once, then each is waited for
+            try:
+                w.conn.send(("stop", None))
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5
+        for w in running:
+            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
         for w in self.processes:
-            if w.process is not None and w.process.is_alive():
-                try:
-                    w.conn.send(("stop", None))
-                except OSError:
-                    pass
-                w.process.join(timeout=5)
-                if w.process.is_alive():
-                    w.process.kill()
-                    w.process.join()
             if w.cgroup is not None:
                 w.cgroup.remove()
 
