@@ -41,6 +41,17 @@ def test_calibrate_host_measures_plausible_rates_and_restores_threads() -> None:
     assert torch.get_num_threads() == threads_before
 
 
+def test_the_bf16_rate_is_measured_only_where_asked_or_native(monkeypatch) -> None:
+    import testbed.precision
+
+    assert calibrate_host(threads=1, seconds=0.1, bf16=False).gemm_gflops_bf16 is None
+    monkeypatch.setattr(testbed.precision, "native_bf16", lambda: False)
+    assert calibrate_host(threads=1, seconds=0.1).gemm_gflops_bf16 is None  # emulated bf16: not measured
+    monkeypatch.setattr(testbed.precision, "native_bf16", lambda: True)
+    measured = calibrate_host(threads=1, seconds=0.1)
+    assert measured.gemm_gflops_bf16 is None or measured.gemm_gflops_bf16 > 0  # None: no bf16 kernel at all
+
+
 def test_calibration_round_trips_through_json() -> None:
     data = json.loads(json.dumps(HOST.to_dict()))
 
