@@ -400,8 +400,8 @@ class Runner:
         from testbed.backends.dataparallel import DataParallelBackend
         from testbed.modeling import server_device
 
-        return (isinstance(self.backend, DataParallelBackend)
-                and server_device(self.scenario.server.device).type == "cpu")
+        return (isinstance(self.backend, DataParallelBackend)  # fedbuff: client work may be queued there
+                and server_device(self.scenario.server.device).type == "cpu" and self.scenario.policy.kind != "fedbuff")
 
     def _aggregate(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> tuple[dict, float]:
         return self._server_step(
