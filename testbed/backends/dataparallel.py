@@ -37,6 +37,7 @@ class DataParallelBackend(ProcessBackend):
                          cpu_quotas=False, calibration_s=calibration_s, timeout_s=timeout_s,
                          setup_timeout_s=setup_timeout_s, run_id=run_id)
         self.world = threads
+        self.parallel = 1  # clients computing at once: one, on every rank's core
         every = list(self.specs.values())
         self.ranks = [_Worker(every[0], every) for _ in range(self.world)]
         self.workers = {cid: self.ranks[0] for cid in self.specs}

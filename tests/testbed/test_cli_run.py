@@ -47,3 +47,18 @@ def test_sigterm_keeps_finished_rounds_and_cleans_up(assets, tmp_path):
 
 def _alive(pids: list[int]) -> list[int]:
     return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+
+def test_the_console_command_exits_with_its_code_after_writing_everything(assets, tmp_path):
+    """`testbed` (console_main) ends without the interpreter's teardown: the code and files must survive it."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-c", "from testbed.cli import console_main; console_main()"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([*command, "run", str(SMOKE), "--out", str(out), "--quiet", "--set", "framework.rounds=1"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+    assert len((out / "rounds.csv").read_text().splitlines()) == 3  # header, round 0, round 1
+    bad = subprocess.run([*command, "validate", str(tmp_path / "missing.yaml")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "file not found" in bad.stderr

@@ -144,6 +144,7 @@ def test_a_data_parallel_group_learns_what_a_pool_worker_learns(assets, tmp_path
     dp, dp_out = _run(tmp_path / "dp", DP)  # auto: one client at a time on 2 threads -> data_parallel
     pool, pool_out = _run(tmp_path / "pool", [*DP, "emulation.workers=pool"])
     assert dp["backend"]["workers"] == "data_parallel" and dp["backend"]["worker_processes"] == 2
+    assert dp["backend"]["parallel_clients"] == 1 and dp["backend"]["data_parallel_ranks"] == 2
     assert pool["backend"]["workers"] == "pool" and pool["backend"]["worker_processes"] == 1
     assert dp["calibration"]["threads"] == 2  # both ranks' cores, measured at once and summed
     a, b = (pd.read_csv(o / "client_rounds.csv").set_index(["round", "client"]) for o in (dp_out, pool_out))
