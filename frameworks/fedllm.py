@@ -25,6 +25,7 @@ from testbed.modeling import (
     serialize,
     server_device,
 )
+from testbed.taskdata import build_task_data
 from testbed.protocol import Client, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload
 from testbed.task import EncodedExample, TaskEncoder, autocast, evaluate, label_loss, training_batch
 
@@ -117,10 +118,11 @@ class FedLLMClient(Client):
     def setup(self) -> None:
         # A data-parallel rank hosts every client and runs one call at a time, and fit() starts by
         # loading its adapter: its clients share one model (set-up is on every run's critical path).
-        shared = _RANK_MODELS.get(self.spec.model_dir) if dataparallel.group()[1] > 1 else None
+        in_group = dataparallel.group()[1] > 1
+        shared = _RANK_MODELS.get(self.spec.model_dir) if in_group else None
         task = load_lora_task(self.spec.scenario, self.spec.model_dir, lambda _data: self.spec.train_indices,
                               model=shared)
-        if dataparallel.group()[1] > 1:
+        if in_group:
             _RANK_MODELS[self.spec.model_dir] = task.model
         self.encoder, self.examples, self.model = task.encoder, task.examples, task.model
         self.n_params, self.n_trainable = count_parameters(self.model)
@@ -145,16 +147,15 @@ class FedLLMClient(Client):
             spans=(ComputeSpan("train", host_s, work, precision=fw.precision),),
         )
 
-
     def evaluate_global(self, adapter: bytes) -> dict[str, float]:
         """The global adapter's held-out evaluation, this rank's contiguous share of the test
         set, the sums combined across the group (testbed.dataparallel): FedLLM.evaluate's result."""
+        scenario = self.spec.scenario
         if self._test_examples is None:
-            self._test_examples = load_lora_task(self.spec.scenario, self.spec.model_dir,
-                                                 lambda data: data.splits.test, model=self.model).examples
-        scenario, examples = self.spec.scenario, self._test_examples
+            data = build_task_data(scenario)
+            self._test_examples = self.encoder.encode_many(data.texts(data.splits.test), data.labels(data.splits.test))
         rank, world = dataparallel.group()
-        share = examples[rank * len(examples) // world:(rank + 1) * len(examples) // world]
+        share = self._test_examples[dataparallel.share(len(self._test_examples), rank, world)]
         load_adapter_state(self.model, deserialize(adapter))
         res = evaluate(self.model, self.encoder, share, batch_size=scenario.eval.batch_size,
                        precision=scenario.framework.precision)

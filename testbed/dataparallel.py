@@ -48,8 +48,13 @@ def shard(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, to
     n = next(iter(batch.values())).shape[0]
     if n < world:
         raise ValueError(f"a batch of {n} rows cannot be split across {world} data-parallel ranks")
-    start, stop = rank * n // world, (rank + 1) * n // world
-    return {k: v[start:stop] for k, v in batch.items()}
+    rows = share(n, rank, world)
+    return {k: v[rows] for k, v in batch.items()}
+
+
+def share(n: int, rank: int, world: int) -> slice:
+    """Rank `rank`'s contiguous share of `n` items (shares differ by at most one item)."""
+    return slice(rank * n // world, (rank + 1) * n // world)
 
 
 def supervised_tokens(batch: dict[str, torch.Tensor]) -> int:

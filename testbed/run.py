@@ -132,8 +132,7 @@ def _backend_facts(runner) -> dict[str, Any]:
             "threads_per_client": runner.scenario.emulation.threads_per_client,
             "cgroups_enforced": getattr(backend, "cgroups_enforced", False),
             "worker_processes": len(backend.processes) if hasattr(backend, "processes") else None,
-            "workers": (runner.worker_layout(backend.client_class)
-                        if runner.scenario.emulation.backend == "process" else "per_client"),
+            "workers": runner.layout,
             "time": runner.scenario.emulation.time,
             "cpu_quota_cores": {str(k): round(v, 4) for k, v in runner.throttled.items()},
             **(backend.facts() if hasattr(backend, "facts") else {}),

@@ -165,6 +165,8 @@ class Runner:
         self.backend: Backend | None = None
         self._calibration: HostCalibration | None = None
         self.bf16_step_speedup: float | None = None  # measured at start() where bf16 is used
+        self.layout = "per_client"  # emulation.workers as resolved at start()
+        self._eval_on_group = False  # the data-parallel group evaluates (set at start())
         self.throttled: dict[int, float] = {}  # client -> CPU quota (cores) under `time: throttle`
 
     # -- set-up ----------------------------------------------------------------------------
@@ -214,11 +216,10 @@ class Runner:
             return "data_parallel"
         return "pool"
 
-    def _make_backend(self, client_class: type) -> Backend:
-        emu = self.scenario.emulation
-        layout = self.worker_layout(client_class) if emu.backend == "process" else "per_client"
+    def _make_backend(self) -> Backend:
+        emu, layout = self.scenario.emulation, self.layout
         return make_backend(
-            emu.backend, client_class, self._specs(), threads=emu.threads_per_client,
+            emu.backend, self.framework.client_class, self._specs(), threads=emu.threads_per_client,
             parallel=None if emu.parallel_clients == "auto" else emu.parallel_clients,
             memory_limits_bytes={c.client_id: int(c.memory_budget_mb * 2**20) for c in self.clients},
             enforce_memory=emu.enforce_memory, cpu_quotas=emu.time == "throttle", timeout_s=emu.client_timeout_s,
@@ -227,10 +228,16 @@ class Runner:
         )
 
     def start(self) -> None:
+        from testbed.modeling import server_device
+
         cls = framework_class(self.scenario.framework.name)
+        self.layout = self.worker_layout(cls.client_class) if self.scenario.emulation.backend == "process" \
+            else "per_client"
         self._choose_precision(cls)
         self.framework = cls(ServerContext(self.scenario, self.model_dir, self.out_dir))
-        self.backend = self._make_backend(cls.client_class)
+        self.backend = self._make_backend()
+        self._eval_on_group = (self.layout == "data_parallel" and self.scenario.policy.kind != "fedbuff"
+                               and server_device(self.scenario.server.device).type == "cpu")
         self.progress(f"loading the server model; starting {len(self.clients)} client workers "
                       f"({self.scenario.emulation.backend})")
         with ThreadPoolExecutor(1, thread_name_prefix="launch") as pool:  # workers load beside the server
@@ -285,10 +292,9 @@ class Runner:
         else:
             if fw.precision != "fp32":
                 self.progress("measuring a training step in fp32 and bf16 (once per host, model and shape)")
-            emu = self.scenario.emulation  # a data-parallel rank runs one thread
-            dp = emu.backend == "process" and self.worker_layout(framework.client_class) == "data_parallel"
+            threads = 1 if self.layout == "data_parallel" else self.scenario.emulation.threads_per_client
             precision, self.bf16_step_speedup = choose(self.scenario, self.model_dir, cache=cache_dir(),
-                                                       threads=1 if dp else emu.threads_per_client)
+                                                       threads=threads)  # a data-parallel rank runs one thread
         self.scenario = self.scenario.model_copy(
             update={"framework": fw.model_copy(update={"precision": precision})})
 
@@ -385,7 +391,7 @@ class Runner:
         share the held-out set; the server's own threads would run ops too small to split),
         else on the server."""
         t0 = time.perf_counter()
-        call = self.framework.client_evaluation(rnd) if self._evaluate_on_group() else None
+        call = self.framework.client_evaluation(rnd) if self._eval_on_group else None  # fedbuff: fits may queue there
         metrics = self.backend.submit(min(self.backend.specs), rnd, *call).result() if call else None
         on_server = not isinstance(metrics, dict)
         if on_server:  # no group, or its evaluation failed: the server evaluates
@@ -395,13 +401,6 @@ class Runner:
         if on_server:
             release_freed_memory()  # the server holds its model while clients train, not evaluation's batches
         return metrics, host_s
-
-    def _evaluate_on_group(self) -> bool:
-        from testbed.backends.dataparallel import DataParallelBackend
-        from testbed.modeling import server_device
-
-        return (isinstance(self.backend, DataParallelBackend)  # fedbuff: client work may be queued there
-                and server_device(self.scenario.server.device).type == "cpu" and self.scenario.policy.kind != "fedbuff")
 
     def _aggregate(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> tuple[dict, float]:
         return self._server_step(

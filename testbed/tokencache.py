@@ -30,8 +30,13 @@ class TokenCache:
 
     @classmethod
     def for_tokenizer(cls, cache_dir: Path, tokenizer_file: Path, max_tokens: int) -> TokenCache:
+        """The cache of this tokenizer file's contents; one object per file in a process, so a
+        worker's clients read the file once."""
         digest = hashlib.sha256(tokenizer_file.read_bytes()).hexdigest()[:16]
-        return cls(cache_dir / "encoded" / f"{digest}-{max_tokens}.json")
+        path = cache_dir / "encoded" / f"{digest}-{max_tokens}.json"
+        if path not in _OPEN:
+            _OPEN[path] = cls(path)
+        return _OPEN[path]
 
     def ids(self, texts: list[str], encode: Callable[[list[str]], list[list[int]]]) -> list[list[int]]:
         """Each text's cached ids; the others from `encode` (one call), then stored."""
@@ -51,3 +56,6 @@ class TokenCache:
             os.replace(tmp, self.path)
         except OSError:  # a read-only cache: the ids were still computed
             pass
+
+
+_OPEN: dict[Path, TokenCache] = {}  # cache file -> its object in this process
