@@ -7,6 +7,7 @@ FedAvg weighted by local sample counts, with an optional FedProx proximal term
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,7 @@ def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, 
 
 
 _RANK_MODELS: dict[str, object] = {}  # model dir -> the model a data-parallel rank's clients share
+_TRAINED: weakref.WeakSet = weakref.WeakSet()  # models a fit has changed (no longer the fresh adapter)
 
 
 class FedLLMClient(Client):
@@ -129,9 +131,17 @@ class FedLLMClient(Client):
         self.model_mb = model_mb(self.model)
         self._test_examples: list[EncodedExample] | None = None  # encoded on the first evaluate_global
 
+    def initial_adapter(self) -> bytes:
+        """The freshly built adapter (seeded by the scenario: the server's own would be the
+        same), for a server that loads no model (FedLLM.client_initial_state)."""
+        if self.model in _TRAINED:
+            raise RuntimeError("initial_adapter: this model has trained already")
+        return serialize(adapter_state(self.model))
+
     def fit(self, ins: FitIns) -> FitRes:
         fw = self.spec.scenario.framework
         t0 = time.perf_counter()
+        _TRAINED.add(self.model)
         load_adapter_state(self.model, deserialize(ins.payloads[0].data))
         losses, tokens = train_local(
             self.model, self.encoder, self.examples, steps=fw.local_steps, batch_size=fw.batch_size,
@@ -172,10 +182,28 @@ class FedLLM(Framework):
     client_class = FedLLMClient
 
     def setup(self) -> None:
+        self.model = None
+        self.global_state: AdapterState | None = None
+        if not self.ctx.clients_evaluate:  # else: loaded only if the group's evaluation fails
+            self._load_model()
+
+    def _load_model(self) -> None:
+        """The LoRA-wrapped model and the encoded held-out set; the fresh adapter is the
+        global state unless a client's (identical: same seed) came first."""
         task = load_lora_task(self.ctx.scenario, self.ctx.model_dir, lambda data: data.splits.test)
         self.encoder, self.test_examples, self.model = task.encoder, task.examples, task.model
         self.model.to(server_device(self.ctx.scenario.server.device))
-        self.global_state = adapter_state(self.model)
+        if self.global_state is None:
+            self.global_state = adapter_state(self.model)
+
+    def client_initial_state(self) -> tuple[str, tuple] | None:
+        return ("initial_adapter", ()) if self.global_state is None else None
+
+    def adopt_initial_state(self, answer: object | None) -> None:
+        if answer is None:
+            self._load_model()
+        else:
+            self.global_state = deserialize(answer)
 
     def configure_fit(self, rnd: int, client_ids: list[int]) -> dict[int, FitIns]:
         down = Payload("adapter_down", serialize(self.global_state))
@@ -209,6 +237,8 @@ class FedLLM(Framework):
         return "evaluate_global", (serialize(self.global_state),)
 
     def evaluate(self, rnd: int) -> dict[str, float]:
+        if self.model is None:  # the clients' group was to evaluate, and could not
+            self._load_model()
         load_adapter_state(self.model, self.global_state)
         scenario = self.ctx.scenario
         res = evaluate(self.model, self.encoder, self.test_examples, batch_size=scenario.eval.batch_size,

@@ -128,6 +128,9 @@ class ServerContext:
     model_dir: str
     out_dir: Path
     extra: dict = field(default_factory=dict)
+    # the clients' data-parallel group evaluates (Framework.client_evaluation): the server may
+    # leave its model unloaded and start from a client's state (Framework.client_initial_state)
+    clients_evaluate: bool = False
 
 
 class Client(ABC):
@@ -195,6 +198,18 @@ class Framework(ABC):
         data-parallel group, each rank taking a share of the held-out set, with the same
         result as evaluate(); None where only the server can (the default)."""
         return None
+
+    def client_initial_state(self) -> tuple[str, tuple] | None:
+        """(client method, args) whose answer is the server's starting state, where setup()
+        left its model unloaded because the clients evaluate (ctx.clients_evaluate): the
+        clients build the same seeded state, so the server need not load a model only for
+        that. None (the default): setup() made its own state."""
+        return None
+
+    def adopt_initial_state(self, answer: object | None) -> None:
+        """Take a client's answer to client_initial_state(); None where no client answered:
+        build the state on the server after all."""
+        raise NotImplementedError(f"{type(self).__name__} asks no client for its initial state")
 
     def save(self, out_dir: Path) -> None:
         """Write the final global artefacts into the run directory."""

@@ -133,6 +133,10 @@ def _backend_facts(runner) -> dict[str, Any]:
             "cgroups_enforced": getattr(backend, "cgroups_enforced", False),
             "worker_processes": len(backend.processes) if hasattr(backend, "processes") else None,
             "workers": runner.layout,
+            # where held-out evaluation runs: the data-parallel group (the server then loads no
+            # model unless that fails) or the server
+            "evaluation": "client_group" if runner.eval_on_group else "server",
+            "server_model_loaded": getattr(runner.framework, "model", None) is not None,
             "time": runner.scenario.emulation.time,
             "cpu_quota_cores": {str(k): round(v, 4) for k, v in runner.throttled.items()},
             **(backend.facts() if hasattr(backend, "facts") else {}),

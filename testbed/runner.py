@@ -166,7 +166,7 @@ class Runner:
         self._calibration: HostCalibration | None = None
         self.bf16_step_speedup: float | None = None  # measured at start() where bf16 is used
         self.layout = "per_client"  # emulation.workers as resolved at start()
-        self._eval_on_group = False  # the data-parallel group evaluates (set at start())
+        self.eval_on_group = False  # the data-parallel group evaluates (set at start())
         self.throttled: dict[int, float] = {}  # client -> CPU quota (cores) under `time: throttle`
 
     # -- set-up ----------------------------------------------------------------------------
@@ -234,10 +234,11 @@ class Runner:
         self.layout = self.worker_layout(cls.client_class) if self.scenario.emulation.backend == "process" \
             else "per_client"
         self._choose_precision(cls)
-        self.framework = cls(ServerContext(self.scenario, self.model_dir, self.out_dir))
-        self.backend = self._make_backend()
-        self._eval_on_group = (self.layout == "data_parallel" and self.scenario.policy.kind != "fedbuff"
+        self.eval_on_group = (self.layout == "data_parallel" and self.scenario.policy.kind != "fedbuff"
                                and server_device(self.scenario.server.device).type == "cpu")
+        self.framework = cls(ServerContext(self.scenario, self.model_dir, self.out_dir,
+                                           clients_evaluate=self.eval_on_group))
+        self.backend = self._make_backend()
         self.progress(f"loading the server model; starting {len(self.clients)} client workers "
                       f"({self.scenario.emulation.backend})")
         with ThreadPoolExecutor(1, thread_name_prefix="launch") as pool:  # workers load beside the server
@@ -245,10 +246,21 @@ class Runner:
             self.framework.setup()
             launched.result()
         self.backend.start()  # calibrates, now that nothing else runs
+        self._adopt_client_state()
         self._calibration = replace(self.backend.calibration, bf16_step_speedup=self.bf16_step_speedup)
         if self.scenario.emulation.time == "throttle":
             self.throttled = self.backend.set_cpu_quotas(self._cpu_quotas())
             self._warn_unthrottled()
+
+    def _adopt_client_state(self) -> None:
+        """Where the server left its model unloaded (its evaluation runs on the clients' group),
+        its starting state is a client's freshly built one (Framework.client_initial_state);
+        if that call fails, the server builds its own."""
+        call = self.framework.client_initial_state()
+        if call is None:
+            return
+        answer = self.backend.submit(min(self.backend.specs), 0, *call).result()
+        self.framework.adopt_initial_state(None if isinstance(answer, Failure) else answer)
 
     def _cpu_quotas(self) -> dict[int, float]:
         """Cores that make the host as slow as each device (compute-bound); only for devices
@@ -391,7 +403,7 @@ class Runner:
         share the held-out set; the server's own threads would run ops too small to split),
         else on the server."""
         t0 = time.perf_counter()
-        call = self.framework.client_evaluation(rnd) if self._eval_on_group else None  # fedbuff: fits may queue there
+        call = self.framework.client_evaluation(rnd) if self.eval_on_group else None  # fedbuff: fits may queue there
         metrics = self.backend.submit(min(self.backend.specs), rnd, *call).result() if call else None
         on_server = not isinstance(metrics, dict)
         if on_server:  # no group, or its evaluation failed: the server evaluates

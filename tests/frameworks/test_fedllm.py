@@ -81,3 +81,30 @@ def test_fedprox_term_pulls_towards_the_global_adapter(smoke, assets):
         return sum(float(((end[k] - start[k]) ** 2).sum()) for k in end)
 
     assert drift(1.0) < 0.8 * drift(0.0)
+
+
+def test_a_server_whose_clients_evaluate_starts_from_a_clients_fresh_adapter(smoke, assets, tmp_path):
+    data = build_task_data(smoke)
+    own = FedLLM(ServerContext(smoke, str(assets.tiny), tmp_path))
+    own.setup()
+    assert own.client_initial_state() is None  # it built its own state
+
+    lean = FedLLM(ServerContext(smoke, str(assets.tiny), tmp_path, clients_evaluate=True))
+    lean.setup()
+    assert lean.model is None and lean.global_state is None  # no model loaded for the start state
+    assert lean.client_initial_state() == ("initial_adapter", ())
+    client = FedLLMClient(ClientSpec(0, smoke, str(assets.tiny), data.client_indices[0], threads=1))
+    client.setup()
+    lean.adopt_initial_state(client.initial_adapter())
+    assert lean.global_state.keys() == own.global_state.keys()
+    assert all(torch.equal(lean.global_state[k], own.global_state[k]) for k in own.global_state)  # same seed
+    assert lean.model is None and lean.client_initial_state() is None
+    assert lean.evaluate(0) == own.evaluate(0)  # the group could not evaluate: the server loads its model then
+
+    client.fit(own.configure_fit(1, [0])[0])
+    with pytest.raises(RuntimeError, match="trained already"):
+        client.initial_adapter()
+    nobody = FedLLM(ServerContext(smoke, str(assets.tiny), tmp_path, clients_evaluate=True))
+    nobody.setup()
+    nobody.adopt_initial_state(None)  # no client answered: the server builds its own
+    assert all(torch.equal(nobody.global_state[k], own.global_state[k]) for k in own.global_state)

@@ -147,6 +147,8 @@ def test_a_data_parallel_group_learns_what_a_pool_worker_learns(assets, tmp_path
     assert dp["backend"]["parallel_clients"] == 1 and dp["backend"]["data_parallel_ranks"] == 2
     assert pool["backend"]["workers"] == "pool" and pool["backend"]["worker_processes"] == 1
     assert dp["calibration"]["threads"] == 2  # both ranks' cores, measured at once and summed
+    assert dp["backend"]["evaluation"] == "client_group" and not dp["backend"]["server_model_loaded"]
+    assert pool["backend"]["evaluation"] == "server" and pool["backend"]["server_model_loaded"]
     a, b = (pd.read_csv(o / "client_rounds.csv").set_index(["round", "client"]) for o in (dp_out, pool_out))
     assert (a.outcome == "ok").all() and list(a.index) == list(b.index)
     assert a.train_loss.tolist() == pytest.approx(b.train_loss.tolist(), rel=1e-5)  # the same batches' math
