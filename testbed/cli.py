@@ -140,21 +140,25 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from testbed.assets import AssetError
-    from testbed.data import DataError
-    from testbed.replay import ReplayError
     from testbed.scenario import ScenarioError
 
     try:
         scenario = _load(args)
+    except ScenarioError as exc:
+        return _bad_input(str(exc))
+    if scenario.emulation.backend == "process":  # first: its imports overlap all that follows, ours too
+        from testbed.backends.forkserver import worker_context
+        from testbed.registry import framework_module
+
+        worker_context((framework_module(scenario.framework.name),))
+    from testbed.assets import AssetError
+    from testbed.data import DataError
+    from testbed.replay import ReplayError
+
+    try:
         out_dir = Path(args.out or scenario.output)
         if _server_container_wanted(scenario):
             return _run_in_server_container(scenario, out_dir, args)
-        if scenario.emulation.backend == "process":  # its imports overlap the runner's own
-            from testbed.backends.forkserver import worker_context
-            from testbed.registry import framework_module
-
-            worker_context((framework_module(scenario.framework.name),))
         from testbed.run import run_scenario
 
         summary = run_scenario(scenario, out_dir, replay_dir=args.replay_compute, quiet=args.quiet)

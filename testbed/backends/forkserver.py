@@ -1,17 +1,17 @@
 """The forkserver client workers fork from, started as early as a run knows it needs one.
 
-It imports torch, transformers, peft and the framework's module once (about 4-5 s on 2 cores)
-and every worker forks from it without importing anything. `testbed run` starts it right
-after reading the scenario, so it imports while the runner itself does, on the other core,
-instead of after. Light on purpose: importing this module imports neither torch nor the
-backends.
+It imports torch, transformers, peft and the framework's module once (about 4 s on 2 cores,
+with the garbage collector paused: testbed.backends.zygote) and every worker forks from it
+without importing anything. `testbed run` starts it right after reading the scenario, so it
+imports while the runner itself does, on the other core, instead of after. Light on purpose:
+importing this module imports neither torch nor the backends.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 
-PRELOAD = ("torch", "transformers", "peft", "testbed.backends.process")
+PRELOAD = ("testbed.backends.zygote", "torch", "transformers", "peft", "testbed.backends.process")
 
 
 def worker_context(modules: tuple[str, ...] = ()) -> mp.context.BaseContext:

@@ -10,6 +10,7 @@ that client's recorded failure for the round, and the worker is respawned for th
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -41,11 +42,20 @@ def _load_class(path: str) -> type:
 
 
 def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: int,
-                data_parallel: tuple[int, int, str, float] | None = None) -> None:
+                data_parallel: tuple[int, int, str, float] | None = None, share_heap: bool = True) -> None:
     """The worker process: build its clients once (one, or several in a pool), then serve
     call/calibrate requests. `data_parallel` (rank, world, rendezvous file, timeout s) joins
-    it to a group of ranks that split every batch (testbed.dataparallel)."""
+    it to a group of ranks that split every batch (testbed.dataparallel).
+
+    `share_heap`: freeze what the forkserver imported (its collector was paused there:
+    testbed.backends.zygote), so that no collection here walks it (0.2-0.3 s of a rank's
+    set-up) or copies its pages. Not where the worker's memory is limited: a device holds its
+    whole runtime, so its cgroup must be charged for the pages a collection copies, as
+    before the forkserver (a 150 MB limit fits a frozen tiny-model worker, not a real one)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if share_heap:
+        gc.freeze()
+    gc.enable()
     import torch
 
     from testbed.backends.base import with_peak_rss
@@ -63,6 +73,8 @@ def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: 
         clients = {spec.client_id: _load_class(client_class_path)(spec) for spec in specs}
         for client in clients.values():
             client.setup()
+        if share_heap:
+            gc.freeze()  # the models and data live as long as the worker: no collection walks them
         conn.send(("ready", {"setup_s": time.perf_counter() - t0, "rss_bytes": psutil.Process().memory_info().rss}))
     except Exception:
         conn.send(("setup_error", traceback.format_exc(limit=4)))
@@ -166,7 +178,7 @@ class ProcessBackend(Backend):
 
     def _worker_args(self, w: _Worker) -> tuple:
         """worker_main's arguments after its pipe end."""
-        return (_class_path(self.client_class), w.specs, self.threads)
+        return (_class_path(self.client_class), w.specs, self.threads, None, not self.enforce_memory)
 
     def _spawn(self, w: _Worker) -> None:
         parent, child = self._ctx.Pipe()

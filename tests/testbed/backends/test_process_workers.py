@@ -24,6 +24,11 @@ class SleepyClient(Client):
     def setup(self) -> None:
         self.pid = os.getpid()
 
+    def gc_state(self) -> tuple[bool, int]:
+        import gc
+
+        return gc.isenabled(), gc.get_freeze_count()
+
     def fit(self, ins: FitIns) -> FitRes:
         if ins.seed == 99:
             raise RuntimeError("client bug in fit")
@@ -75,3 +80,18 @@ def test_exception_in_fit_is_an_error_failure_and_the_worker_lives_on(backend):
     assert isinstance(out[1], Failure) and out[1].cause == "error"
     assert "client bug in fit" in out[1].detail
     assert backend.workers[1].process.pid == pid and backend.workers[1].process.is_alive()
+
+
+def test_a_worker_collects_garbage_but_never_walks_the_forkserver_heap(backend):
+    import subprocess
+    import sys
+
+    from testbed.backends.forkserver import PRELOAD
+
+    assert PRELOAD[0] == "testbed.backends.zygote"  # the forkserver imports with the collector paused
+    paused = subprocess.run([sys.executable, "-c", "import gc, testbed.backends.zygote; print(gc.isenabled())"],
+                            capture_output=True, text=True, check=True)
+    assert paused.stdout.strip() == "False"
+    enabled, frozen = backend.submit(0, 1, "gc_state").result()
+    assert enabled  # re-enabled in the worker
+    assert frozen > 10_000  # torch and the rest, imported before the fork, sit in the permanent generation
