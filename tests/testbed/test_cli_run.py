@@ -62,3 +62,23 @@ def test_the_console_command_exits_with_its_code_after_writing_everything(assets
     bad = subprocess.run([*command, "validate", str(tmp_path / "missing.yaml")], env=env, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "file not found" in bad.stderr
+
+
+def test_the_runners_imports_run_without_the_collector_and_end_frozen():
+    import gc
+
+    from testbed.cli import _collector_paused
+
+    before = gc.get_freeze_count()
+    try:
+        with _collector_paused():
+            assert not gc.isenabled()
+            kept = [[i] for i in range(1000)]  # tracked objects made while paused
+        assert gc.isenabled() and gc.get_freeze_count() >= before + len(kept)
+        gc.disable()
+        with _collector_paused():
+            pass
+        assert not gc.isenabled()  # a collector that was off stays off
+    finally:
+        gc.enable()
+        gc.unfreeze()  # pytest's process lives on: let its objects be collected again
