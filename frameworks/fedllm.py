@@ -26,9 +26,9 @@ from testbed.modeling import (
     serialize,
     server_device,
 )
-from testbed.taskdata import build_task_data
 from testbed.protocol import Client, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload
 from testbed.task import EncodedExample, TaskEncoder, autocast, evaluate, label_loss, training_batch
+from testbed.taskdata import build_task_data
 
 
 def fedavg(states: list[AdapterState], weights: list[float]) -> AdapterState:

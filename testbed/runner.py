@@ -239,8 +239,8 @@ class Runner:
         self.framework = cls(ServerContext(self.scenario, self.model_dir, self.out_dir,
                                            clients_evaluate=self.eval_on_group))
         self.backend = self._make_backend()
-        self.progress(f"loading the server model; starting {len(self.clients)} client workers "
-                      f"({self.scenario.emulation.backend})")
+        server = "the clients evaluate, the server loads no model" if self.eval_on_group else "loading the server model"
+        self.progress(f"{server}; starting {len(self.clients)} client workers ({self.scenario.emulation.backend})")
         with ThreadPoolExecutor(1, thread_name_prefix="launch") as pool:  # workers load beside the server
             launched = pool.submit(self.backend.launch)
             self.framework.setup()
