@@ -23,6 +23,7 @@ run: assets
 	HF_HUB_OFFLINE=1 $(BIN)/testbed run scenarios/quickstart.yaml
 
 test: assets
+	$(BIN)/lint-imports --no-cache
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

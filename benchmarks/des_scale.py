@@ -42,15 +42,7 @@ import simpy
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from network import (  # noqa: E402
-    Network,
-    Pipe,
-    ShiftedTrace,
-    TransferRecord,
-    load_mahimahi,
-    markov_rate_trace,
-    synthetic_trace,
-)
+from network import Network, Pipe, ShiftedTrace, TransferRecord, load_mahimahi, markov_rate_trace, synthetic_trace  # noqa: E402
 
 ADAPTER_PARAMS = 460_800  # SmolLM2-135M LoRA r=8 on q_proj and v_proj
 ADAPTER_BYTES = ADAPTER_PARAMS * 4  # fp32

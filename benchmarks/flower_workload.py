@@ -6,11 +6,11 @@ the Ray backend, FedAvg weighted by samples, centralised evaluation on the serve
 round), `--system plain` with .venv's python (one process, the same calls in a loop).
 
 Both build the data, the model, the client training and the evaluation exactly as the
-testbed's FedLLM does: testbed.scenario.load_scenario on benchmarks/vs_flower.yaml,
-frameworks.common.load_lora_task (testbed.taskdata.build_task_data: same split, partition
+testbed's FedLLM does: testbed.config.scenario.load_scenario on benchmarks/vs_flower.yaml,
+frameworks.common.load_lora_task (testbed.ml.taskdata.build_task_data: same split, partition
 and test set), frameworks.fedllm.train_local with the testbed's per-client-round seed and
-the scenario's precision, testbed.modeling.adapter_state / load_adapter_state, and
-testbed.task.evaluate. Each process keeps one model (a Ray actor serves clients in turn,
+the scenario's precision, testbed.ml.modeling.adapter_state / load_adapter_state, and
+testbed.ml.task.evaluate. Each process keeps one model (a Ray actor serves clients in turn,
 as a Flower ClientApp that caches its model would).
 
 Writes --out (JSON): wall_s (from this process's start: imports, Ray start and shutdown
@@ -55,7 +55,7 @@ _STATE: dict = {}
 
 
 def _scenario(overrides: list[str]):
-    from testbed.scenario import load_scenario
+    from testbed.config.scenario import load_scenario
 
     key = ("scenario", tuple(overrides))
     if key not in _STATE:
@@ -64,7 +64,7 @@ def _scenario(overrides: list[str]):
 
 
 def _model_dir(scenario) -> str:
-    from testbed.assets import resolve_model
+    from testbed.ml.assets import resolve_model
 
     return resolve_model(scenario.model)
 
@@ -81,7 +81,7 @@ def client_task(overrides: list[str], cid: int):
         _STATE[("examples", cid)] = task.examples
     task = _STATE["client"]
     if ("examples", cid) not in _STATE:
-        from testbed.taskdata import build_task_data
+        from testbed.ml.taskdata import build_task_data
 
         if "data" not in _STATE:
             _STATE["data"] = build_task_data(scenario)
@@ -96,7 +96,7 @@ def client_train(overrides: list[str], cid: int, rnd: int, state: dict, log_path
     import numpy as np
 
     from frameworks.fedllm import train_local
-    from testbed.modeling import OptimizerSpec, adapter_state, load_adapter_state
+    from testbed.ml.modeling import OptimizerSpec, adapter_state, load_adapter_state
 
     scenario = _scenario(overrides)
     fw = scenario.framework
@@ -129,7 +129,7 @@ class Server:
 
     def __init__(self, overrides: list[str]) -> None:
         from frameworks.common import load_lora_task
-        from testbed.modeling import adapter_state
+        from testbed.ml.modeling import adapter_state
 
         self.scenario = _scenario(overrides)
         task = load_lora_task(self.scenario, _model_dir(self.scenario), lambda data: data.splits.test)
@@ -140,8 +140,8 @@ class Server:
         self.eval_loss: dict[int, float] = {}
 
     def evaluate(self, rnd: int, state: dict) -> tuple[float, float]:
-        from testbed.modeling import load_adapter_state
-        from testbed.task import evaluate
+        from testbed.ml.modeling import load_adapter_state
+        from testbed.ml.task import evaluate
 
         t0 = time.time()  # the span of FedLLM.evaluate
         load_adapter_state(self.model, state)
@@ -224,9 +224,8 @@ def _flower_server_app(server_box: dict, overrides: list[str], num_cpus: int, in
 
 
 def run_flower(overrides: list[str], num_cpus: int, work: Path) -> dict:
-    from flwr.simulation import run_simulation
-
     import flower_workload  # by reference: Ray actors import this module instead of unpickling copies
+    from flwr.simulation import run_simulation
 
     scenario = _scenario(overrides)
     host_cpus = os.cpu_count() or 1

@@ -24,15 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from frameworks.common import quantize_blocks  # noqa: E402
-from frameworks.kd_fedllm import encode_public, ort_agreement, position_logits, prompt_batch  # noqa: E402
-from frameworks.kd_logits import top_k_of  # noqa: E402
-from frameworks.kd_onnx import OrtStudent  # noqa: E402
-from frameworks.kd_student import load_student  # noqa: E402
-from testbed.assets import resolve_model  # noqa: E402
-from testbed.modeling import attach_lora, load_tokenizer  # noqa: E402
-from testbed.scenario import KDOptions, LoraConfig, load_scenario  # noqa: E402
-from testbed.task import TaskEncoder  # noqa: E402
-from testbed.taskdata import build_task_data  # noqa: E402
+from frameworks.kd.framework import encode_public, ort_agreement, position_logits, prompt_batch  # noqa: E402
+from frameworks.kd.logits import top_k_of  # noqa: E402
+from frameworks.kd.onnx_student import OrtStudent  # noqa: E402
+from frameworks.kd.student import load_student  # noqa: E402
+from testbed.config.scenario import KDOptions, LoraConfig, load_scenario  # noqa: E402
+from testbed.ml.assets import resolve_model  # noqa: E402
+from testbed.ml.modeling import attach_lora, load_tokenizer  # noqa: E402
+from testbed.ml.task import TaskEncoder  # noqa: E402
+from testbed.ml.taskdata import build_task_data  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -33,8 +33,8 @@ def main() -> int:
 
     import pandas as pd
 
-    from testbed.run import run_scenario
-    from testbed.scenario import load_scenario
+    from testbed.config.scenario import load_scenario
+    from testbed.sim.session import run_scenario
 
     scenario = load_scenario(args.scenario, args.overrides)
     t0 = time.perf_counter()

@@ -40,18 +40,12 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from testbed.assets import resolve_model  # noqa: E402
-from testbed.modeling import load_base_model, load_tokenizer  # noqa: E402
-from testbed.quantize import QuantizedLinear, format_memory_report, model_memory_bytes, quantize_model  # noqa: E402
-from testbed.scenario import load_scenario  # noqa: E402
-from testbed.task import (  # noqa: E402
-    IGNORE_INDEX,
-    EncodedExample,
-    TaskEncoder,
-    evaluate,
-    label_log_likelihoods,
-)
-from testbed.taskdata import build_task_data  # noqa: E402
+from testbed.config.scenario import load_scenario  # noqa: E402
+from testbed.ml.assets import resolve_model  # noqa: E402
+from testbed.ml.modeling import load_base_model, load_tokenizer  # noqa: E402
+from testbed.ml.quantize import QuantizedLinear, format_memory_report, model_memory_bytes, quantize_model  # noqa: E402
+from testbed.ml.task import IGNORE_INDEX, EncodedExample, TaskEncoder, evaluate, label_log_likelihoods  # noqa: E402
+from testbed.ml.taskdata import build_task_data  # noqa: E402
 
 
 @dataclass(frozen=True)

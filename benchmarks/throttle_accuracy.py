@@ -45,7 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from testbed.cgroups import ClientCgroup, detect  # noqa: E402
+from testbed.host.cgroups import ClientCgroup, detect  # noqa: E402
 
 # The child: prepares its workload, prints "ready", waits for "go" on stdin (so the parent
 # can put it into the cgroup and pin it first), forks extra worker processes, runs either

@@ -4,7 +4,7 @@ SmolLM2-135M, LoRA r=8 (alpha 16) on q_proj/v_proj, BBC News at 96 tokens, 4 cli
 Dirichlet(0.5) partition (seed 0), 8 local AdamW steps (lr 5e-4) of batch 8, 3 rounds of
 FedAvg weighted by samples, the global adapter evaluated on 250 held-out articles after each
 round (benchmarks/vs_flower.yaml). Both systems train and evaluate with the testbed's own
-functions (frameworks.fedllm.train_local, testbed.task.evaluate), so the comparison is of the
+functions (frameworks.fedllm.train_local, testbed.ml.task.evaluate), so the comparison is of the
 systems around the model compute, not of the compute.
 
 Flower runs from its own virtual environment, .venv-flower (created once: requirements.txt
@@ -32,9 +32,10 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -390,7 +391,7 @@ def run_testbed(precision: str, repeat: int, args, out: Path) -> Row:
     tb_out = run_dir / "testbed"
     testbed = Path(sys.executable).with_name("testbed")
     launcher = ([str(testbed)] if testbed.exists()
-                else [sys.executable, "-c", "import sys; from testbed.cli import main; sys.exit(main())"])
+                else [sys.executable, "-c", "import sys; from testbed.cli.main import main; sys.exit(main())"])
     cmd = [*launcher, "run", str(args.testbed_scenario), "--out", str(tb_out)]
     if precision != "auto":  # auto: the scenario's own setting
         cmd += ["--set", f"framework.precision={precision}"]

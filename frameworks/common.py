@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from testbed.backends.memory import release_freed_memory
-from testbed.modeling import attach_lora, load_base_model, load_tokenizer
-from testbed.scenario import Scenario
-from testbed.task import EncodedExample, TaskEncoder
-from testbed.taskdata import TaskData, build_task_data
+from testbed.config.scenario import Scenario
+from testbed.ml.memory import release_freed_memory
+from testbed.ml.modeling import attach_lora, load_base_model, load_tokenizer
+from testbed.ml.task import EncodedExample, TaskEncoder
+from testbed.ml.taskdata import TaskData, build_task_data
 
 
 @dataclass
@@ -35,11 +35,11 @@ def load_lora_task(scenario: Scenario, model_dir: str, pick: Callable[[TaskData]
 
 def task_encoder(scenario: Scenario, model_dir: str, data: TaskData) -> TaskEncoder:
     """The scenario's encoder, its token ids cached on disk per tokenizer where the model
-    folder has a tokenizer.json (testbed.tokencache)."""
+    folder has a tokenizer.json (testbed.ml.tokencache)."""
     from pathlib import Path
 
-    from testbed.assets import cache_dir
-    from testbed.tokencache import TokenCache
+    from testbed.ml.assets import cache_dir
+    from testbed.ml.tokencache import TokenCache
 
     max_tokens = scenario.dataset.max_tokens
     tokenizer_file = Path(model_dir) / "tokenizer.json"
@@ -51,7 +51,7 @@ def quantize_blocks(model, scheme: str) -> None:
     """Weight-only quantization of the decoder blocks' linear layers (embeddings and head stay)."""
     if scheme == "none":
         return
-    from testbed.quantize import quantize_model
+    from testbed.ml.quantize import quantize_model
 
     quantize_model(model.get_decoder().layers, scheme)
     release_freed_memory()
@@ -60,7 +60,7 @@ def quantize_blocks(model, scheme: str) -> None:
 def model_mb(model) -> float:
     """MiB of the model's weights and buffers as this process holds them (quantized blocks
     at their packed size, adapters included)."""
-    from testbed.quantize import model_memory_bytes
+    from testbed.ml.quantize import model_memory_bytes
 
     return model_memory_bytes(model)["total"] / 2**20
 

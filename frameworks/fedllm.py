@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from testbed import dataparallel
-from testbed.calibration import lora_training_workload
 from frameworks.common import load_lora_task, mean_metrics, model_mb
-from testbed.modeling import (
+from testbed.ml import dataparallel
+from testbed.ml.modeling import (
     AdapterState,
     OptimizerSpec,
     adapter_state,
@@ -26,9 +25,10 @@ from testbed.modeling import (
     serialize,
     server_device,
 )
+from testbed.ml.task import EncodedExample, TaskEncoder, autocast, evaluate, label_loss, training_batch
+from testbed.ml.taskdata import build_task_data
+from testbed.ml.workload import lora_training_workload
 from testbed.protocol import Client, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload
-from testbed.task import EncodedExample, TaskEncoder, autocast, evaluate, label_loss, training_batch
-from testbed.taskdata import build_task_data
 
 
 def fedavg(states: list[AdapterState], weights: list[float]) -> AdapterState:
@@ -159,7 +159,7 @@ class FedLLMClient(Client):
 
     def evaluate_global(self, adapter: bytes) -> dict[str, float]:
         """The global adapter's held-out evaluation, this rank's contiguous share of the test
-        set, the sums combined across the group (testbed.dataparallel): FedLLM.evaluate's result."""
+        set, the sums combined across the group (testbed.ml.dataparallel): FedLLM.evaluate's result."""
         scenario = self.spec.scenario
         if self._test_examples is None:
             data = build_task_data(scenario)

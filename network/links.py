@@ -1,8 +1,8 @@
 """One direction of one link, composed from small parts.
 
 A `Pipe` nests, as mahimahi shells do: a capacity (`ConstantRate`, or a trace from
-`network.traces`), a propagation delay with optional `Jitter`, random loss, and scheduled
-`Outage`s. Each part is a small frozen value; the `Network` plays them on its clock.
+`network.trace_types`), a propagation delay with optional `Jitter`, random loss, and
+scheduled `Outage`s. Each part is a small frozen value; the `Network` plays them on its clock.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Literal, Protocol, Union
 
 import numpy as np
 
-from network.traces import OpportunityTrace, RateTrace, ShiftedTrace
+from network.trace_types import OpportunityTrace, RateTrace, ShiftedTrace
 
 MATHIS_C = math.sqrt(3 / 2)  # Mathis et al. 1997, periodic loss, no delayed ACKs
 EPS_S = 1e-9  # times this close to an outage boundary count as reaching it

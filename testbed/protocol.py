@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from testbed.calibration import Workload
-    from testbed.scenario import Scenario
+    from testbed.config.scenario import Scenario
+    from testbed.ml.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class ServerContext:
 class Client(ABC):
     """The client side of a framework, built inside its worker (process or in-process)."""
 
-    # whether its calls can run on a data-parallel group (testbed.dataparallel): every rank
+    # whether its calls can run on a data-parallel group (testbed.ml.dataparallel): every rank
     # runs the call, splits its batches and sums gradients, and returns the same result
     data_parallel: ClassVar[bool] = False
 
@@ -153,7 +153,7 @@ class Client(ABC):
 
 
 class Framework(ABC):
-    """The server side of a framework; the round loop in testbed.runner calls these hooks."""
+    """The server side of a framework; the round loop in testbed.sim.runner calls these hooks."""
 
     name: ClassVar[str]
     client_class: ClassVar[type[Client]]

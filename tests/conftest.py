@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-from testbed.assets import AssetPaths, fetch_all  # noqa: E402
+from testbed.ml.assets import AssetPaths, fetch_all  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Golden runs: today's outputs, cell by cell, against those recorded before the code moved.
 
 Each case (tests/golden/cases.py) re-runs under `precision: fp32`, replaying the compute
-durations of its recorded events.csv, and its rounds, client_rounds and events tables must
+durations of its recorded events.csv (GoldenReplay: a span never finished there is not measured
+anew), and its rounds, client_rounds and events tables must
 equal the recorded ones: the same rows, the same columns, the same values. Facts measured on
 the host (`host_*` columns, peak memory) are left out; floats are compared to 1e-9 relative for
 simulated quantities, and to 1e-4 for learning metrics (fp32 kernels may round differently on
@@ -16,9 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.golden.cases import CASES, HOST_COLUMNS, HOST_COLUMNS_PREFIX, TABLES, Case
-from testbed.run import run_scenario
-from testbed.scenario import load_scenario
+from tests.golden.cases import CASES, HOST_COLUMNS, HOST_COLUMNS_PREFIX, TABLES, Case, run_case
 
 LEARNING = ("loss", "accuracy", "agreement", "kl", "ort_")  # column names holding learned values
 
@@ -68,7 +67,7 @@ def _skip_unless_possible(case: Case) -> None:
             pytest.fail(problem)
         pytest.skip(problem)
     if case.cgroups:
-        from testbed.cgroups import detect
+        from testbed.host.cgroups import detect
 
         if not detect().memory_writable:
             pytest.skip(f"cgroup memory limits cannot be enforced here: {detect().reason}")
@@ -78,8 +77,7 @@ def _skip_unless_possible(case: Case) -> None:
                                   for c in CASES])
 def test_golden_run(assets, tmp_path, case: Case):
     _skip_unless_possible(case)
-    scenario = load_scenario(case.scenario, case.all_overrides)
-    summary = run_scenario(scenario, tmp_path / case.name, replay_dir=str(case.folder), quiet=True)
+    summary = run_case(case, tmp_path / case.name, case.folder)
     assert summary["status"] == "completed"
     for table in TABLES:
         expected = pd.read_csv(case.folder / table)

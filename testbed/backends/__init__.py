@@ -7,14 +7,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from testbed.backends.base import Backend, make_backend
+    from testbed.backends.base import Backend
+    from testbed.backends.registry import make_backend
 
 __all__ = ["Backend", "make_backend"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from testbed.backends import base
+    if name == "Backend":
+        from testbed.backends.base import Backend
 
-        return getattr(base, name)
+        return Backend
+    if name == "make_backend":
+        from testbed.backends.registry import make_backend
+
+        return make_backend
     raise AttributeError(f"module 'testbed.backends' has no attribute {name!r}")

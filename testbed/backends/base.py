@@ -8,7 +8,7 @@ from concurrent.futures import Future
 from dataclasses import fields, replace
 from typing import Any
 
-from testbed.calibration import HostCalibration
+from testbed.host.calibration import HostCalibration
 from testbed.protocol import Client, ClientSpec, FitIns, Outcome
 
 
@@ -65,23 +65,3 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def make_backend(kind: str, client_class: type[Client], specs: list[ClientSpec], **options) -> Backend:
-    if kind == "inproc":
-        from testbed.backends.inproc import InprocBackend
-
-        return InprocBackend(client_class, specs, **options)
-    if kind == "process" and options.pop("data_parallel", False):
-        from testbed.backends.dataparallel import DataParallelBackend
-
-        return DataParallelBackend(client_class, specs, **options)
-    if kind == "process":
-        from testbed.backends.process import ProcessBackend
-
-        return ProcessBackend(client_class, specs, **options)
-    if kind == "docker":
-        from testbed.backends.docker import DockerBackend
-
-        return DockerBackend(client_class, specs, **options)
-    raise ValueError(f"emulation.backend: unknown backend '{kind}'; supported: inproc, process, docker")

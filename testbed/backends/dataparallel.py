@@ -1,4 +1,4 @@
-"""One client at a time, its batches split across single-thread processes (testbed.dataparallel).
+"""One client at a time, its batches split across single-thread processes (testbed.ml.dataparallel).
 
 `world` ranks, each pinned to a core of its own with one torch thread, and each hosting every
 client (their frozen weights are one shared mapping). A call runs on all ranks at once and
@@ -23,7 +23,7 @@ from multiprocessing.connection import wait
 from testbed.backends.base import with_peak_rss
 from testbed.backends.process import _POLL_S, ProcessBackend, _class_path, _Worker
 from testbed.backends.slots import sum_calibrations
-from testbed.calibration import HostCalibration, calibrate_host
+from testbed.host.calibration import HostCalibration, calibrate_host
 from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
 

@@ -11,7 +11,7 @@ mounted read-write (KD builds its ONNX students there once).
 
 Payloads cross for real: this backend serves an authenticated HTTP endpoint
 (testbed/backends/endpoint.py) on 127.0.0.1 (host networking), and each worker long-polls
-it for its next call and posts the result back, bodies as safetensors (testbed.wire). The
+it for its next call and posts the result back, bodies as safetensors (testbed.backends.wire). The
 simulator still times every exchange from the payloads' real sizes.
 
 Failures as in the process backend: ``oom`` when Docker reports the container OOMKilled (or
@@ -41,7 +41,7 @@ from typing import Any
 from testbed.backends.base import Backend
 from testbed.backends.endpoint import Endpoint
 from testbed.backends.slots import CoreSlots, merge_calibrations
-from testbed.calibration import HostCalibration
+from testbed.host.calibration import HostCalibration
 from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
 LABEL_RUN = "fedge-testbed.run"  # every container of a run carries its run id here
@@ -384,7 +384,7 @@ class DockerBackend(Backend):
             if reply is not None and reply[0] == "calibration":
                 results.append(HostCalibration.from_dict(reply[1]))
         if not results:
-            from testbed.calibration import calibrate_host
+            from testbed.host.calibration import calibrate_host
 
             return calibrate_host(threads=self.threads, seconds=self.calibration_s)
         return merge_calibrations(results)
@@ -512,7 +512,7 @@ class DockerBackend(Backend):
 
 
 def _cache_dir() -> Path:
-    from testbed.assets import cache_dir
+    from testbed.ml.assets import cache_dir
 
     return cache_dir().resolve()
 

@@ -3,7 +3,7 @@
 Direction as in real federated learning: the server listens, clients call in. Each client
 worker (testbed/backends/http_worker.py) fetches its spec, registers as ready, long-polls
 for its next command and posts back what it made; bodies are safetensors
-(:mod:`testbed.wire`). Every request carries ``Authorization: Bearer <token>``, a random
+(:mod:`testbed.backends.wire`). Every request carries ``Authorization: Bearer <token>``, a random
 per-run token handed to containers by environment variable; anything else gets 401.
 
 Routes (``<cid>`` a client id; ``inc`` the container incarnation, see :meth:`Endpoint.reset`):
@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from testbed.wire import WireError, decode, encode
+from testbed.backends.wire import WireError, decode, encode
 
 TOKEN_ENV = "TESTBED_TOKEN"
 MAX_BODY_BYTES = 2 * 2**30

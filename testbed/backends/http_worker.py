@@ -4,7 +4,7 @@
 supervisor (no torch): it starts the worker as a child process and waits for it. The worker
 fetches its spec from the server's endpoint, builds its Client once (as the process
 backend's worker does), registers as ready, then long-polls for commands and posts back
-results, every body safetensors (testbed.wire). When the worker dies (the memory limit's
+results, every body safetensors (testbed.backends.wire). When the worker dies (the memory limit's
 OOM killer picks it: it holds the model), the supervisor reads the container's own cgroup
 (peak memory, OOM kills) and posts that as ("died", facts) before it exits with the
 worker's status (137 after a SIGKILL). With ``TESTBED_RESPAWN=1`` (clients started by
@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from testbed.wire import decode, encode
+from testbed.backends.wire import decode, encode
 
 EXIT_SERVER_GONE = 3  # the endpoint stopped answering: the run is over
 EXIT_REPLACED = 4  # the server started a newer container for this client
@@ -157,8 +157,8 @@ def serve(link: Link) -> int:
     import torch
 
     from testbed.backends.base import with_peak_rss
-    from testbed.backends.memory import PeakRssSampler
-    from testbed.calibration import calibrate_host
+    from testbed.host.calibration import calibrate_host
+    from testbed.ml.memory import PeakRssSampler
 
     info = link.spec()
     threads = info["threads"]

@@ -9,8 +9,8 @@ from concurrent.futures import Future
 import torch
 
 from testbed.backends.base import Backend, with_peak_rss
-from testbed.backends.memory import PeakRssSampler
-from testbed.calibration import HostCalibration, calibrate_host
+from testbed.host.calibration import HostCalibration, calibrate_host
+from testbed.ml.memory import PeakRssSampler
 from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
 

@@ -25,7 +25,7 @@ import psutil
 
 from testbed.backends.base import Backend
 from testbed.backends.slots import CoreSlots, merge_calibrations
-from testbed.calibration import HostCalibration
+from testbed.host.calibration import HostCalibration
 from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
 _POLL_S = 0.2
@@ -45,10 +45,10 @@ def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: 
                 data_parallel: tuple[int, int, str, float] | None = None, share_heap: bool = True) -> None:
     """The worker process: build its clients once (one, or several in a pool), then serve
     call/calibrate requests. `data_parallel` (rank, world, rendezvous file, timeout s) joins
-    it to a group of ranks that split every batch (testbed.dataparallel).
+    it to a group of ranks that split every batch (testbed.ml.dataparallel).
 
     `share_heap`: freeze what the forkserver imported (its collector was paused there:
-    testbed.backends.zygote), so that no collection here walks it (0.2-0.3 s of a rank's
+    testbed.host.zygote), so that no collection here walks it (0.2-0.3 s of a rank's
     set-up) or copies its pages. Not where the worker's memory is limited: a device holds its
     whole runtime, so its cgroup must be charged for the pages a collection copies, as
     before the forkserver (a 150 MB limit fits a frozen tiny-model worker, not a real one)."""
@@ -59,14 +59,14 @@ def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: 
     import torch
 
     from testbed.backends.base import with_peak_rss
-    from testbed.backends.memory import PeakRssSampler, release_freed_memory
-    from testbed.calibration import calibrate_host
+    from testbed.host.calibration import calibrate_host
+    from testbed.ml.memory import PeakRssSampler, release_freed_memory
 
     torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
         if data_parallel is not None:
-            from testbed import dataparallel
+            from testbed.ml import dataparallel
 
             rank, world, store_path, timeout_s = data_parallel
             dataparallel.init(rank, world, store_path, timeout_s=timeout_s)
@@ -101,8 +101,8 @@ def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: 
 
 
 def worker_context(client_class: type) -> mp.context.BaseContext:
-    """The forkserver (testbed.backends.forkserver) with the client's module preloaded too."""
-    from testbed.backends.forkserver import worker_context as forkserver_context
+    """The forkserver (testbed.host.forkserver) with the client's module preloaded too."""
+    from testbed.host.forkserver import worker_context as forkserver_context
 
     return forkserver_context((client_class.__module__,))
 
@@ -168,7 +168,7 @@ class ProcessBackend(Backend):
         self._calibration = self._calibrate()
 
     def _cgroups_usable(self) -> bool:
-        from testbed.cgroups import detect
+        from testbed.host.cgroups import detect
 
         support = detect()
         if not support.memory_writable:
@@ -190,7 +190,7 @@ class ProcessBackend(Backend):
         child.close()
         w.conn, w.setup_error = parent, None
         if self.cgroups_enforced:
-            from testbed.cgroups import ClientCgroup
+            from testbed.host.cgroups import ClientCgroup
 
             if w.cgroup is None:
                 limit = self.memory_limits.get(w.spec.client_id) if self.enforce_memory else None
@@ -242,7 +242,7 @@ class ProcessBackend(Backend):
         """Calibrate in `parallel` workers at once, in their slots: those with the most memory
         headroom (calibration allocates ~0.5 GB). A worker its limit kills here is left for
         the next call to respawn; with none left, the runner's process calibrates."""
-        from testbed.calibration import calibrate_host
+        from testbed.host.calibration import calibrate_host
 
         def headroom(w: _Worker) -> float:
             return self.memory_limits.get(w.spec.client_id, float("inf")) if self.enforce_memory else float("inf")

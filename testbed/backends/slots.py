@@ -17,7 +17,7 @@ from dataclasses import replace
 from statistics import mean
 from typing import TypeVar
 
-from testbed.calibration import HostCalibration
+from testbed.host.calibration import HostCalibration
 
 T = TypeVar("T")
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from frameworks.fedllm import FedLLM, FedLLMClient, batch_order, fedavg, proximal_term, train_local
-from testbed.modeling import OptimizerSpec, adapter_state, deserialize, serialize
+from testbed.config.scenario import load_scenario
+from testbed.ml.modeling import OptimizerSpec, adapter_state, deserialize, serialize
+from testbed.ml.taskdata import build_task_data
 from testbed.protocol import ClientSpec, ServerContext
-from testbed.scenario import load_scenario
-from testbed.taskdata import build_task_data
 
 SMOKE_OVERRIDES = ["model=tiny-llama", "framework.local_steps=3", "framework.batch_size=4"]
 
@@ -72,7 +72,7 @@ def test_fedprox_term_pulls_towards_the_global_adapter(smoke, assets):
     start = adapter_state(client.model)
 
     def drift(mu: float) -> float:
-        from testbed.modeling import load_adapter_state
+        from testbed.ml.modeling import load_adapter_state
 
         load_adapter_state(client.model, start)
         train_local(client.model, client.encoder, client.examples, steps=4, batch_size=4,

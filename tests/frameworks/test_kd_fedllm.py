@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from frameworks.kd_fedllm import distill, encode_public, position_logits
-from frameworks.kd_logits import SparseTarget, sparse_kl, top_k_of
-from frameworks.kd_student import load_student
-from testbed.modeling import OptimizerSpec, attach_lora, load_tokenizer
-from testbed.run import run_scenario
-from testbed.scenario import KDOptions, LoraConfig, ScenarioError, load_scenario
-from testbed.task import TaskEncoder
+from frameworks.kd.framework import distill, encode_public, position_logits
+from frameworks.kd.logits import SparseTarget, sparse_kl, top_k_of
+from frameworks.kd.student import load_student
+from testbed.config.scenario import KDOptions, LoraConfig, ScenarioError, load_scenario
+from testbed.ml.modeling import OptimizerSpec, attach_lora, load_tokenizer
+from testbed.ml.task import TaskEncoder
+from testbed.sim.session import run_scenario
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 BASE = ["framework.name=kd", "emulation.backend=inproc", "framework.local_steps=2", "framework.batch_size=4",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from frameworks.kd_logits import (
+from frameworks.kd.logits import (
     SparseTarget,
     aggregate,
     deserialize_topk,

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from frameworks.kd_fedllm import position_logits, prompt_batch
-from frameworks.kd_logits import top_k_of
-from frameworks.kd_onnx import OrtStudent
-from frameworks.kd_student import load_student
-from testbed.modeling import attach_lora, load_tokenizer
-from testbed.scenario import KDOptions, LoraConfig
-from testbed.task import TaskEncoder
+from frameworks.kd.framework import position_logits, prompt_batch
+from frameworks.kd.logits import top_k_of
+from frameworks.kd.onnx_student import OrtStudent
+from frameworks.kd.student import load_student
+from testbed.config.scenario import KDOptions, LoraConfig
+from testbed.ml.modeling import attach_lora, load_tokenizer
+from testbed.ml.task import TaskEncoder
 
 LABELS = ("business", "sport", "tech")
 

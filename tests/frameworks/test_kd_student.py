@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from frameworks.kd_student import load_student, student_layers
-from testbed.modeling import load_base_model
+from frameworks.kd.student import load_student, student_layers
+from testbed.ml.modeling import load_base_model
 
 
 @pytest.mark.parametrize(("spec", "expected"), [

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from testbed.run import run_scenario
-from testbed.scenario import load_scenario
+from testbed.config.scenario import load_scenario
+from testbed.sim.session import run_scenario
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 BASE = ["framework.name=split", "emulation.backend=inproc", "framework.rounds=1", "framework.local_steps=3",

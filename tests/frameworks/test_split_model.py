@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from frameworks.split_model import (
+from frameworks.split.model import (
     ClientPart,
     CutActivations,
     ServerPart,
@@ -20,9 +20,9 @@ from frameworks.split_model import (
     unpack_activations,
     unpack_tensor,
 )
-from testbed.modeling import attach_lora, load_base_model, load_tokenizer
-from testbed.scenario import LoraConfig
-from testbed.task import TaskEncoder, causal_lm, label_loss, last_hidden, training_batch
+from testbed.config.scenario import LoraConfig
+from testbed.ml.modeling import attach_lora, load_base_model, load_tokenizer
+from testbed.ml.task import TaskEncoder, causal_lm, label_loss, last_hidden, training_batch
 
 LABELS = ("business", "sport", "tech")
 TEXTS = (

@@ -1,8 +1,8 @@
 """Record the golden runs: `python -m tests.golden.record [CASE ...]` (all cases by default).
 
-Each case runs twice: once measured, then again replaying that run's compute durations, and
-the replayed run's tables become the golden ones (its events.csv is also the replay source of
-the comparison test, so test and golden replay the same durations).
+Each case runs once measured, then replays the previous run's compute durations (GoldenReplay)
+until its tables stop changing: that fixed point becomes the golden tables, and its events.csv
+is also the replay source of the comparison test, so test and golden replay the same durations.
 """
 
 from __future__ import annotations
@@ -15,24 +15,41 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tests.golden.cases import CASES, TABLES, Case  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tests.golden.cases import CASES, TABLES, Case, run_case  # noqa: E402
+
+MAX_REPLAYS = 5
+
+
+def _same_tables(a: Path, b: Path) -> bool:
+    from tests.test_golden_runs import assert_tables_equal
+
+    try:
+        for table in TABLES:
+            assert_tables_equal(pd.read_csv(a / table), pd.read_csv(b / table), table)
+    except AssertionError:
+        return False
+    return True
 
 
 def record(case: Case, work: Path) -> None:
-    from testbed.run import run_scenario
-    from testbed.scenario import load_scenario
-
-    scenario = load_scenario(case.scenario, case.all_overrides)
-    measured = work / f"{case.name}-measured"
-    run_scenario(scenario, measured, quiet=True)
-    replayed = work / f"{case.name}-replayed"
-    summary = run_scenario(scenario, replayed, replay_dir=str(measured), quiet=True)
-    assert summary["status"] == "completed", summary
+    previous = work / f"{case.name}-0"
+    run_case(case, previous, None)
+    for i in range(1, MAX_REPLAYS + 1):
+        current = work / f"{case.name}-{i}"
+        summary = run_case(case, current, previous)
+        assert summary["status"] == "completed", summary
+        if i > 1 and _same_tables(previous, current):
+            break
+        previous = current
+    else:
+        sys.exit(f"{case.name}: the replayed tables still change after {MAX_REPLAYS} replays")
     shutil.rmtree(case.folder, ignore_errors=True)
     case.folder.mkdir(parents=True)
     for table in TABLES:
-        shutil.copy(replayed / table, case.folder / table)
-    print(f"{case.name}: recorded {', '.join(TABLES)} in {case.folder}")
+        shutil.copy(current / table, case.folder / table)
+    print(f"{case.name}: recorded {', '.join(TABLES)} in {case.folder} (fixed point after {i} replays)")
 
 
 def main(names: list[str]) -> None:

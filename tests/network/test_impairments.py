@@ -4,6 +4,7 @@ import math
 
 import pytest
 import simpy
+from flow_helpers import start_at
 
 from network import (
     NO_OVERHEAD,
@@ -17,7 +18,6 @@ from network import (
     ProtocolOverhead,
     TransferRecord,
 )
-from flow_helpers import start_at
 
 EVERY_MS = OpportunityTrace(tuple(range(1, 11)))  # one packet per ms, period 10 ms
 

@@ -6,6 +6,8 @@ import pytest
 import simpy
 
 from network import TCP_IP, Network, OpportunityTrace, Outage
+from network.sharing import Sharing
+from network.transfer import Transfer
 
 TRACE = OpportunityTrace((0, 1, 1, 3, 4, 4, 4, 9, 12, 12, 15))  # bursty, period 15 ms
 
@@ -48,7 +50,7 @@ def test_admitting_alone_matches_reallocating_all(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast = _scenario(seed, traces=True)
-    monkeypatch.setattr(Network, "_join", lambda self, flow: False)
+    monkeypatch.setattr(Sharing, "_join", lambda self, flow: False)
 
     slow = _scenario(seed, traces=True)
 
@@ -61,8 +63,8 @@ def test_keeping_shares_matches_retiming_every_flow(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast = _scenario(seed, traces=False)
-    monkeypatch.setattr(Network, "_join", lambda self, flow: False)
-    monkeypatch.setattr(Network, "_keeps", staticmethod(lambda flow, share, now_s: False))
+    monkeypatch.setattr(Sharing, "_join", lambda self, flow: False)
+    monkeypatch.setattr(Transfer, "keeps", lambda self, share, now_s: False)
 
     slow = _scenario(seed, traces=False)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from network import load_5g_throughput
-from testbed import netcli
+from testbed.cli import net as netcli
 
 REPO = Path(__file__).resolve().parents[2]
 TPUT_CSV = REPO.parent / "shared" / "data" / "5g" / "5g_tput.csv"
@@ -156,7 +156,7 @@ def test_trace_subcommand_writes_a_seeded_mahimahi_trace(
 
 def test_module_runs_as_a_command() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "testbed.netcli", "net", "transfer", "--bytes", "1500",
+        [sys.executable, "-m", "testbed.cli.net", "net", "transfer", "--bytes", "1500",
          "--rate-mbps", "12", "--overhead", "none"],
         cwd=REPO, capture_output=True, text=True, check=False,
     )

@@ -15,16 +15,7 @@ from collections.abc import Generator
 import pytest
 import simpy
 
-from network import (
-    TCP_IP,
-    Jitter,
-    Network,
-    Outage,
-    OutagePolicy,
-    ShiftedTrace,
-    markov_rate_trace,
-    synthetic_trace,
-)
+from network import TCP_IP, Jitter, Network, Outage, OutagePolicy, ShiftedTrace, markov_rate_trace, synthetic_trace
 
 CONSTANT_CLASSES = ((30.0, 10.0, 0.025), (200.0, 50.0, 0.010), (100.0, 40.0, 0.005))
 RATES_MBPS = (2.0, 8.0, 25.0, 60.0)

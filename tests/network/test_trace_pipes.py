@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import simpy
+from flow_helpers import start_at
 
 from network import (
     NO_OVERHEAD,
@@ -16,7 +17,6 @@ from network import (
     TransferRecord,
     load_mahimahi,
 )
-from flow_helpers import start_at
 
 MAHIMAHI = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces" / "mahimahi"
 EVERY_MS = OpportunityTrace(tuple(range(1, 11)))  # one packet per ms, period 10 ms: 12 Mbit/s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from testbed.calibration import HostCalibration
+from testbed.host.calibration import HostCalibration
 
 
 def fake_host(*, threads: int = 1, seconds_spent: float = 1.0) -> HostCalibration:

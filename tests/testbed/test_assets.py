@@ -12,16 +12,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from testbed import assets as assets_mod
-from testbed.assets import (
-    BBC_WHEEL,
-    BBC_WHEEL_SHA256,
-    AssetError,
-    AssetPaths,
-    cache_dir,
-    fetch_wheel,
-    resolve_model,
-)
+from testbed.ml import assets as assets_mod
+from testbed.ml.assets import BBC_WHEEL, BBC_WHEEL_SHA256, AssetError, AssetPaths, cache_dir, fetch_wheel, resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BBC_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
@@ -122,7 +114,7 @@ def test_build_clears_folders_left_by_a_killed_build(monkeypatch: pytest.MonkeyP
 def test_parallel_processes_build_bbc_news_once(assets: AssetPaths, tmp_path: Path) -> None:
     (tmp_path / "wheels").mkdir()
     shutil.copy(_wheel_in(cache_dir(), BBC_WHEEL), tmp_path / "wheels")
-    code = "from testbed.assets import bbc_news_dir; print(bbc_news_dir())"
+    code = "from testbed.ml.assets import bbc_news_dir; print(bbc_news_dir())"
     env = {"TESTBED_CACHE": str(tmp_path), "PIP_NO_INDEX": "1", "PATH": "/usr/bin:/bin"}
 
     procs = [

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from testbed.availability import ALWAYS, AvailabilityError, Schedule, diurnal, load_fedscale
+from testbed.config.availability import ALWAYS, AvailabilityError, Schedule, diurnal, load_fedscale
 
 
 def test_a_schedule_answers_online_offline_and_next_online():
@@ -64,7 +64,7 @@ def test_bad_fedscale_files_name_file_and_client(tmp_path, content, message):
 def test_a_scenario_with_a_bad_fedscale_file_is_refused_by_name(tmp_path):
     from pathlib import Path
 
-    from testbed.scenario import ScenarioError, load_scenario
+    from testbed.config.scenario import ScenarioError, load_scenario
 
     smoke = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
     bad = tmp_path / "avail.json"
@@ -78,7 +78,7 @@ def test_a_scenario_with_a_bad_fedscale_file_is_refused_by_name(tmp_path):
 def test_reversed_link_outages_are_refused_by_name():
     from pathlib import Path
 
-    from testbed.scenario import ScenarioError, load_scenario
+    from testbed.config.scenario import ScenarioError, load_scenario
 
     smoke = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
     with pytest.raises(ScenarioError, match=r"network.outages: each outage is \[t1, t2\] with 0 <= t1 < t2"):

@@ -9,19 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from testbed import calibration
-from testbed.calibration import (
-    HostCalibration,
-    Workload,
-    calibrate_host,
-    dilate,
-    forward_workload,
-    load_or_calibrate,
-    lora_training_workload,
-    roofline_gflops,
-)
 from fake_hosts import fake_host
+
+from testbed.host import calibration
+from testbed.host.calibration import HostCalibration, calibrate_host, load_or_calibrate
+from testbed.host.roofline import dilate, roofline_gflops
+from testbed.ml.workload import Workload, forward_workload, lora_training_workload
 
 # A host with a 100 GFLOP/s fp32 roof, 200 GFLOP/s bf16 roof and 20 GB/s: ridge at 5 FLOP/B.
 HOST = fake_host(threads=2, seconds_spent=2.0)
@@ -42,12 +35,12 @@ def test_calibrate_host_measures_plausible_rates_and_restores_threads() -> None:
 
 
 def test_the_bf16_rate_is_measured_only_where_asked_or_native(monkeypatch) -> None:
-    import testbed.precision
+    import testbed.host.calibration
 
     assert calibrate_host(threads=1, seconds=0.1, bf16=False).gemm_gflops_bf16 is None
-    monkeypatch.setattr(testbed.precision, "native_bf16", lambda: False)
+    monkeypatch.setattr(testbed.host.calibration, "native_bf16", lambda: False)
     assert calibrate_host(threads=1, seconds=0.1).gemm_gflops_bf16 is None  # emulated bf16: not measured
-    monkeypatch.setattr(testbed.precision, "native_bf16", lambda: True)
+    monkeypatch.setattr(testbed.host.calibration, "native_bf16", lambda: True)
     measured = calibrate_host(threads=1, seconds=0.1)
     assert measured.gemm_gflops_bf16 is None or measured.gemm_gflops_bf16 > 0  # None: no bf16 kernel at all
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.cgroups import (
+from testbed.host.cgroups import (
     PREFIX,
     SUPERVISOR_LEAF,
     CgroupError,

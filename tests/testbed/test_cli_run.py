@@ -52,7 +52,7 @@ def _alive(pids: list[int]) -> list[int]:
 def test_the_console_command_exits_with_its_code_after_writing_everything(assets, tmp_path):
     """`testbed` (console_main) ends without the interpreter's teardown: the code and files must survive it."""
     out = tmp_path / "run"
-    command = [sys.executable, "-c", "from testbed.cli import console_main; console_main()"]
+    command = [sys.executable, "-c", "from testbed.cli.main import console_main; console_main()"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([*command, "run", str(SMOKE), "--out", str(out), "--quiet", "--set", "framework.rounds=1"],
                           env=env, capture_output=True, text=True, timeout=600)
@@ -67,7 +67,7 @@ def test_the_console_command_exits_with_its_code_after_writing_everything(assets
 def test_the_runners_imports_run_without_the_collector_and_end_frozen():
     import gc
 
-    from testbed.cli import _collector_paused
+    from testbed.cli.main import _collector_paused
 
     before = gc.get_freeze_count()
     try:

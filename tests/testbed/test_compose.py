@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testbed.assets import cache_dir
-from testbed.compose import host_cores
-from testbed.fleet import expand_fleet
-from testbed.scenario import load_scenario
+from testbed.backends.compose import host_cores
+from testbed.config.fleet import expand_fleet
+from testbed.config.scenario import load_scenario
+from testbed.ml.assets import cache_dir
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 

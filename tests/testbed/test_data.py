@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testbed.assets import AssetPaths
-from testbed.data import (
+from testbed.ml.assets import AssetPaths
+from testbed.ml.data import (
     DataError,
     Example,
     TextDataset,

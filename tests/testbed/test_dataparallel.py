@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from testbed import dataparallel
-from testbed.backends.slots import sum_calibrations
-from testbed.task import IGNORE_INDEX
 from fake_hosts import fake_host
+
+from testbed.backends.slots import sum_calibrations
+from testbed.ml import dataparallel
+from testbed.ml.task import IGNORE_INDEX
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 STEPS = 3
@@ -54,7 +54,7 @@ def test_a_group_calibration_sums_its_ranks():
 def _train(scenario, model_dir: str, indices) -> tuple[list[float], dict[str, torch.Tensor]]:
     from frameworks.common import load_lora_task
     from frameworks.fedllm import train_local
-    from testbed.modeling import OptimizerSpec, adapter_state
+    from testbed.ml.modeling import OptimizerSpec, adapter_state
 
     torch.set_num_threads(1)
     task = load_lora_task(scenario, model_dir, lambda _data: indices)
@@ -65,7 +65,7 @@ def _train(scenario, model_dir: str, indices) -> tuple[list[float], dict[str, to
 
 
 def _rank(rank: int, store: str, scenario, model_dir: str, indices, out) -> None:
-    from testbed.modeling import serialize
+    from testbed.ml.modeling import serialize
 
     dataparallel.init(rank, 2, store, timeout_s=120)
     losses, state = _train(scenario, model_dir, indices)
@@ -73,8 +73,8 @@ def _rank(rank: int, store: str, scenario, model_dir: str, indices, out) -> None
 
 
 def test_two_ranks_train_what_one_process_trains(assets, tmp_path):
-    from testbed.scenario import load_scenario
-    from testbed.taskdata import build_task_data
+    from testbed.config.scenario import load_scenario
+    from testbed.ml.taskdata import build_task_data
 
     scenario = load_scenario(SMOKE, OVERRIDES)
     indices = build_task_data(scenario).client_indices[0]
@@ -89,7 +89,7 @@ def test_two_ranks_train_what_one_process_trains(assets, tmp_path):
     results = dict(out.get(timeout=300) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    from testbed.modeling import deserialize
+    from testbed.ml.modeling import deserialize
 
     (losses0, state0), (losses1, state1) = ((losses, deserialize(data)) for losses, data in (results[0], results[1]))
     assert losses0 == losses1  # every rank reports the summed loss and holds the same adapter
@@ -114,9 +114,9 @@ def _rank_eval(rank: int, store: str, scenario, model_dir: str, adapter: bytes, 
 
 def test_two_ranks_evaluate_what_the_server_evaluates(assets, tmp_path):
     from frameworks.fedllm import FedLLM
-    from testbed.modeling import serialize
+    from testbed.config.scenario import load_scenario
+    from testbed.ml.modeling import serialize
     from testbed.protocol import ServerContext
-    from testbed.scenario import load_scenario
 
     scenario = load_scenario(SMOKE, ["dataset.test_size=13"])  # odd: shares of 6 and 7
     server = FedLLM(ServerContext(scenario, str(assets.tiny), tmp_path))

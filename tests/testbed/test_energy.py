@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from testbed.energy import Exchange, RadioPower, busy_s, client_round_energy, radio_energy_j
-from testbed.run import run_scenario
-from testbed.scenario import load_scenario
+from testbed.config.scenario import load_scenario
+from testbed.results.energy import Exchange, RadioPower, busy_s, client_round_energy, radio_energy_j
+from testbed.sim.session import run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "scenarios" / "smoke.yaml"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from frameworks.fedllm import buffered_step, fedavg, staleness_weight
-from testbed.run import run_scenario
-from testbed.scenario import ScenarioError, load_scenario
+from testbed.config.scenario import ScenarioError, load_scenario
+from testbed.sim.session import run_scenario
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 FAST_RUN = ["emulation.backend=inproc", "framework.local_steps=1", "policy.kind=fedbuff"]

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from testbed.modeling import load_base_model, mapped_base_model
+from testbed.ml.modeling import load_base_model, mapped_base_model
 
 
 def _file_mappings(path: Path) -> list[tuple[int, int]]:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from testbed.cgroups import detect
-from testbed.fleet import expand_fleet
-from testbed.scenario import ScenarioError, load_scenario
+from testbed.config.fleet import expand_fleet
+from testbed.config.scenario import ScenarioError, load_scenario
+from testbed.host.cgroups import detect
 
 OOM = Path(__file__).resolve().parents[2] / "scenarios" / "oom.yaml"
 

@@ -6,10 +6,10 @@ import json
 
 import pandas as pd
 import pytest
-
-from testbed import precision
-from testbed.scenario import load_scenario
 from test_runner import SMOKE, _run
+
+from testbed.config.scenario import load_scenario
+from testbed.host import precision
 
 
 @pytest.mark.parametrize(("setting", "native", "speedup", "expected"), [

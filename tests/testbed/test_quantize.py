@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from testbed.modeling import attach_lora, load_base_model, load_tokenizer
-from testbed.quantize import (
+from testbed.config.scenario import LoraConfig
+from testbed.ml.modeling import attach_lora, load_base_model, load_tokenizer
+from testbed.ml.quantize import (
     QuantizedLinear,
     dequantize_int4,
     dequantize_int8,
@@ -20,7 +21,6 @@ from testbed.quantize import (
     quantize_model,
     unpack_int4,
 )
-from testbed.scenario import LoraConfig
 
 # Tolerance for float32 rounding in the dequantize arithmetic (values ~0.1, eps ~1e-7).
 FP_SLACK = 1e-6

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from fake_hosts import fake_host
 from rich.console import Console
 
-from testbed.calibration import HostCalibration
-from testbed.reference_check import (
+from testbed.host.calibration import HostCalibration
+from testbed.results.reference_check import (
     PUBLISHED,
     PublishedFigure,
     compare_with_published,
@@ -14,7 +15,6 @@ from testbed.reference_check import (
     format_predictions,
     host_estimate,
 )
-from fake_hosts import fake_host
 
 HOST = fake_host(threads=1, seconds_spent=0.5)
 
@@ -103,7 +103,7 @@ def test_unknown_device_is_an_error() -> None:
 def test_calibrate_command_prints_and_compares(capsys):
     import json
 
-    from testbed.cli import main
+    from testbed.cli.main import main
 
     assert main(["calibrate", "--seconds", "0.1", "--compare"]) == 0
     captured = capsys.readouterr()

@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from testbed.cli import main
-from testbed.report import build_report
-from testbed.report.analysis import bytes_by_kind, failures, straggler_attribution, timeline_spans
-from testbed.report.load import load_source
-from testbed.report.plots import accuracy_figure, timeline_figure
+from testbed.cli.main import main
+from testbed.results.report import build_report
+from testbed.results.report.analysis import bytes_by_kind, failures, straggler_attribution, timeline_spans
+from testbed.results.report.load import load_source
+from testbed.results.report.plots import accuracy_figure, timeline_figure
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 NAMES = {0: "pixel-7", 1: "raspberry-pi-5", 2: "jetson-nano"}

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from testbed.availability import diurnal
-from testbed.run import run_scenario
-from testbed.scenario import load_scenario
+from testbed.config.availability import diurnal
+from testbed.config.scenario import load_scenario
+from testbed.sim.session import run_scenario
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 FAST = ["emulation.backend=inproc", "eval.before_training=false", "framework.local_steps=1"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from testbed.run import run_scenario
-from testbed.scenario import load_scenario
+from testbed.config.scenario import load_scenario
+from testbed.sim.session import run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "scenarios" / "smoke.yaml"
@@ -112,7 +112,7 @@ def test_bring_your_own_csv_runs_without_code_changes(assets, tmp_path):
 
 
 def test_bad_own_data_exits_2_naming_the_problem(assets, tmp_path, capsys):
-    from testbed.cli import main
+    from testbed.cli.main import main
 
     path = _csv(tmp_path, [(f"text {i}", "only") for i in range(30)])
     code = main(["run", str(SMOKE), "--set", f"dataset={{path: {path}, text: body, label: topic}}",
@@ -146,7 +146,7 @@ def test_trace_driven_client_link_is_slower_than_a_fast_constant_one(assets, tmp
 def test_bad_trace_in_scenario_names_field_and_line(tmp_path):
     bad = tmp_path / "bad.up"
     bad.write_text("5\n3\n")
-    from testbed.scenario import ScenarioError
+    from testbed.config.scenario import ScenarioError
 
     with pytest.raises(ScenarioError, match=r"fleet.0.link.trace_up: .*bad.up:2"):
         load_scenario(SMOKE, ["framework.clients_per_round=1",

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from testbed.cli import main
-from testbed.scenario import ScenarioError, apply_override, load_scenario
+from testbed.cli.main import main
+from testbed.config.scenario import ScenarioError, apply_override, load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "scenarios" / "quickstart.yaml"

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from testbed import registry
-from testbed.calibration import Workload
+from testbed.config import registry
+from testbed.config.scenario import load_scenario
+from testbed.ml.workload import Workload
 from testbed.protocol import Client, ClientCall, ComputeSpan, FitIns, FitRes, Framework, Payload, Send, ServerCall
-from testbed.run import run_scenario
-from testbed.scenario import load_scenario
+from testbed.sim.session import run_scenario
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 SERVER_S = 0.15
@@ -71,7 +71,7 @@ class ServerHeavy(Framework):
 
 @pytest.fixture()
 def server_heavy(monkeypatch):
-    monkeypatch.setitem(registry._FRAMEWORKS, "server-heavy", f"{__name__}:ServerHeavy")
+    monkeypatch.setitem(registry.FRAMEWORKS, "server-heavy", f"{__name__}:ServerHeavy")
 
 
 def test_server_calls_queue_and_every_step_crosses_the_network(assets, tmp_path, server_heavy):

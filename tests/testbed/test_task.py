@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from testbed.modeling import load_base_model, load_tokenizer
-from testbed.task import IGNORE_INDEX, TaskEncoder, evaluate, label_log_likelihoods, training_batch
+from testbed.ml.modeling import load_base_model, load_tokenizer
+from testbed.ml.task import IGNORE_INDEX, TaskEncoder, evaluate, label_log_likelihoods, training_batch
 
 LABELS = ("business", "entertainment", "politics", "sports", "tech")
 
@@ -28,7 +28,7 @@ def test_prompt_is_cut_to_max_tokens(encoder):
 
 @pytest.mark.parametrize("max_tokens", [1, 16, 96, 400])
 def test_prefix_tokenization_equals_cutting_the_whole_text(assets, max_tokens):
-    from testbed.data import load_dataset
+    from testbed.ml.data import load_dataset
 
     tok = load_tokenizer(str(assets.tiny))  # SmolLM2's byte-level BPE
     enc = TaskEncoder(tok, LABELS, max_tokens=max_tokens)
@@ -55,7 +55,7 @@ def test_fast_and_general_scoring_agree(assets, encoder):
     model = load_base_model(str(assets.tiny))
     batch = [encoder.encode(t, lab) for t, lab in [("shares rose", "business"), ("the film won", "entertainment"),
                                                    ("vote today", "politics")]]
-    from testbed.task import _multi_token_scores
+    from testbed.ml.task import _multi_token_scores
 
     fast = label_log_likelihoods(model, encoder, batch)
     slow = _multi_token_scores(model, encoder, batch)
@@ -74,7 +74,7 @@ def test_evaluate_reports_accuracy_and_true_label_nll(assets, encoder):
 
 
 def test_label_loss_equals_the_models_own_loss(assets, encoder):
-    from testbed.task import label_loss
+    from testbed.ml.task import label_loss
 
     model = load_base_model(str(assets.tiny))
     batch = training_batch(encoder, [encoder.encode("markets fell", "business"),

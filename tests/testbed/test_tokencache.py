@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from testbed.tokencache import TokenCache
+from testbed.ml.tokencache import TokenCache
 
 
 class Counting:

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load
 
-from testbed.calibration import HostCalibration, Workload
+from testbed.backends.wire import WireError, decode, encode
+from testbed.config.scenario import load_scenario
+from testbed.host.calibration import HostCalibration
+from testbed.ml.workload import Workload
 from testbed.protocol import ClientSpec, ComputeSpan, Failure, FitIns, FitRes, Payload, StepRes
-from testbed.scenario import load_scenario
-from testbed.wire import WireError, decode, encode
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 

@@ -23,8 +23,8 @@ import pytest
 
 from testbed.backends.endpoint import Endpoint
 from testbed.backends.http_worker import Link, Replaced
+from testbed.backends.wire import decode, encode
 from testbed.protocol import Payload
-from testbed.wire import decode, encode
 
 SMOKE = Path(__file__).resolve().parents[3] / "scenarios" / "smoke.yaml"
 IMAGE = "fedge-testbed:latest"
@@ -86,7 +86,7 @@ def test_a_message_body_that_is_not_wire_format_is_a_400():
 
 
 def test_scenario_options_of_the_docker_backend_are_checked_at_load():
-    from testbed.scenario import ScenarioError, load_scenario
+    from testbed.config.scenario import ScenarioError, load_scenario
 
     scenario = load_scenario(SMOKE, ["emulation.backend=docker", "emulation.time=throttle"])
     assert scenario.emulation.docker.image == IMAGE and scenario.emulation.docker.network == "host"
@@ -251,12 +251,12 @@ def test_a_failing_run_removes_every_container(assets, tmp_path):
 @pytest.mark.docker
 @pytest.mark.usefixtures("no_leftovers")
 def test_cpu_quotas_update_a_running_container_and_its_worker_sees_them(assets, tmp_path):
-    from testbed.assets import resolve_model
     from testbed.backends import make_backend
+    from testbed.sim.frameworks import framework_class
+    from testbed.config.scenario import load_scenario
+    from testbed.ml.assets import resolve_model
+    from testbed.ml.taskdata import build_task_data
     from testbed.protocol import ClientSpec
-    from testbed.registry import framework_class
-    from testbed.scenario import load_scenario
-    from testbed.taskdata import build_task_data
 
     scenario = load_scenario(SMOKE, ["emulation.backend=docker", "fleet=[{device: pixel-7, link: lte}]",
                                      "framework.clients_per_round=1"])

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from testbed.cgroups import detect
-from testbed.run import run_scenario
-from testbed.scenario import load_scenario
+from testbed.config.scenario import load_scenario
+from testbed.host.cgroups import detect
+from testbed.sim.session import run_scenario
 
 SMOKE = Path(__file__).resolve().parents[3] / "scenarios" / "smoke.yaml"
 
@@ -130,14 +130,15 @@ def test_a_killed_pool_worker_is_a_failure_and_its_clients_come_back(assets, tmp
 
 
 def test_pool_refuses_per_client_limits():
-    from testbed.scenario import ScenarioError
+    from testbed.config.scenario import ScenarioError
 
     with pytest.raises(ScenarioError, match="workers: pool"):
         load_scenario(SMOKE, ["emulation.workers=pool"])  # enforce_memory is on in smoke
 
 
 DP = ["framework.rounds=2", "framework.clients_per_round=2", "emulation.enforce_memory=false",
-      "emulation.threads_per_client=2", "emulation.parallel_clients=1"]
+      "emulation.threads_per_client=2", "emulation.parallel_clients=1",
+      "framework.precision=fp32"]  # the same math to 1e-5: bf16 autocast rounds each rank differently
 
 
 def test_a_data_parallel_group_learns_what_a_pool_worker_learns(assets, tmp_path):
@@ -166,7 +167,7 @@ def test_a_killed_data_parallel_client_is_a_failure_and_the_group_comes_back(ass
 
 
 def test_data_parallel_needs_shared_processes_and_a_framework_that_splits(assets, tmp_path):
-    from testbed.scenario import ScenarioError
+    from testbed.config.scenario import ScenarioError
 
     with pytest.raises(ScenarioError, match="workers: data_parallel"):
         load_scenario(SMOKE, ["emulation.workers=data_parallel", "emulation.threads_per_client=2"])

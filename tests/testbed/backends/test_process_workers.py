@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from testbed.backends.process import ProcessBackend
-from testbed.calibration import Workload
+from testbed.config.scenario import load_scenario
+from testbed.ml.workload import Workload
 from testbed.protocol import Client, ClientSpec, ComputeSpan, Failure, FitIns, FitRes, Payload
-from testbed.scenario import load_scenario
 
 SMOKE = Path(__file__).resolve().parents[3] / "scenarios" / "smoke.yaml"
 
@@ -86,10 +86,10 @@ def test_a_worker_collects_garbage_but_never_walks_the_forkserver_heap(backend):
     import subprocess
     import sys
 
-    from testbed.backends.forkserver import PRELOAD
+    from testbed.host.forkserver import PRELOAD
 
-    assert PRELOAD[0] == "testbed.backends.zygote"  # the forkserver imports with the collector paused
-    paused = subprocess.run([sys.executable, "-c", "import gc, testbed.backends.zygote; print(gc.isenabled())"],
+    assert PRELOAD[0] == "testbed.host.zygote"  # the forkserver imports with the collector paused
+    paused = subprocess.run([sys.executable, "-c", "import gc, testbed.host.zygote; print(gc.isenabled())"],
                             capture_output=True, text=True, check=True)
     assert paused.stdout.strip() == "False"
     enabled, frozen = backend.submit(0, 1, "gc_state").result()

@@ -1,0 +1,389 @@
+"""KD-FedLLM: knowledge travels as logits on public data, never as weights.
+
+Each round r, on a seeded batch P_r of the public (unlabelled) set:
+
+1. down (``logits_down``, from round ``kd.client_distill_from_round``): the teacher's top-k
+   log-probabilities on P_r, with P_r's ids;
+2. client: distil its student toward them (``kd.client_distill_steps``), LoRA-train it on
+   its private data (``framework.local_steps``), then compute its own top-k on P_r with
+   ONNX Runtime;
+3. up (``logits_up``): those top-k; the server decodes each arrival in its queue;
+4. server: aggregates the clients' sparse logits (union of indices, weighted), distils its
+   model (the teacher, LoRA on the full LLM) toward the aggregate (``kd.server_steps``), and
+   computes its top-k on P_{r+1} for the next round. That work is the round's aggregation
+   step, timed on the clock.
+
+Bytes per client-round depend on the public batch, k and the positions, not on any model's
+size. The headline accuracy is the teacher's; students report theirs beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load as np_load
+from safetensors.numpy import save as np_save
+
+from frameworks.common import mean_metrics, model_mb, quantize_blocks, task_encoder
+from frameworks.fedllm import batch_order, train_local
+from frameworks.kd.logits import SparseTarget, TopK, aggregate, deserialize_topk, serialize_topk, sparse_kl, top_k_of
+from frameworks.kd.student import load_student, student_layers
+from testbed.config.scenario import KDOptions, Scenario, ScenarioError
+from testbed.ml.modeling import (
+    OptimizerSpec,
+    adapter_state,
+    attach_lora,
+    count_parameters,
+    load_base_model,
+    server_device,
+)
+from testbed.ml.task import (
+    EncodedExample,
+    TaskEncoder,
+    _right_pad,
+    autocast,
+    causal_lm,
+    evaluate,
+    head_logits,
+    last_hidden,
+)
+from testbed.ml.taskdata import build_task_data
+from testbed.ml.workload import forward_workload, lora_training_workload
+from testbed.protocol import (
+    Client,
+    ClientCall,
+    ComputeSpan,
+    Failure,
+    FitIns,
+    FitRes,
+    Framework,
+    Payload,
+    Send,
+    ServerCall,
+)
+
+
+# -- what the public batch is, and the logits on it ---------------------------------------------
+def public_batch(scenario: Scenario, public: tuple[int, ...], rnd: int) -> tuple[int, ...]:
+    """Round `rnd`'s seeded choice of public examples (dataset indices, sorted)."""
+    rng = np.random.default_rng([scenario.seed, rnd, 0x6B64])
+    picked = rng.choice(len(public), size=scenario.framework.kd.public_batch, replace=False)
+    return tuple(sorted(public[int(i)] for i in picked))
+
+
+def encode_public(encoder: TaskEncoder, texts: list[str]) -> list[EncodedExample]:
+    """Public prompts: the task's prompt format, no label (label_index is meaningless)."""
+    return [encoder.encode(t, encoder.labels[0]) for t in texts]
+
+
+def prompt_batch(encoder: TaskEncoder, examples: list[EncodedExample]) -> tuple[torch.Tensor, torch.Tensor]:
+    return _right_pad([list(ex.prompt_ids) for ex in examples], encoder.pad_id)
+
+
+def select_positions(hidden: torch.Tensor, mask: torch.Tensor, opts: KDOptions) -> torch.Tensor:
+    """(N, C) rows of hidden (B, T, C): each prompt's last token (it predicts the answer), or
+    every real token; the order matches OrtStudent.topk."""
+    if opts.positions == "answer":
+        last = (mask.sum(dim=1) - 1).to(hidden.device)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return hidden[mask.bool().to(hidden.device)]
+
+
+def position_logits(model, encoder: TaskEncoder, examples: list[EncodedExample], opts: KDOptions) -> torch.Tensor:
+    """(N, V) logits of `model` at the distillation positions of `examples`."""
+    ids, mask = prompt_batch(encoder, examples)
+    return head_logits(model, select_positions(last_hidden(model, ids, mask), mask, opts))
+
+
+def pack_down(top: TopK, public_ids: tuple[int, ...]) -> bytes:
+    """logits_down: the teacher's top-k and which public examples they are for."""
+    arrays = np_load(serialize_topk(top))
+    arrays["public_ids"] = np.asarray(public_ids, dtype=np.int32)
+    return np_save(arrays)
+
+
+def unpack_down(data: bytes) -> tuple[TopK, tuple[int, ...]]:
+    return deserialize_topk(data), tuple(int(i) for i in np_load(data)["public_ids"])
+
+
+def distill(model, encoder: TaskEncoder, examples: list[EncodedExample], target: SparseTarget, opts: KDOptions, *,
+            steps: int, batch_size: int, optimizer: OptimizerSpec, seed: int, precision: str = "fp32") -> list[float]:
+    """`steps` optimizer steps of sparse KL toward `target` on minibatches of `examples`;
+    the target's rows follow the examples' positions in order."""
+    rows = _target_rows(encoder, examples, opts)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = optimizer.build(params)
+    order = batch_order(len(examples), steps * batch_size, seed)
+    losses = []
+    for step in range(steps):
+        picked = order[step * batch_size:(step + 1) * batch_size]
+        sel = torch.cat([rows[i] for i in picked])
+        sub = SparseTarget(target.indices[sel], target.probs[sel], target.valid[sel])
+        with autocast(precision, next(model.parameters()).device.type):
+            loss = sparse_kl(position_logits(model, encoder, [examples[i] for i in picked], opts), sub,
+                             opts.temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def _target_rows(encoder: TaskEncoder, examples: list[EncodedExample], opts: KDOptions) -> list[torch.Tensor]:
+    """For each example, the target rows that belong to it (one, or one per token)."""
+    if opts.positions == "answer":
+        return [torch.tensor([i]) for i in range(len(examples))]
+    rows, start = [], 0
+    for ex in examples:
+        rows.append(torch.arange(start, start + len(ex.prompt_ids)))
+        start += len(ex.prompt_ids)
+    return rows
+
+
+def kd_tokens(examples: list[EncodedExample]) -> int:
+    return sum(len(ex.prompt_ids) for ex in examples)
+
+
+# -- the client ----------------------------------------------------------------------------------
+class KDClient(Client):
+    """A student (a subset of the server model's blocks) with LoRA, and its ORT twin."""
+
+    def setup(self) -> None:
+        scenario = self.spec.scenario
+        fw, opts = scenario.framework, scenario.framework.kd
+        self.opts = opts
+        self.data, self.encoder, self.examples = task_examples(scenario, self.spec.model_dir,
+                                                              lambda _data: self.spec.train_indices)
+        self.model = build_student(scenario, self.spec.model_dir)
+        if opts.student_checkpointing:  # recompute block activations in backward (measured, so on the clock)
+            causal_lm(self.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.n_params, self.n_trainable = count_parameters(self.model)
+        self.model_mb = model_mb(self.model)
+        self.optimizer = OptimizerSpec(fw.optimizer, opts.student_lr or fw.lr, fw.weight_decay)
+        self.ort = None
+        self.export_s = 0.0
+        if opts.onnx:
+            self.ort = ort_student(self.model, scenario, self.spec.model_dir, threads=self.spec.threads)
+            self.export_s = self.ort.refresh().export_s  # the server exported it; this loads it
+
+    def fit(self, ins: FitIns) -> FitRes:
+        fw, opts = self.spec.scenario.framework, self.opts
+        spans: list[ComputeSpan] = []
+        metrics: dict[str, float] = {"client_model_mb": self.model_mb}
+        down = ins.payloads[0] if ins.payloads else None
+        if down is not None:
+            top, public_ids = unpack_down(down.data)
+        else:
+            public_ids = tuple(ins.config["public_ids"])
+        public = encode_public(self.encoder, self.data.texts(public_ids))
+        if down is not None and opts.client_distill_steps:
+            t0 = time.perf_counter()
+            losses = distill(self.model, self.encoder, public, SparseTarget.from_topk(top), opts,
+                             steps=opts.client_distill_steps, batch_size=fw.batch_size, optimizer=self.optimizer,
+                             seed=ins.seed + 1, precision=fw.precision)
+            tokens = kd_tokens(public) * opts.client_distill_steps * fw.batch_size // len(public)
+            spans.append(ComputeSpan("distill", time.perf_counter() - t0, self._train_work(tokens), fw.precision))
+            metrics["distill_loss"] = float(np.mean(losses))
+        t0 = time.perf_counter()
+        losses, tokens = train_local(self.model, self.encoder, self.examples, steps=fw.local_steps,
+                                     batch_size=fw.batch_size, optimizer=self.optimizer, seed=ins.seed,
+                                     precision=fw.precision)
+        spans.append(ComputeSpan("train", time.perf_counter() - t0, self._train_work(tokens), fw.precision))
+        metrics.update(train_loss=float(np.mean(losses)), tokens=float(tokens))
+        t0 = time.perf_counter()
+        mine = self._logits(public)
+        spans.append(ComputeSpan("logits", time.perf_counter() - t0,
+                                 forward_workload(n_params=self.n_params, tokens=kd_tokens(public))))
+        if ins.config.get("evaluate"):
+            metrics.update(self._evaluate(public))
+        if ins.round == 1 and self.ort is not None:
+            metrics["onnx_export_s"] = self.export_s
+        up = Payload("logits_up", serialize_topk(mine))
+        return FitRes(self.spec.client_id, ins.round, (up,), n_samples=len(self.examples), metrics=metrics,
+                      spans=tuple(spans))
+
+    def _train_work(self, tokens: int):
+        return lora_training_workload(n_params=self.n_params, n_trainable=self.n_trainable, tokens=tokens)
+
+    def _logits(self, public: list[EncodedExample]) -> TopK:
+        if self.ort is not None:
+            self.ort.refresh()
+            ids, mask = prompt_batch(self.encoder, public)
+            return self.ort.topk(ids, mask)
+        with torch.no_grad():
+            return top_k_of(position_logits(self.model, self.encoder, public, self.opts), self.opts.top_k,
+                            self.opts.temperature)
+
+    def _evaluate(self, public: list[EncodedExample]) -> dict[str, float]:
+        """Not on the clock: the student on the test set, and ORT against torch on P_r."""
+        test = self.data.splits.test
+        scenario = self.spec.scenario
+        res = evaluate(self.model, self.encoder, self.encoder.encode_many(self.data.texts(test), self.data.labels(test)),
+                       batch_size=scenario.eval.batch_size, precision=scenario.framework.precision)
+        out = {"student_accuracy": res.accuracy, "student_eval_loss": res.loss}
+        if self.ort is not None:
+            out.update(ort_agreement(self.ort, self.model, self.encoder, public, self.opts))
+        return out
+
+
+def task_examples(scenario: Scenario, model_dir: str, pick) -> tuple:
+    """The scenario's data, its task encoder, and the examples `pick(data)` chose, encoded."""
+    data = build_task_data(scenario)
+    encoder = task_encoder(scenario, model_dir, data)
+    idx = pick(data)
+    return data, encoder, encoder.encode_many(data.texts(idx), data.labels(idx))
+
+
+def student_lora(scenario: Scenario):
+    fw = scenario.framework
+    return fw.lora.model_copy(update={"targets": fw.kd.student_targets}) if fw.kd.student_targets else fw.lora
+
+
+def build_student(scenario: Scenario, model_dir: str):
+    """The LoRA student as every client starts it: the chosen blocks, quantized, fresh
+    adapters seeded by the scenario."""
+    opts = scenario.framework.kd
+    student = load_student(model_dir, opts.student_layers)
+    quantize_blocks(student, opts.student_quantization)
+    return attach_lora(student, student_lora(scenario), seed=scenario.seed)
+
+
+def ort_student(model, scenario: Scenario, model_dir: str, *, threads: int):
+    """The student's ORT twin; its graph lives in the asset cache under a key of everything
+    that shapes it, so it is exported once per architecture."""
+    from frameworks.kd.onnx_student import OrtStudent
+
+    opts = scenario.framework.kd
+    return OrtStudent(model, k=opts.top_k, temperature=opts.temperature, all_positions=opts.positions == "all",
+                      int8=opts.onnx_int8, threads=threads, optimize=opts.onnx_optimize,
+                      cache_key=onnx_cache_key(model_dir, opts, student_lora(scenario)))
+
+
+def onnx_cache_key(model_dir: str, opts: KDOptions, lora) -> str:
+    """What makes two exported student graphs the same: the model's files, the student's
+    blocks, quantization and adapters, the logit head, and the exporter's versions."""
+    import onnxruntime
+
+    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(model_dir).iterdir() if p.is_file())
+    parts = [str(Path(model_dir).resolve()), files, opts.student_layers, opts.student_quantization, lora.r, lora.alpha,
+             list(lora.targets), opts.top_k, opts.temperature, opts.positions, opts.onnx_int8, torch.__version__,
+             onnxruntime.__version__]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def ort_agreement(ort_student, model, encoder: TaskEncoder, examples: list[EncodedExample],
+                  opts: KDOptions) -> dict[str, float]:
+    """Top-1 agreement and mean KL(torch || ORT) over the ORT top-k support, per position."""
+    ids, mask = prompt_batch(encoder, examples)
+    fast = ort_student.topk(ids, mask)
+    with torch.no_grad():
+        ref_logits = position_logits(model, encoder, examples, opts)
+    ref = top_k_of(ref_logits, max(opts.top_k, 1), opts.temperature)
+    agree = float(np.mean(ref.indices[:, 0].astype(np.int64) == _top1(fast)))
+    logq = torch.from_numpy(fast.logprobs.astype(np.float32))
+    logp_full = torch.log_softmax(ref_logits.float() / opts.temperature, dim=-1)
+    logp = logp_full if fast.indices is None else logp_full.gather(1, torch.from_numpy(fast.indices.astype(np.int64)))
+    kl = float((logp.exp() * (logp - logq)).sum(dim=1).mean())
+    return {"ort_top1_agreement": agree, "ort_kl": kl}
+
+
+def _top1(top: TopK) -> np.ndarray:
+    best = top.logprobs.astype(np.float32).argmax(axis=1)
+    if top.indices is None:
+        return best
+    return top.indices[np.arange(top.n_positions), best].astype(np.int64)
+
+
+# -- the server ----------------------------------------------------------------------------------
+class KDFedLLM(Framework):
+    name = "kd"
+    client_class = KDClient
+
+    def setup(self) -> None:
+        scenario = self.ctx.scenario
+        self.fw, self.opts = scenario.framework, scenario.framework.kd
+        self.data, self.encoder, self.test_examples = task_examples(scenario, self.ctx.model_dir,
+                                                                   lambda data: data.splits.test)
+        self.device = server_device(scenario.server.device)
+        base = load_base_model(self.ctx.model_dir)
+        try:
+            student_layers(self.opts.student_layers, base.config.num_hidden_layers)
+        except ValueError as exc:
+            raise ScenarioError(f"framework.kd.student_layers: {exc}") from None
+        self.model = attach_lora(base, self.fw.lora, seed=scenario.seed).to(self.device)
+        self.optimizer = OptimizerSpec(self.fw.optimizer, self.fw.lr, self.fw.weight_decay)
+        self.down: dict[int, bytes] = {}  # round -> logits_down payload (teacher on that round's batch)
+        self._prepare_down(1)
+        if self.opts.onnx:  # the deployment step: export the students' graph here, not in a device's memory
+            ort_student(build_student(scenario, self.ctx.model_dir), scenario, self.ctx.model_dir, threads=1).prepare()
+
+    def _public(self, rnd: int) -> tuple[tuple[int, ...], list[EncodedExample]]:
+        ids = public_batch(self.ctx.scenario, self.data.splits.public, rnd)
+        return ids, encode_public(self.encoder, self.data.texts(ids))
+
+    def _prepare_down(self, rnd: int) -> None:
+        """The teacher's top-k on round `rnd`'s public batch, if that round sends any."""
+        if rnd < self.opts.client_distill_from_round or rnd > self.fw.rounds:
+            return
+        ids, public = self._public(rnd)
+        with torch.no_grad(), autocast(self.fw.precision, self.device.type):
+            logits = position_logits(self.model, self.encoder, public, self.opts)
+        self.down[rnd] = pack_down(top_k_of(logits, self.opts.top_k, self.opts.temperature), ids)
+
+    def configure_fit(self, rnd: int, client_ids: list[int]) -> dict[int, FitIns]:
+        ids, _ = self._public(rnd)
+        payloads = (Payload("logits_down", self.down.pop(rnd)),) if rnd in self.down else ()
+        scenario = self.ctx.scenario
+        evaluate_now = self.opts.eval_students and (rnd % scenario.eval.every == 0 or rnd == self.fw.rounds)
+        self.arrived: dict[int, TopK] = {}
+        config = {"public_ids": ids, "evaluate": evaluate_now}
+        return {cid: FitIns(round=rnd, payloads=payloads, seed=scenario.seed * 1_000_003 + rnd * 1009 + cid,
+                            config=config) for cid in client_ids}
+
+    def client_script(self, rnd: int, cid: int, ins: FitIns):
+        for payload in ins.payloads:
+            yield Send(payload, "down")
+        res = yield ClientCall("fit", (ins,))
+        for payload in res.payloads:
+            yield Send(payload, "up")
+        yield ServerCall(self.ingest, (cid, res.payloads[0].data), label="ingest_logits")
+        return res
+
+    def ingest(self, cid: int, data: bytes) -> None:
+        self.arrived[cid] = deserialize_topk(data)
+
+    def aggregate_fit(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> dict[str, float]:
+        if not results:
+            return {}
+        weights = [float(r.n_samples) for r in results]
+        target = aggregate([self.arrived[r.client_id] for r in results], weights,
+                           confidence=self.opts.weighting == "confidence")
+        _, public = self._public(rnd)
+        metrics = {"train_loss": float(np.average([r.metrics["train_loss"] for r in results], weights=weights))}
+        if self.opts.server_steps:
+            losses = distill(self.model, self.encoder, public, target, self.opts, steps=self.opts.server_steps,
+                             batch_size=self.fw.batch_size, optimizer=self.optimizer,
+                             seed=self.ctx.scenario.seed * 7919 + rnd, precision=self.fw.precision)
+            metrics["teacher_distill_loss"] = float(np.mean(losses))
+        self._prepare_down(rnd + 1)
+        metrics.update(mean_metrics(results, ("student_accuracy", "student_eval_loss", "ort_top1_agreement", "ort_kl",
+                                              "distill_loss", "onnx_export_s", "client_model_mb")))
+        return metrics
+
+    def evaluate(self, rnd: int) -> dict[str, float]:
+        scenario = self.ctx.scenario
+        res = evaluate(self.model, self.encoder, self.test_examples, batch_size=scenario.eval.batch_size,
+                       precision=self.fw.precision)
+        return {"eval_loss": res.loss, "accuracy": res.accuracy}
+
+    def save(self, out_dir: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file(adapter_state(self.model), str(out_dir / "global_adapter.safetensors"))

@@ -1,0 +1,150 @@
+"""Reading capacity traces from files: mahimahi timestamps and 5Gophers throughput CSVs.
+
+Every problem with a file raises TraceError, its message naming `file:line` where one applies.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from network.trace_types import OpportunityTrace, RateTrace, TraceError
+
+
+def load_mahimahi(path: str | Path) -> OpportunityTrace:
+    """Read a mahimahi trace file; problems raise TraceError naming `file:line`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceError(f"{source}: cannot read trace: {exc}") from exc
+    return parse_mahimahi(text, source=source)
+
+
+def parse_mahimahi(text: str, *, source: str = "<trace>") -> OpportunityTrace:
+    """Parse mahimahi trace text: one integer ms timestamp per line, non-decreasing."""
+    stamps: list[int] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stamps.append(_parse_timestamp(line.strip(), f"{source}:{lineno}"))
+        if len(stamps) > 1 and stamps[-1] < stamps[-2]:
+            raise TraceError(
+                f"{source}:{lineno}: timestamp {stamps[-1]} decreases (previous {stamps[-2]})"
+            )
+    if not stamps:
+        raise TraceError(f"{source}:1: empty trace, no timestamps")
+    return OpportunityTrace(tuple(stamps), source=source)
+
+
+def _parse_timestamp(word: str, where: str) -> int:
+    """One line's timestamp, or TraceError at `where`."""
+    if not word:
+        raise TraceError(f"{where}: empty line, expected an integer ms timestamp")
+    try:
+        ms = int(word, 10)
+    except ValueError:
+        raise TraceError(f"{where}: not an integer ms timestamp: {word!r}") from None
+    if ms < 0:
+        raise TraceError(f"{where}: negative timestamp {ms}")
+    return ms
+
+
+FIVE_G_COLUMNS = (
+    "protocol",
+    "carrier",
+    "num_tcp_conn",
+    "server_location",
+    "run_num",
+    "seq_num",
+    "throughput_mbps",
+)
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """One row of a 5Gophers throughput CSV, with the line it came from."""
+
+    lineno: int
+    protocol: str
+    carrier: str
+    run: int
+    seq: int
+    throughput_mbps: float
+
+
+def load_5g_throughput(
+    path: str | Path, *, carrier: str, run: int, protocol: str = "TCP"
+) -> RateTrace:
+    """One 5Gophers run (per-second throughput samples) as a piecewise-constant rate.
+
+    `carrier` is matched case-insensitively (SPRINT, TMOBILE, VERIZON); `run` is the
+    `run_num`. Samples are ordered by `seq_num`; a missing second repeats the sample before.
+    """
+    source = str(path)
+    samples = _read_5g(path, source)
+    chosen = [
+        s
+        for s in samples
+        if s.carrier.upper() == carrier.upper() and s.run == run and s.protocol == protocol
+    ]
+    if not chosen:
+        runs = sorted({s.run for s in samples if s.carrier.upper() == carrier.upper()})
+        raise TraceError(
+            f"{source}: no {protocol} samples for carrier {carrier!r} run {run}; "
+            f"runs of that carrier: {runs if runs else 'none'}"
+        )
+    return RateTrace(_per_second(chosen, source), step_s=1.0, source=f"{source}:{carrier}:{run}")
+
+
+def _read_5g(path: str | Path, source: str) -> list[_Sample]:
+    """Every row of a 5Gophers throughput CSV, checked."""
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                raise TraceError(f"{source}:1: empty file, expected a header")
+            missing = [c for c in FIVE_G_COLUMNS if c not in header]
+            if missing:
+                raise TraceError(f"{source}:1: missing columns {missing}")
+            cols = {name: header.index(name) for name in FIVE_G_COLUMNS}
+            return [_parse_5g_row(row, cols, f"{source}:{n}", n) for n, row in enumerate(reader, 2)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceError(f"{source}: cannot read trace: {exc}") from exc
+
+
+def _parse_5g_row(row: list[str], cols: dict[str, int], where: str, lineno: int) -> _Sample:
+    """One CSV row as a sample, or TraceError at `where`."""
+    if len(row) <= max(cols.values()):
+        raise TraceError(f"{where}: expected {len(FIVE_G_COLUMNS)} fields, got {len(row)}")
+    try:
+        run, seq = int(row[cols["run_num"]]), int(row[cols["seq_num"]])
+        mbps = float(row[cols["throughput_mbps"]])
+    except ValueError:
+        raise TraceError(
+            f"{where}: run_num and seq_num must be ints, throughput a number"
+        ) from None
+    if seq < 0 or not (math.isfinite(mbps) and mbps >= 0):
+        raise TraceError(
+            f"{where}: seq_num must be >= 0 and throughput_mbps >= 0, got {seq}, {mbps}"
+        )
+    return _Sample(lineno, row[cols["protocol"]], row[cols["carrier"]], run, seq, mbps)
+
+
+def _per_second(samples: Sequence[_Sample], source: str) -> list[float]:
+    """Rates per second from seq 0 of the run; gaps repeat the previous sample."""
+    by_seq: dict[int, _Sample] = {}
+    for s in samples:
+        if s.seq in by_seq:
+            first = by_seq[s.seq].lineno
+            raise TraceError(f"{source}:{s.lineno}: seq_num {s.seq} repeats line {first}")
+        by_seq[s.seq] = s
+    first, last = min(by_seq), max(by_seq)
+    rates, rate = [], by_seq[first].throughput_mbps
+    for seq in range(first, last + 1):
+        rate = by_seq[seq].throughput_mbps if seq in by_seq else rate
+        rates.append(rate)
+    return rates
+

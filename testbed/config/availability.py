@@ -1,0 +1,160 @@
+"""When each client is online: seeded synthetic schedules, or a FedScale availability import.
+
+A client is selectable only while online. When it goes offline during a round, its link goes
+down with it (the runner turns offline windows into outages on the client's pipes, so a
+transfer in flight fails there) and compute in progress is lost: either way the client-round
+is a failure with its cause.
+
+- ``always``: every client is always online.
+- ``diurnal``: each client is online for ``on_fraction`` of every ``period_s`` (e.g. charging
+  at night), starting at its own seeded phase, so the fleet's online share is steady while
+  each client comes and goes.
+- ``fedscale``: FedScale's client availability JSON, ``{client_id: {"active": [s, ...],
+  "inactive": [s, ...], "finish_time": s}}``: online inside [active[i], inactive[i]), time
+  taken modulo finish_time. Fleet client i takes the i-th entry in the file's order (cycling
+  when the file has fewer entries than the fleet).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+EPS_S = 1e-9
+
+
+class AvailabilityError(ValueError):
+    """A bad availability file: the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Online windows [start_s, end_s) within one period, repeating every `period_s`
+    (math.inf: the windows are absolute and never repeat)."""
+
+    windows: tuple[tuple[float, float], ...]
+    period_s: float = math.inf
+
+    def _window_at(self, t_s: float) -> tuple[float, float] | None:
+        """The online window containing t_s, in absolute seconds, or None."""
+        if not self.windows:
+            return None
+        base = 0.0 if math.isinf(self.period_s) else math.floor(t_s / self.period_s) * self.period_s
+        local = t_s - base
+        starts = [w[0] for w in self.windows]
+        i = bisect.bisect_right(starts, local + EPS_S) - 1  # EPS_S: base + start - base may round down
+        if i >= 0 and local < self.windows[i][1] - EPS_S:
+            return base + self.windows[i][0], base + self.windows[i][1]
+        return None
+
+    def online(self, t_s: float) -> bool:
+        return self._window_at(t_s) is not None
+
+    def offline_at(self, t_s: float) -> float:
+        """When the client, online at t_s, goes offline (inf if never); t_s if offline now.
+        Back-to-back windows (e.g. one ending where the next period's starts) are one."""
+        window = self._window_at(t_s)
+        if window is None:
+            return t_s
+        end = window[1]
+        while not math.isinf(end):
+            nxt = self._window_at(end)
+            if nxt is None:
+                return end
+            if end - t_s > 2 * self.period_s:  # online the whole period: never goes offline
+                return math.inf
+            end = nxt[1]
+        return end
+
+    def next_online(self, t_s: float) -> float:
+        """The first time >= t_s the client is online (inf if never again)."""
+        if self.online(t_s):
+            return t_s
+        if not self.windows:
+            return math.inf
+        if math.isinf(self.period_s):
+            later = [s for s, _ in self.windows if s >= t_s]
+            return min(later) if later else math.inf
+        base = math.floor(t_s / self.period_s) * self.period_s
+        for offset in (0.0, self.period_s):
+            for s, _ in self.windows:
+                if base + offset + s >= t_s:
+                    return base + offset + s
+        return math.inf
+
+    def offline_windows(self, horizon_s: float) -> list[tuple[float, float]]:
+        """Offline intervals [t1, t2) up to `horizon_s` (the last one ends at the horizon
+        or where the client comes back)."""
+        out, t = [], 0.0
+        while t < horizon_s:
+            if len(out) > 1_000_000:
+                raise RuntimeError("offline_windows: a schedule that never advances")
+            if self.online(t):
+                t = self.offline_at(t)
+                continue
+            back = self.next_online(t)
+            out.append((t, min(back, horizon_s)))
+            t = back
+        return out
+
+
+ALWAYS = Schedule(windows=((0.0, math.inf),))
+
+
+def diurnal(n_clients: int, *, period_s: float, on_fraction: float, seed: int) -> list[Schedule]:
+    """Each client online for on_fraction x period_s of every period, at a seeded phase."""
+    if on_fraction >= 1.0:
+        return [ALWAYS] * n_clients
+    rng = np.random.default_rng([seed, 0xA7A1])
+    on_s = on_fraction * period_s
+    schedules = []
+    for phase in rng.uniform(0.0, period_s, n_clients):
+        start = float(phase)
+        end = start + on_s
+        if end <= period_s:
+            windows = ((start, end),)
+        else:  # wraps past the period's end
+            windows = ((0.0, end - period_s), (start, period_s))
+        schedules.append(Schedule(windows, period_s))
+    return schedules
+
+
+def load_fedscale(path: str | Path, n_clients: int) -> list[Schedule]:
+    """Fleet schedules from a FedScale availability JSON (see the module docstring)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AvailabilityError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise AvailabilityError(f"{path}:{err.lineno}: not JSON: {err.msg}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise AvailabilityError(f"{path}: expected a non-empty object {{client_id: {{active, inactive, finish_time}}}}")
+    entries = [_fedscale_entry(path, key, value) for key, value in raw.items()]
+    return [entries[i % len(entries)] for i in range(n_clients)]
+
+
+def _fedscale_entry(path: Path, key: str, value: object) -> Schedule:
+    where = f"{path}: client {key}"
+    if not isinstance(value, dict) or not {"active", "inactive"} <= set(value):
+        raise AvailabilityError(f"{where}: expected an object with 'active' and 'inactive' lists")
+    active, inactive = value["active"], value["inactive"]
+    if not (isinstance(active, list) and isinstance(inactive, list)) or len(active) != len(inactive):
+        raise AvailabilityError(f"{where}: 'active' and 'inactive' must be lists of equal length")
+    try:
+        windows = tuple((float(a), float(b)) for a, b in zip(active, inactive, strict=True))
+    except (TypeError, ValueError):
+        raise AvailabilityError(f"{where}: 'active'/'inactive' must hold numbers of seconds") from None
+    for (a, b), nxt in zip(windows, (*windows[1:], None)):
+        if not b > a or (nxt is not None and nxt[0] < b):
+            raise AvailabilityError(f"{where}: windows must be increasing and non-overlapping, got [{a}, {b}]")
+    finish = value.get("finish_time")
+    period = math.inf if finish is None else float(finish)
+    if windows and not math.isinf(period) and windows[-1][1] > period:
+        raise AvailabilityError(f"{where}: a window ends after finish_time {period}")
+    return Schedule(windows, period)

@@ -1,0 +1,72 @@
+"""Energy per client-round: the device computing at its profile power, plus its radio moving
+the round's bytes (docs/energy.md).
+
+    compute_energy_j = power_w x device_compute_s
+    radio_energy_j   = sum over ok exchanges of alpha_dir x wire Mbit / 1000
+                       + base_mw x (time the client had an exchange in flight) / 1000
+    energy_j         = compute_energy_j + radio_energy_j
+
+The radio part is Huang et al.'s data-transfer power model P = alpha_u x t_u + alpha_d x t_d +
+beta (t in Mbit/s), integrated over the exchanges as the simulator timed them: an exchange of
+B bits lasting d seconds at rate B / d contributes (alpha x B / d + beta) x d = alpha x B +
+beta x d. Overlapping exchanges pay beta once. A part whose figure is unknown (a device without
+`power_w`, a link without radio coefficients) is None, and so is the total; `energy_note` says
+what is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from testbed.config.fleet import RadioPower
+
+ENERGY_COLUMNS = ["energy_j", "compute_energy_j", "radio_energy_j", "energy_note"]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One of the client's transfers: its direction and its span in simulated seconds."""
+
+    direction: str  # up | down
+    wire_bytes: int
+    start_s: float
+    end_s: float
+    ok: bool = True  # a failed transfer's bytes are not known to have crossed: base power only
+
+
+def busy_s(spans: Iterable[tuple[float, float]]) -> float:
+    """Length of the union of [start, end) spans."""
+    total, end_s = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b <= end_s:
+            continue
+        total += b - max(a, end_s)
+        end_s = b
+    return total
+
+
+def radio_energy_j(radio: RadioPower, exchanges: Sequence[Exchange]) -> float:
+    """Joules the radio spends on these exchanges under the linear power model."""
+    data_mj = sum((radio.up_mw_per_mbps if e.direction == "up" else radio.down_mw_per_mbps)
+                  * e.wire_bytes * 8 / 1e6 for e in exchanges if e.ok)
+    base_mj = radio.base_mw * busy_s((e.start_s, e.end_s) for e in exchanges)
+    return (data_mj + base_mj) / 1000.0
+
+
+def client_round_energy(*, device: str, power_w: float | None, device_compute_s: float, link: str,
+                        radio: RadioPower | None, exchanges: Sequence[Exchange]) -> dict[str, Any]:
+    """The energy columns of one client_rounds.csv row (None where a figure is unknown)."""
+    missing = []
+    compute_j = radio_j = None
+    if power_w is None:
+        missing.append(f"power_w unknown for {device}")
+    else:
+        compute_j = power_w * device_compute_s
+    if radio is None:
+        missing.append(f"radio power unknown for link {link}")
+    else:
+        radio_j = radio_energy_j(radio, exchanges)
+    total = compute_j + radio_j if compute_j is not None and radio_j is not None else None
+    return dict(energy_j=total, compute_energy_j=compute_j, radio_energy_j=radio_j, energy_note="; ".join(missing))

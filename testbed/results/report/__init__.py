@@ -1,0 +1,21 @@
+"""`testbed report DIR`: one self-contained HTML page (``DIR/report/index.html``, plots also
+written beside it as PNGs) for a run folder or a compare folder: per-client timeline, accuracy
+versus simulated wall-clock, bytes per exchange kind, straggler attribution and the tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from testbed.results.report.load import ReportError, load_source
+
+__all__ = ["ReportError", "build_report"]
+
+
+def build_report(folder: Path | str) -> Path:
+    """Write ``<folder>/report/index.html`` and its PNGs; returns the page's path. Raises
+    ReportError (``<path>: <what is missing>``) on a folder that is neither a run nor a compare."""
+    from testbed.results.report.page import write_page  # matplotlib only once the input is known good
+
+    folder = Path(folder)
+    source = load_source(folder)
+    return write_page(source, folder / "report")

@@ -1,0 +1,157 @@
+"""Find and read the folders `testbed report` renders: one run folder, or a compare folder
+(``comparison.csv`` and one run folder per framework, ``<framework>/`` or
+``<framework>/seed<N>/``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from testbed.results.recorder import CLIENT_ROUND_COLUMNS, EVENT_COLUMNS
+
+RUN_TABLES = ("events.csv", "rounds.csv")
+EVENT_NEEDS = [*EVENT_COLUMNS[:7], "status"]  # round .. sim_end_s, status
+ROUND_NEEDS = ["round", "sim_start_s", "sim_end_s", "straggler", "accuracy"]
+CLIENT_ROUND_NEEDS = ["round", "client", "outcome", "cause", "sim_end_s"]
+
+
+class ReportError(Exception):
+    """Bad input: the message reads ``<path>: <what is missing or expected>``."""
+
+
+@dataclass
+class RunData:
+    """One run folder's tables, summary and resolved scenario."""
+
+    path: Path
+    events: pd.DataFrame
+    rounds: pd.DataFrame
+    client_rounds: pd.DataFrame
+    summary: dict[str, Any]
+    scenario_yaml: str
+
+
+@dataclass
+class CompareData:
+    """A compare folder: its comparison table (if any), each framework's runs, one per seed
+    (the first is the one whose timeline is drawn), and the run folders that could not be read
+    (folder relative to the compare folder -> why), e.g. a framework that crashed at start-up."""
+
+    path: Path
+    comparison: pd.DataFrame | None
+    runs: dict[str, list[RunData]]
+    unreadable: dict[str, str]
+
+
+def _read_csv(path: Path, needs: list[str]) -> pd.DataFrame:
+    """Read a CSV that must have the columns ``needs``; an empty table is fine."""
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ReportError(f"{path}: empty file, expected a header with {', '.join(needs)}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in needs if c not in df.columns]
+    if missing:
+        raise ReportError(f"{path}: missing columns {', '.join(missing)}")
+    return df
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    """summary.json, or {} when absent (a run that crashed before writing it)."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_run(path: Path) -> RunData:
+    """Read a run folder; events.csv and rounds.csv are required, the rest optional."""
+    missing = [name for name in RUN_TABLES if not (path / name).is_file()]
+    if missing:
+        raise ReportError(f"{path}: not a run folder, missing {', '.join(missing)}")
+    cr_path = path / "client_rounds.csv"
+    client_rounds = (_read_csv(cr_path, CLIENT_ROUND_NEEDS) if cr_path.is_file()
+                     else pd.DataFrame(columns=CLIENT_ROUND_COLUMNS))
+    scenario_path = path / "scenario.yaml"
+    return RunData(
+        path=path,
+        events=_read_csv(path / "events.csv", EVENT_NEEDS),
+        rounds=_read_csv(path / "rounds.csv", ROUND_NEEDS).sort_values("round", ignore_index=True),
+        client_rounds=client_rounds,
+        summary=_read_summary(path / "summary.json"),
+        scenario_yaml=scenario_path.read_text() if scenario_path.is_file() else "",
+    )
+
+
+def _is_run_dir(path: Path) -> bool:
+    """A folder that looks like a run: has either of the run tables."""
+    return any((path / name).is_file() for name in RUN_TABLES)
+
+
+def _seed_dirs(path: Path) -> list[Path]:
+    """``seed<N>`` run folders under a framework folder, by N."""
+    seeds = [(int(m.group(1)), d) for d in path.iterdir()
+             if d.is_dir() and (m := re.fullmatch(r"seed(\d+)", d.name)) and _is_run_dir(d)]
+    return [d for _, d in sorted(seeds)]
+
+
+def _framework_run_dirs(path: Path) -> dict[str, list[Path]]:
+    """Framework name -> its run folders (the folder itself, or its seed folders)."""
+    found: dict[str, list[Path]] = {}
+    for sub in sorted(d for d in path.iterdir() if d.is_dir()):
+        dirs = [sub] if _is_run_dir(sub) else _seed_dirs(sub)
+        if dirs:
+            found[sub.name] = dirs
+    return found
+
+
+def _load_compare(path: Path, run_dirs: dict[str, list[Path]]) -> CompareData:
+    """Read a compare folder; frameworks follow comparison.csv's order when it exists. Run
+    folders that cannot be read are listed, not fatal, unless none can be read."""
+    comparison = None
+    order = list(run_dirs)
+    if (path / "comparison.csv").is_file():
+        comparison = _read_csv(path / "comparison.csv", ["framework"])
+        listed = list(dict.fromkeys(str(f) for f in comparison["framework"]))
+        order = listed + [f for f in run_dirs if f not in listed]
+    runs: dict[str, list[RunData]] = {}
+    unreadable: dict[str, str] = {}
+    for name in order:
+        if name not in run_dirs:
+            unreadable[name] = f"{path / name}: missing run folder (events.csv, rounds.csv) for framework {name}"
+        for folder in run_dirs.get(name, []):
+            try:
+                run = load_run(folder)
+            except ReportError as exc:
+                unreadable[str(folder.relative_to(path))] = str(exc)
+                continue
+            runs.setdefault(name, []).append(run)
+    if not runs:
+        raise ReportError(next(iter(unreadable.values()), f"{path}: compare folder without run folders "
+                                                           "(<framework>/rounds.csv)"))
+    return CompareData(path=path, comparison=comparison, runs=runs, unreadable=unreadable)
+
+
+def load_source(path: Path) -> RunData | CompareData:
+    """A run folder (has events.csv or rounds.csv) or a compare folder (has comparison.csv or
+    subfolders holding runs); anything else is a ReportError."""
+    if not path.is_dir():
+        raise ReportError(f"{path}: not a folder (expected a run folder or a compare folder)")
+    if _is_run_dir(path):
+        return load_run(path)
+    run_dirs = _framework_run_dirs(path)
+    if run_dirs or (path / "comparison.csv").is_file():
+        return _load_compare(path, run_dirs)
+    raise ReportError(f"{path}: neither a run folder (events.csv, rounds.csv) nor a compare folder "
+                      "(comparison.csv, <framework>/rounds.csv)")

@@ -1,0 +1,81 @@
+"""Many scenarios, one run folder each: `testbed compare` (the frameworks side by side) and
+`testbed stress` (a grid of overrides). Planning and the tables live in testbed.results
+(compare, stress); this module runs the plans and writes the tables."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from testbed.results.compare import (
+    DEFAULT_FRAMEWORKS,
+    CompareError,
+    PlannedRun,
+    RunOutcome,
+    check_target,
+    label_text,
+    markdown_table,
+    plan_compare,
+    runs_table,
+    seeds_summary,
+)
+from testbed.results.stress import Sweep, plan_stress
+
+
+def run_one(planned: PlannedRun, quiet: bool) -> RunOutcome:
+    """Run one scenario; an exception is recorded (and its traceback kept), not raised."""
+    from testbed.sim.session import run_scenario
+
+    try:
+        summary = run_scenario(planned.scenario, planned.run_dir, quiet=quiet)
+    except Exception as exc:  # noqa: BLE001 -- one run's failure must not stop the others
+        planned.run_dir.mkdir(parents=True, exist_ok=True)
+        (planned.run_dir / "error.txt").write_text(traceback.format_exc())
+        print(f"{label_text(planned.labels)}: crashed: {exc}", file=sys.stderr)
+        return RunOutcome(planned.labels, planned.run_dir, "crashed", f"{type(exc).__name__}: {exc}")
+    return RunOutcome(planned.labels, planned.run_dir, str(summary.get("status")))
+
+
+def run_all(plan: Iterable[PlannedRun], quiet: bool) -> list[RunOutcome]:
+    """The planned runs one after the other (each run uses the host's cores itself)."""
+    outcomes = []
+    for planned in plan:
+        if not quiet:
+            print(f"== {label_text(planned.labels)} -> {planned.run_dir}", file=sys.stderr)
+        outcomes.append(run_one(planned, quiet))
+    return outcomes
+
+
+def compare(scenario_path: str | Path, out_dir: Path, *, frameworks: Sequence[str] = DEFAULT_FRAMEWORKS,
+            seeds: Sequence[int] | None = None, overrides: Sequence[str] = (),
+            target_accuracy: float | None = None, quiet: bool = False) -> pd.DataFrame:
+    """Run every framework (x seed), write comparison.csv / .md and comparison_runs.csv, and
+    return the comparison table. Bad input raises CompareError or ScenarioError before any run."""
+    check_target(target_accuracy)
+    plan = plan_compare(scenario_path, frameworks, seeds, overrides, out_dir)
+    runs = runs_table(run_all(plan, quiet), target_accuracy, group_by=("seed",))
+    table = seeds_summary(runs) if seeds and len(seeds) > 1 else runs.drop(columns="seed")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out_dir / "comparison_runs.csv", index=False)
+    table.to_csv(out_dir / "comparison.csv", index=False)
+    (out_dir / "comparison.md").write_text(markdown_table(table, ["framework"]))
+    return table
+
+
+def stress(scenario_path: str | Path, out_dir: Path, *, sweeps: Sequence[Sweep], overrides: Sequence[str] = (),
+           target_accuracy: float | None = None, quiet: bool = False) -> pd.DataFrame:
+    """Run every grid point, write ``stress.csv`` and return it. Bad input raises
+    CompareError or ScenarioError before any run."""
+    check_target(target_accuracy)
+    if not sweeps:
+        raise CompareError("give at least one --sweep key=value1,value2,...")
+    plan = plan_stress(scenario_path, sweeps, overrides, out_dir)
+    table = runs_table(run_all(plan, quiet), target_accuracy)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "stress.csv", index=False)
+    return table
+
