@@ -1,0 +1,65 @@
+"""What several subcommands of the ``testbed`` command share: the bad-input exit, loading the
+scenario named on the command line, SIGTERM as Ctrl-C, imports with the collector paused, and
+the options of ``compare`` and ``stress``.
+
+Light on purpose: every ``testbed`` command imports it, so the project's heavy modules are
+imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import sys
+
+EXIT_BAD_INPUT = 2
+
+
+def bad_input(message: str) -> int:
+    """Print ``error: message`` on stderr; the exit code of bad input (2)."""
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def load(args):
+    """The scenario of ``args.scenario`` with ``args.overrides`` (``--set``) applied."""
+    from testbed.config.scenario import load_scenario
+
+    return load_scenario(args.scenario, args.overrides)
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (e.g. from `timeout` or a scheduler) ends a run like Ctrl-C: the run directory
+    records it and the workers and cgroups are cleaned up."""
+    import signal
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Imports without the cyclic garbage collector, their objects frozen after (Python's
+    `gc.freeze`): its full collections walked every object imported so far, 0.2-0.3 s of the
+    runner's 2 s of imports here, on a start-up that shares 2 cores with the workers' own."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
+
+
+def add_multi_run_options(cmd: argparse.ArgumentParser, out_help: str) -> None:
+    """The options `compare` and `stress` share."""
+    cmd.add_argument("--out", required=True, help=out_help)
+    cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario field in every run (repeatable)")
+    cmd.add_argument("--target-accuracy", type=float,
+                     help="accuracy for time_to_target_s (default: 0.9 x the best final accuracy compared)")
+    cmd.add_argument("--quiet", action="store_true", help="no progress bars or tables of the runs")

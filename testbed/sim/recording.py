@@ -1,0 +1,79 @@
+"""The rows the clock writes: one client_rounds.csv row per client-round and one rounds.csv
+row per synchronous round (FedBuff writes its own, testbed.sim.fedbuff)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import simpy
+
+from testbed.config.fleet import FleetClient
+from testbed.protocol import FitRes
+from testbed.results.energy import client_round_energy
+from testbed.results.recorder import RunRecorder, failure_outcome
+from testbed.sim.timeline import ClientTimeline, RoundContext
+
+
+class Recording:
+    def __init__(self, recorder: RunRecorder, clients: list[FleetClient], env: simpy.Environment) -> None:
+        self.recorder = recorder
+        self.clients = clients
+        self.env = env
+
+    def round0(self, metrics: dict[str, Any], host_eval_s: float) -> None:
+        """Round 0: the model before training."""
+        self.recorder.round(round=0, sim_start_s=0.0, sim_end_s=0.0, sim_duration_s=0.0, selected="",
+                            participants=0, failures=0, host_eval_s=host_eval_s, **metrics)
+        self.recorder.flush()
+
+    def sync_round(self, ctx: RoundContext, sim_start: float, metrics: dict, server_s: float,
+                   host_round_s: float, host_fit_s: float, host_eval_s: float) -> None:
+        """A synchronous round's client rows, then its rounds.csv row."""
+        arrived = [cid for cid, tl in ctx.timelines.items() if tl.arrived]
+        for cid in sorted(ctx.timelines):
+            self._client_round(ctx, cid)
+        last = max(arrived, key=lambda c: (ctx.timelines[c].end_s, c)) if arrived else None
+        tls = ctx.timelines.values()
+        self.recorder.round(
+            round=ctx.rnd, sim_start_s=sim_start, sim_end_s=self.env.now, sim_duration_s=self.env.now - sim_start,
+            selected=" ".join(map(str, sorted(ctx.ins))), participants=len(arrived),
+            failures=len(ctx.failures), discarded=len(ctx.discarded - set(ctx.failures)), straggler=last,
+            wasted_compute_s=sum(ctx.timelines[c].device_s for c in ctx.timelines if c not in ctx.results),
+            **traffic(tls), server_compute_s=server_s, host_round_s=host_round_s, host_fit_s=host_fit_s,
+            host_eval_s=host_eval_s, **metrics,
+        )
+
+    def _client_round(self, ctx: RoundContext, cid: int) -> None:
+        outcome = ctx.results.get(cid) or ctx.failures.get(cid)
+        ok = isinstance(outcome, FitRes)
+        late = cid in ctx.discarded and not ok and cid not in ctx.failures
+        self.recorder.client_round(**self.client_row(
+            ctx.rnd, cid, ctx.timelines[cid], outcome if ok else None,
+            "ok" if ok else ("discarded" if late else failure_outcome(outcome.cause)),
+            "" if ok else ("late" if late else outcome.cause),
+        ))
+
+    def client_row(self, rnd: int, cid: int, tl: ClientTimeline, result: FitRes | None, outcome: str,
+                   cause: str) -> dict[str, Any]:
+        """One client_rounds.csv row; `result` is the update when the outcome is ok."""
+        client = self.clients[cid]
+        peak_mb = tl.peak_rss_bytes / 2**20
+        return dict(
+            round=rnd, client=cid, device=client.name, link=client.link.name, outcome=outcome, cause=cause,
+            n_samples=result.n_samples if result else 0,
+            train_loss=result.metrics.get("train_loss") if result else None,
+            host_compute_s=tl.host_s, device_compute_s=tl.device_s, dilation_factor=tl.factor, bound=tl.bound,
+            peak_rss_mb=peak_mb, memory_budget_mb=client.memory_budget_mb,
+            over_memory_budget=bool(peak_mb > client.memory_budget_mb or outcome == "oom"),
+            bytes_down=tl.bytes_down, bytes_up=tl.bytes_up, sim_start_s=tl.start_s, sim_end_s=tl.end_s,
+            **client_round_energy(device=client.device.name, power_w=client.device.power_w,
+                                  device_compute_s=tl.device_s, link=client.link.name, radio=client.link.radio,
+                                  exchanges=tl.exchanges),
+        )
+
+
+def traffic(tls) -> dict[str, int]:
+    """The bytes columns of a rounds.csv row, summed over the clients' timelines."""
+    tls = list(tls)
+    return dict(bytes_up=sum(t.bytes_up for t in tls), bytes_down=sum(t.bytes_down for t in tls),
+                wire_bytes_up=sum(t.wire_up for t in tls), wire_bytes_down=sum(t.wire_down for t in tls))

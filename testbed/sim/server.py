@@ -1,0 +1,53 @@
+"""The server as a queued resource: client requests (split's backbone steps, KD's ingest) wait
+their turn on one simpy Resource, and aggregation holds the clock for its measured time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+
+import simpy
+
+from testbed.protocol import ServerCall
+from testbed.results.recorder import RunRecorder
+from testbed.sim.devicetime import DeviceTime
+from testbed.sim.timeline import SERVER, RoundContext
+
+
+class Server:
+    def __init__(self, env: simpy.Environment, recorder: RunRecorder, device_time: DeviceTime) -> None:
+        self.env = env
+        self.recorder = recorder
+        self.device_time = device_time
+        self.resource = simpy.Resource(env, capacity=1)  # server compute: one request at a time
+
+    def serve(self, ctx: RoundContext, cid: int, call: ServerCall) -> Generator:
+        """Queue on the server; once served, run the real work and hold the server for it."""
+        with self.resource.request() as turn:
+            yield turn
+            t0 = time.perf_counter()
+            value = call.fn(*call.args)
+            host_s = time.perf_counter() - t0
+            self.recorder.host_interval(ctx.rnd, "server", call.label, time.time(), host_s)
+            ctx.server_host_s += host_s
+            host_s, device_s = self.device_time.server(ctx.rnd, cid, call.label, host_s)
+            start = self.env.now
+            yield self.env.timeout(device_s)
+        self.recorder.event(round=ctx.rnd, client=cid, kind="server_compute", payload_bytes=0, wire_bytes=0,
+                            sim_start_s=start, sim_end_s=self.env.now, host_s=host_s, device_s=device_s,
+                            status="ok", detail=call.label)
+        return value
+
+    def step(self, rnd: int, work: Callable[[], dict], n_updates: int) -> tuple[dict, float]:
+        """Run an aggregation for real and hold the simulated clock for its measured time."""
+        t0 = time.perf_counter()
+        metrics = work()
+        host_s = time.perf_counter() - t0
+        self.recorder.host_interval(rnd, "server", "aggregate", time.time(), host_s)
+        host_s, device_s = self.device_time.server(rnd, SERVER, "aggregate", host_s)
+        start = self.env.now
+        self.env.run(until=self.env.timeout(device_s))
+        self.recorder.event(round=rnd, client=SERVER, kind="aggregate", payload_bytes=0, wire_bytes=0,
+                            sim_start_s=start, sim_end_s=self.env.now, host_s=host_s, device_s=device_s,
+                            status="ok", detail=f"{n_updates} updates")
+        return dict(metrics), device_s
