@@ -7,7 +7,7 @@ round), `--system plain` with .venv's python (one process, the same calls in a l
 
 Both build the data, the model, the client training and the evaluation exactly as the
 testbed's FedLLM does: testbed.config.scenario.load_scenario on benchmarks/vs_flower.yaml,
-frameworks.common.load_lora_task (testbed.ml.taskdata.build_task_data: same split, partition
+frameworks.training.load_lora_task (testbed.ml.taskdata.build_task_data: same split, partition
 and test set), frameworks.fedllm.train_local with the testbed's per-client-round seed and
 the scenario's precision, testbed.ml.modeling.adapter_state / load_adapter_state, and
 testbed.ml.task.evaluate. Each process keeps one model (a Ray actor serves clients in turn,
@@ -72,7 +72,7 @@ def _model_dir(scenario) -> str:
 def client_task(overrides: list[str], cid: int):
     """(encoder, the client's examples, the model): one model per process, loaded at first use;
     other clients' examples are encoded with the same encoder on demand."""
-    from frameworks.common import load_lora_task
+    from frameworks.training import load_lora_task
 
     scenario = _scenario(overrides)
     if "client" not in _STATE:
@@ -95,7 +95,7 @@ def client_train(overrides: list[str], cid: int, rnd: int, state: dict, log_path
     (adapter state, n_samples, mean loss, interval)."""
     import numpy as np
 
-    from frameworks.fedllm import train_local
+    from frameworks.training import train_local
     from testbed.ml.modeling import OptimizerSpec, adapter_state, load_adapter_state
 
     scenario = _scenario(overrides)
@@ -128,7 +128,7 @@ class Server:
     """The server's model and test set, as frameworks.fedllm.FedLLM.setup builds them."""
 
     def __init__(self, overrides: list[str]) -> None:
-        from frameworks.common import load_lora_task
+        from frameworks.training import load_lora_task
         from testbed.ml.modeling import adapter_state
 
         self.scenario = _scenario(overrides)
@@ -258,7 +258,7 @@ def run_flower(overrides: list[str], num_cpus: int, work: Path) -> dict:
 # ------------------------------------------------------------------ plain loop
 
 def run_plain(overrides: list[str]) -> dict:
-    from frameworks.fedllm import fedavg
+    from frameworks.aggregate import fedavg
 
     server = Server(overrides)
     scenario = server.scenario

@@ -23,11 +23,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from frameworks.common import quantize_blocks  # noqa: E402
 from frameworks.kd.framework import encode_public, ort_agreement, position_logits, prompt_batch  # noqa: E402
 from frameworks.kd.logits import top_k_of  # noqa: E402
 from frameworks.kd.onnx_student import OrtStudent  # noqa: E402
 from frameworks.kd.student import load_student  # noqa: E402
+from frameworks.training import quantize_blocks  # noqa: E402
 from testbed.config.scenario import KDOptions, LoraConfig, load_scenario  # noqa: E402
 from testbed.ml.assets import resolve_model  # noqa: E402
 from testbed.ml.modeling import attach_lora, load_tokenizer  # noqa: E402

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frameworks.common import load_lora_task, mean_metrics, model_mb
+from frameworks.aggregate import buffered_step, fedavg, mean_metrics, staleness_weight
+from frameworks.training import load_lora_task, model_mb, train_local
 from testbed.ml import dataparallel
 from testbed.ml.modeling import (
     AdapterState,
@@ -25,90 +26,10 @@ from testbed.ml.modeling import (
     serialize,
     server_device,
 )
-from testbed.ml.task import EncodedExample, TaskEncoder, autocast, evaluate, label_loss, training_batch
+from testbed.ml.task import EncodedExample, evaluate
 from testbed.ml.taskdata import build_task_data
 from testbed.ml.workload import lora_training_workload
-from testbed.protocol import Client, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload
-
-
-def fedavg(states: list[AdapterState], weights: list[float]) -> AdapterState:
-    """Weighted average of adapter states (same keys), weights normalised to sum to 1."""
-    if not states:
-        raise ValueError("fedavg needs at least one state")
-    total = float(sum(weights))
-    if total <= 0:
-        raise ValueError(f"fedavg weights must sum to > 0, got {weights}")
-    return {
-        key: sum((w / total) * s[key] for s, w in zip(states, weights, strict=True))
-        for key in states[0]
-    }
-
-
-def staleness_weight(n_samples: int, staleness: int, exponent: float) -> float:
-    """FedBuff's polynomial staleness discount of an update: n_samples x (1 + staleness)^-exponent."""
-    return n_samples * (1.0 + staleness) ** -exponent
-
-
-def buffered_step(global_state: AdapterState, updates: list[AdapterState], starts: list[AdapterState],
-                  weights: list[float]) -> AdapterState:
-    """FedBuff's server step (server learning rate 1): global + sum_i w_i (update_i - start_i) / sum_i w_i,
-    where start_i is the global state client i trained from, so a stale update is a delta from its
-    own start rather than from the current global."""
-    if not updates:
-        raise ValueError("buffered_step needs at least one update")
-    total = float(sum(weights))
-    if total <= 0:
-        raise ValueError(f"buffered_step weights must sum to > 0, got {weights}")
-    return {
-        key: value + sum((w / total) * (u[key] - s[key]) for u, s, w in zip(updates, starts, weights, strict=True))
-        for key, value in global_state.items()
-    }
-
-
-def batch_order(n_examples: int, n_needed: int, seed: int) -> list[int]:
-    """Seeded epochs of shuffled example positions, concatenated to `n_needed`."""
-    rng = np.random.default_rng(seed)
-    order: list[int] = []
-    while len(order) < n_needed:
-        order.extend(rng.permutation(n_examples).tolist())
-    return order[:n_needed]
-
-
-def proximal_term(model, global_params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """sum ||w - w_global||^2 over the trainable (adapter) parameters."""
-    terms = [((p - global_params[n]) ** 2).sum() for n, p in model.named_parameters() if p.requires_grad]
-    return torch.stack(terms).sum()
-
-
-def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, steps: int,
-                batch_size: int, optimizer: OptimizerSpec, seed: int, precision: str = "fp32",
-                prox_mu: float = 0.0) -> tuple[list[float], int]:
-    """Run `steps` optimizer steps; returns per-step losses and tokens processed."""
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = optimizer.build(params)
-    anchor = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad} if prox_mu else {}
-    order = batch_order(len(examples), steps * batch_size, seed)
-    rank, world = dataparallel.group()  # (0, 1) unless the batch is split across ranks
-    losses, tokens = [], 0
-    for step in range(steps):
-        batch = training_batch(encoder, [examples[i] for i in order[step * batch_size:(step + 1) * batch_size]])
-        tokens += int(batch["attention_mask"].sum())
-        share = 1.0
-        if world > 1:  # this rank's rows; its loss weighted by its share of the supervised tokens
-            full, batch = batch, dataparallel.shard(batch, rank, world)
-            share = dataparallel.supervised_tokens(batch) / dataparallel.supervised_tokens(full)
-        with autocast(precision):
-            loss = label_loss(model, batch) * share
-        total = loss + (0.5 * prox_mu / world) * proximal_term(model, anchor) if prox_mu else loss
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        step_loss = dataparallel.sum_across_ranks(params, loss) if world > 1 else float(loss.detach())
-        opt.step()
-        losses.append(step_loss)
-    model.eval()
-    return losses, tokens
-
+from testbed.protocol import Client, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload, client_round_seed
 
 _RANK_MODELS: dict[str, object] = {}  # model dir -> the model a data-parallel rank's clients share
 _TRAINED: weakref.WeakSet = weakref.WeakSet()  # models a fit has changed (no longer the fresh adapter)
@@ -208,7 +129,7 @@ class FedLLM(Framework):
     def configure_fit(self, rnd: int, client_ids: list[int]) -> dict[int, FitIns]:
         down = Payload("adapter_down", serialize(self.global_state))
         seed = self.ctx.scenario.seed
-        return {cid: FitIns(round=rnd, payloads=(down,), seed=seed * 1_000_003 + rnd * 1009 + cid) for cid in client_ids}
+        return {cid: FitIns(round=rnd, payloads=(down,), seed=client_round_seed(seed, rnd, cid)) for cid in client_ids}
 
     def aggregate_fit(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> dict[str, float]:
         if not results:

@@ -39,6 +39,12 @@ class ComputeSpan:
     t_end_unix: float = field(default_factory=time.time)  # host wall clock when it ended (made right after the work)
 
 
+def client_round_seed(scenario_seed: int, rnd: int, client_id: int) -> int:
+    """The seed a client trains with in round `rnd` (its batch order): one formula for every
+    framework, so the same scenario and seed give every family the same batches."""
+    return scenario_seed * 1_000_003 + rnd * 1009 + client_id
+
+
 @dataclass(frozen=True)
 class FitIns:
     round: int

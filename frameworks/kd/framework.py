@@ -29,10 +29,10 @@ import torch
 from safetensors.numpy import load as np_load
 from safetensors.numpy import save as np_save
 
-from frameworks.common import mean_metrics, model_mb, quantize_blocks, task_encoder
-from frameworks.fedllm import batch_order, train_local
+from frameworks.aggregate import mean_metrics
 from frameworks.kd.logits import SparseTarget, TopK, aggregate, deserialize_topk, serialize_topk, sparse_kl, top_k_of
 from frameworks.kd.student import load_student, student_layers
+from frameworks.training import batch_order, model_mb, quantize_blocks, task_encoder, train_local
 from testbed.config.scenario import KDOptions, Scenario, ScenarioError
 from testbed.ml.modeling import (
     OptimizerSpec,
@@ -65,6 +65,7 @@ from testbed.protocol import (
     Payload,
     Send,
     ServerCall,
+    client_round_seed,
 )
 
 
@@ -344,7 +345,7 @@ class KDFedLLM(Framework):
         evaluate_now = self.opts.eval_students and (rnd % scenario.eval.every == 0 or rnd == self.fw.rounds)
         self.arrived: dict[int, TopK] = {}
         config = {"public_ids": ids, "evaluate": evaluate_now}
-        return {cid: FitIns(round=rnd, payloads=payloads, seed=scenario.seed * 1_000_003 + rnd * 1009 + cid,
+        return {cid: FitIns(round=rnd, payloads=payloads, seed=client_round_seed(scenario.seed, rnd, cid),
                             config=config) for cid in client_ids}
 
     def client_script(self, rnd: int, cid: int, ins: FitIns):

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frameworks.common import release_freed_memory
 from frameworks.kd.logits import TopK, from_arrays
+from testbed.ml.memory import release_freed_memory
 from testbed.ml.task import causal_lm
 
 

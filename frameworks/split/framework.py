@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from frameworks.common import mean_metrics, model_mb, quantize_blocks, task_encoder
-from frameworks.fedllm import batch_order, fedavg
+from frameworks.aggregate import fedavg, mean_metrics
 from frameworks.split.model import (
     ClientPart,
     CutActivations,
@@ -28,6 +27,7 @@ from frameworks.split.model import (
     unpack_activations,
     unpack_tensor,
 )
+from frameworks.training import batch_order, model_mb, quantize_blocks, task_encoder
 from testbed.config.scenario import Scenario, ScenarioError
 from testbed.ml.modeling import (
     AdapterState,
@@ -55,6 +55,7 @@ from testbed.protocol import (
     Send,
     ServerCall,
     StepRes,
+    client_round_seed,
 )
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -177,7 +178,7 @@ class SplitFedLLM(Framework):
         self.step_losses: dict[int, list[float]] = {cid: [] for cid in client_ids}
         self.client_server_state = {cid: dict(self.global_server) for cid in client_ids}
         self.client_opts = {cid: self.opt_spec.build(list(self.server_params.values())) for cid in client_ids}
-        return {cid: FitIns(round=rnd, payloads=(down,), seed=seed * 1_000_003 + rnd * 1009 + cid)
+        return {cid: FitIns(round=rnd, payloads=(down,), seed=client_round_seed(seed, rnd, cid))
                 for cid in client_ids}
 
     def prefetch(self, rnd: int, cid: int, ins: FitIns) -> ClientCall | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from frameworks.fedllm import FedLLM, FedLLMClient, batch_order, fedavg, proximal_term, train_local
+from frameworks.aggregate import fedavg
+from frameworks.fedllm import FedLLM, FedLLMClient
+from frameworks.training import batch_order, proximal_term, train_local
 from testbed.config.scenario import load_scenario
 from testbed.ml.modeling import OptimizerSpec, adapter_state, deserialize, serialize
 from testbed.ml.taskdata import build_task_data

@@ -71,7 +71,7 @@ def test_int8_ort_stays_close_to_torch(student):
 
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_quantized_students_export_their_integer_weights_and_agree_exactly(assets, student, scheme):
-    from frameworks.common import quantize_blocks
+    from frameworks.training import quantize_blocks
 
     _, encoder, examples = student
     base = load_student(str(assets.tiny), "every:1")

@@ -52,8 +52,7 @@ def test_a_group_calibration_sums_its_ranks():
 
 
 def _train(scenario, model_dir: str, indices) -> tuple[list[float], dict[str, torch.Tensor]]:
-    from frameworks.common import load_lora_task
-    from frameworks.fedllm import train_local
+    from frameworks.training import load_lora_task, train_local
     from testbed.ml.modeling import OptimizerSpec, adapter_state
 
     torch.set_num_threads(1)

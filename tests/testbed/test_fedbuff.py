@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from frameworks.fedllm import buffered_step, fedavg, staleness_weight
+from frameworks.aggregate import buffered_step, fedavg, staleness_weight
 from testbed.config.scenario import ScenarioError, load_scenario
 from testbed.sim.session import run_scenario
 
