@@ -8,7 +8,8 @@ import numpy as np
 
 from device_profiles import DeviceProfile, get_device, get_link
 from network import Network, Outage, Pipe, ShiftedTrace, load_mahimahi
-from testbed.config.scenario import FleetEntry, LinkSpec, Scenario
+from testbed.config.schema import Scenario
+from testbed.config.topology import FleetEntry, LinkSpec
 
 
 @dataclass(frozen=True)

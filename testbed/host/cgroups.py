@@ -21,312 +21,43 @@ to its old group.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import math
-import os
 import re
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
-PREFIX = "testbed-"  # every directory this module makes starts with this
-SUPERVISOR_LEAF = PREFIX + "supervisor"  # v2: where this cgroup's own processes move
+from testbed.host.cgroup_files import (
+    PREFIX,
+    SUPERVISOR_LEAF,
+    CgroupError,
+    _counter,
+    _destroy,
+    _follow,
+    _fresh_dir,
+    _pids,
+    _read_optional,
+    _v2_enable,
+    _v2_home,
+    _write,
+    _write_if_present,
+)
+from testbed.host.cgroup_hierarchy import CgroupSupport, detect
+
+__all__ = [
+    "CFS_PERIOD_US",
+    "PREFIX",
+    "SUPERVISOR_LEAF",
+    "CgroupError",
+    "CgroupSupport",
+    "ClientCgroup",
+    "detect",
+    "sanitize_name",
+]
+
 CFS_PERIOD_US = 100_000  # CPU quota accounting period, microseconds
 _MIN_QUOTA_US = 1_000  # the kernel's smallest CFS quota
 _MAX_NAME_CHARS = 100
-_RMDIR_TIMEOUT_S = 2.0  # an exiting process leaves its cgroup a moment after it is killed
-
-
-class CgroupError(RuntimeError):
-    """A cgroup file or directory could not be read, written, made or removed."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-
-
-@dataclass(frozen=True)
-class CgroupSupport:
-    version: Literal[1, 2] | None  # cgroup version in use; None when none is usable
-    memory_writable: bool  # a memory-limited child group can be made
-    cpu_writable: bool  # a CPU-quota child group can be made
-    reason: str = ""  # why not, when either flag is False
-    memory_parent: Path | None = None  # the memory cgroup this process is in (v2: the unified one)
-    cpu_parent: Path | None = None  # the cpu cgroup this process is in (v2: same as memory_parent)
-
-
-# --- Finding the hierarchies -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Mount:
-    root: str  # path inside the hierarchy that is mounted (not "/" for bind-mounted subtrees)
-    mountpoint: Path
-    fstype: str  # "cgroup" (v1) or "cgroup2"
-    options: frozenset[str]  # super options; for v1 they name the controllers
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def _parse_mountinfo(text: str) -> list[_Mount]:
-    """The cgroup mounts listed in /proc/self/mountinfo text."""
-    mounts = []
-    for line in text.splitlines():
-        before, sep, after = line.partition(" - ")
-        head, tail = before.split(), after.split()
-        if not sep or len(head) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
-            continue
-        options = frozenset(tail[2].split(","))
-        mounts.append(_Mount(_unescape(head[3]), Path(_unescape(head[4])), tail[0], options))
-    return mounts
-
-
-def _parse_proc_cgroup(text: str) -> dict[str, str]:
-    """Controller -> cgroup path from /proc/self/cgroup text; key "" is the v2 hierarchy."""
-    paths: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        for controller in controllers.split(",") if controllers else [""]:
-            paths[controller] = path
-    return paths
-
-
-def _cgroup_dir(mount: _Mount, path: str) -> Path:
-    if mount.root != "/" and (path == mount.root or path.startswith(mount.root + "/")):
-        path = path[len(mount.root) :]
-    return mount.mountpoint / path.lstrip("/")
-
-
-def _v1_dir(mounts: list[_Mount], paths: dict[str, str], controller: str) -> Path | None:
-    mount = next((m for m in mounts if m.fstype == "cgroup" and controller in m.options), None)
-    if mount is None or controller not in paths:
-        return None
-    return _cgroup_dir(mount, paths[controller])
-
-
-def _locate(mountinfo: str, proc_cgroup: str) -> CgroupSupport:
-    """Which version to use and the cgroups this process is in (no probing: flags False)."""
-    mounts, paths = _parse_mountinfo(mountinfo), _parse_proc_cgroup(proc_cgroup)
-    memory, cpu = _v1_dir(mounts, paths, "memory"), _v1_dir(mounts, paths, "cpu")
-    if memory is not None or cpu is not None:  # v1, or hybrid with controllers on v1
-        return CgroupSupport(1, False, False, "not probed", memory, cpu)
-    unified = next((m for m in mounts if m.fstype == "cgroup2"), None)
-    if unified is None or "" not in paths:
-        why = "no cgroup v1 memory/cpu hierarchy and no cgroup2 mount in /proc/self/mountinfo"
-        return CgroupSupport(None, False, False, why)
-    here = _cgroup_dir(unified, paths[""])
-    return CgroupSupport(2, False, False, "not probed", here, here)
-
-
-# --- Probing --------------------------------------------------------------------------------
-
-
-def _probe(parent: Path | None, controller: str, control_file: str | None) -> str:
-    """Why a child of ``parent`` cannot be made ("" when it can)."""
-    if parent is None:
-        return f"no {controller} cgroup hierarchy is mounted"
-    probe = parent / f"{PREFIX}probe-{os.getpid()}"
-    try:
-        os.mkdir(probe)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        return f"cannot make a {controller} cgroup: mkdir {probe}: {e.strerror}"
-    try:
-        if control_file is not None and not (probe / control_file).exists():
-            return f"{probe / control_file} is missing"
-        return ""
-    finally:
-        _rmdir_quietly(probe)
-
-
-def _rmdir_quietly(path: Path) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
-def _probe_v2(parent: Path, controller: str) -> str:
-    available = (_read_optional(parent / "cgroup.controllers") or "").split()
-    if controller not in available:
-        return f"{controller} controller not available in {parent / 'cgroup.controllers'}"
-    return _probe(parent, controller, None)
-
-
-def detect() -> CgroupSupport:
-    """Which cgroup version this process can use, and whether it may make limited groups."""
-    try:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-        proc_cgroup = Path("/proc/self/cgroup").read_text()
-    except OSError as e:
-        return CgroupSupport(None, False, False, f"cannot read /proc: {e}")
-    found = _locate(mountinfo, proc_cgroup)
-    if found.version is None:
-        return found
-    if found.version == 1:
-        memory_why = _probe(found.memory_parent, "memory", "memory.limit_in_bytes")
-        cpu_why = _probe(found.cpu_parent, "cpu", "cpu.cfs_quota_us")
-    else:
-        assert found.memory_parent is not None
-        memory_why = _probe_v2(found.memory_parent, "memory")
-        cpu_why = _probe_v2(found.memory_parent, "cpu")
-    reason = "; ".join(why for why in (memory_why, cpu_why) if why)
-    return CgroupSupport(
-        found.version, not memory_why, not cpu_why, reason, found.memory_parent, found.cpu_parent
-    )
-
-
-# --- File helpers ---------------------------------------------------------------------------
-
-
-def _read_optional(path: Path) -> str | None:
-    """The file's text, or None when it does not exist."""
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise CgroupError(path, f"cannot read: {e.strerror}") from e
-
-
-def _write(path: Path, value: object) -> None:
-    """One write(2) of ``value``: cgroup files take one value per write."""
-    try:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, str(value).encode())
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise CgroupError(path, f"cannot write {value!r}: {e.strerror}") from e
-
-
-def _write_if_present(path: Path, value: object) -> None:
-    """Swap settings: skipped where the kernel lacks the file or refuses the value."""
-    if not path.exists():
-        return
-    try:
-        _write(path, value)
-    except CgroupError as e:
-        if not isinstance(e.__cause__, OSError) or e.__cause__.errno != errno.EINVAL:
-            raise
-
-
-def _counter(text: str | None, key: str) -> int:
-    """``key N`` from a flat-keyed cgroup file (0 when the file or the key is absent)."""
-    for line in (text or "").splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == key:
-            return int(parts[1])
-    return 0
-
-
-def _pids(group: Path) -> list[int]:
-    return [int(p) for p in (_read_optional(group / "cgroup.procs") or "").split()]
-
-
-def _move_pids(source: Path, target: Path) -> None:
-    """Move every process of ``source`` into ``target``; ones that already exited are skipped."""
-    for pid in _pids(source):
-        try:
-            _write(target / "cgroup.procs", pid)
-        except CgroupError as e:
-            if not isinstance(e.__cause__, ProcessLookupError):
-                raise
-
-
-def _follow(source: Path, target: Path) -> None:
-    """Put every process of ``source`` into ``target`` too (v1: another hierarchy), again until
-    none is missing, so that children forked meanwhile are caught."""
-    for _ in range(10):
-        missing = set(_pids(source)) - set(_pids(target))
-        if not missing:
-            return
-        for pid in missing:
-            try:
-                _write(target / "cgroup.procs", pid)
-            except CgroupError as e:
-                if not isinstance(e.__cause__, ProcessLookupError):
-                    raise
-
-
-def _destroy(group: Path, home: Path) -> None:
-    """Move the group's processes to ``home``, then remove it (retrying while they exit)."""
-    deadline = time.monotonic() + _RMDIR_TIMEOUT_S
-    while True:
-        if not group.exists():
-            return
-        _move_pids(group, home)
-        try:
-            os.rmdir(group)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise CgroupError(group, f"cannot remove: {e.strerror}") from e
-            time.sleep(0.02)
-
-
-def _fresh_dir(group: Path, home: Path) -> Path:
-    """Make ``group``, first removing a leftover of the same name."""
-    _destroy(group, home)
-    try:
-        os.mkdir(group)
-    except OSError as e:
-        raise CgroupError(group, f"cannot make: {e.strerror}") from e
-    return group
-
-
-# --- cgroup v2 specifics --------------------------------------------------------------------
-
-
-def _v2_is_root(group: Path) -> bool:
-    return not (group / "cgroup.type").exists()  # the root cgroup has no type file
-
-
-def _v2_home(parent: Path) -> Path:
-    """Where processes of ``parent``'s subtree can live: the parent, or its supervisor leaf."""
-    if _v2_is_root(parent) or not (_read_optional(parent / "cgroup.subtree_control") or "").split():
-        return parent
-    return _make_leaf(parent / SUPERVISOR_LEAF)
-
-
-def _make_leaf(leaf: Path) -> Path:
-    """``leaf``, made if missing (kept if present: it may hold this very process)."""
-    try:
-        os.mkdir(leaf)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise CgroupError(leaf, f"cannot make: {e.strerror}") from e
-    return leaf
-
-
-def _v2_enable(parent: Path, controllers: list[str]) -> None:
-    """Enable ``controllers`` for ``parent``'s children, moving its own processes out if needed."""
-    enabled = (_read_optional(parent / "cgroup.subtree_control") or "").split()
-    missing = [c for c in controllers if c not in enabled]
-    if not missing:
-        return
-    change = " ".join("+" + c for c in missing)
-    try:
-        _write(parent / "cgroup.subtree_control", change)
-    except CgroupError as e:
-        if not isinstance(e.__cause__, OSError) or e.__cause__.errno != errno.EBUSY:
-            raise
-        leaf = _make_leaf(parent / SUPERVISOR_LEAF)
-        _move_pids(parent, leaf)  # "no internal processes": the parent must be empty
-        _write(parent / "cgroup.subtree_control", change)
 
 
 # --- The client group -----------------------------------------------------------------------

@@ -10,9 +10,9 @@ and explains the diff in its commit.
 from __future__ import annotations
 
 import statistics
-from unittest import mock
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from testbed.sim.replay import ComputeReplay
 

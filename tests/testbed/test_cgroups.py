@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from testbed.host.cgroup_files import _v2_enable
+from testbed.host.cgroup_hierarchy import _locate, _parse_mountinfo
 from testbed.host.cgroups import (
     PREFIX,
     SUPERVISOR_LEAF,
     CgroupError,
     CgroupSupport,
     ClientCgroup,
-    _locate,
-    _parse_mountinfo,
-    _v2_enable,
     detect,
     sanitize_name,
 )

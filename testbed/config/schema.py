@@ -1,0 +1,82 @@
+"""The whole scenario: every section together, and the checks that span sections."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError, field_validator, model_validator
+
+from testbed.config.dataset import DatasetConfig, PartitionConfig
+from testbed.config.emulation import EmulationConfig
+from testbed.config.framework import FrameworkConfig
+from testbed.config.node import Node
+from testbed.config.rounds import AvailabilityConfig, EvalConfig, FaultsConfig, NetworkConfig, PolicyConfig
+from testbed.config.topology import FleetEntry, ServerConfig
+
+DEFAULT_KD_PUBLIC_SIZE = 200  # public examples held out when kd leaves dataset.public_size unset
+
+
+class Scenario(Node):
+    name: str = "scenario"
+    seed: int = 0
+    model: str = "smollm2-135m"  # bundled name, local Hugging Face folder, or hub id
+    dataset: DatasetConfig = DatasetConfig()
+    partition: PartitionConfig = PartitionConfig()
+    framework: FrameworkConfig = FrameworkConfig()
+    server: ServerConfig = ServerConfig()
+    fleet: tuple[FleetEntry, ...]
+    emulation: EmulationConfig = EmulationConfig()
+    eval: EvalConfig = EvalConfig()
+    faults: FaultsConfig = FaultsConfig()
+    availability: AvailabilityConfig = AvailabilityConfig()
+    policy: PolicyConfig = PolicyConfig()
+    network: NetworkConfig = NetworkConfig()
+    output: str = "runs/scenario"
+
+    @field_validator("fleet")
+    @classmethod
+    def _fleet_non_empty(cls, v: tuple[FleetEntry, ...]) -> tuple[FleetEntry, ...]:
+        if not v:
+            raise ValueError("needs at least one client entry")
+        return v
+
+    @model_validator(mode="after")
+    def _enough_clients(self) -> Scenario:
+        n = sum(e.count for e in self.fleet)
+        if self.framework.clients_per_round > n:
+            raise ValueError(
+                f"framework.clients_per_round={self.framework.clients_per_round} exceeds the fleet size {n}"
+            )
+        for i, k in enumerate(self.faults.kill):
+            if k.client >= n:
+                raise ValueError(f"faults.kill.{i}.client={k.client} is not a client id (fleet has {n})")
+        if self.faults.kill and self.emulation.backend == "docker" and self.emulation.docker.clients == "external":
+            raise ValueError("faults.kill needs client containers the testbed starts "
+                             "(emulation.docker.clients: start), not external ones")
+        return self
+
+    @model_validator(mode="after")
+    def _fedbuff_for_fedllm(self) -> Scenario:
+        """Buffered asynchronous rounds exchange whole adapters: fedllm only."""
+        if self.policy.kind == "fedbuff" and self.framework.name != "fedllm":
+            problem = ValueError("fedbuff applies to fedllm (split and kd exchange per step / per public "
+                                 "batch and keep synchronous rounds)")
+            raise ValidationError.from_exception_data("Scenario", [
+                {"type": "value_error", "loc": ("policy", "kind"), "input": self.policy.kind,
+                 "ctx": {"error": problem}},
+            ])
+        return self
+
+    @model_validator(mode="after")
+    def _public_set(self) -> Scenario:
+        """`dataset.public_size: null` -> a public set only where the framework uses one."""
+        size = self.dataset.public_size
+        if size is None:
+            size = DEFAULT_KD_PUBLIC_SIZE if self.framework.name == "kd" else 0
+            object.__setattr__(self, "dataset", self.dataset.model_copy(update={"public_size": size}))
+        if self.framework.name == "kd" and size < self.framework.kd.public_batch:
+            raise ValueError(f"dataset.public_size={size} is smaller than framework.kd.public_batch="
+                             f"{self.framework.kd.public_batch}: kd needs that many public examples per round")
+        return self
+
+    @property
+    def n_clients(self) -> int:
+        return sum(e.count for e in self.fleet)
