@@ -38,7 +38,7 @@ def host_cores() -> int:
 def client_cpus(client: FleetClient, scenario: Scenario, *, host_gflops: float | None = None) -> float:
     """The client's CPU limit (cores): its device's cores capped by the host's; under
     `time: throttle` and given the host's matmul rate, threads / (host-to-device factor)
-    where the device is slower than the host (Runner._cpu_quotas' rule)."""
+    where the device is slower than the host (testbed.sim.devicetime.cpu_quotas' rule)."""
     cores = float(min(client.device.cpu_cores, host_cores()))
     if scenario.emulation.time == "throttle" and host_gflops:
         factor = host_gflops / device_compute(client, use_accelerator=scenario.emulation.use_accelerator)

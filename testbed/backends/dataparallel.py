@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import wait
 
 from testbed.backends.base import with_peak_rss
+from testbed.backends.messages import Call, Raised, Started
 from testbed.backends.process import _POLL_S, ProcessBackend, _class_path, _Worker
 from testbed.backends.slots import sum_calibrations
 from testbed.host.calibration import HostCalibration, calibrate_host
@@ -79,11 +80,7 @@ class DataParallelBackend(ProcessBackend):
         host rate is their sum. Without every rank's answer the runner measures `world`
         intra-op threads instead."""
         alive = [w for w in self.ranks if self._alive(w)]
-        for w, cores in zip(alive, self.slots.cores, strict=False):
-            self._pin(w, cores)
-            w.conn.send(("calibrate", self.calibration_s))
-        replies = [self._receive(w, self.setup_timeout_s) for w in alive]
-        results = [HostCalibration.from_dict(r[1]) for r in replies if r is not None and r[0] == "calibration"]
+        results = self._calibrations(alive, self.setup_timeout_s)
         if len(results) < self.world:
             return calibrate_host(threads=self.world, seconds=self.calibration_s)
         return sum_calibrations(results)
@@ -102,7 +99,7 @@ class DataParallelBackend(ProcessBackend):
             self._pin(w, cores)
         t0 = time.perf_counter()
         for w in self.ranks:
-            w.conn.send(("call", (cid, method, args)))
+            self._send(w, Call(cid, method, args))
         outcome = self._gather(cid, rnd, kill, t0)
         if isinstance(outcome, Failure):  # the others may wait for the failed rank: stop them all
             for w in self.ranks:
@@ -128,22 +125,23 @@ class DataParallelBackend(ProcessBackend):
                                        host_s=time.perf_counter() - t0)
                     continue
                 try:
-                    kind, payload = w.conn.recv()
+                    reply = w.conn.recv()
                 except (EOFError, OSError):
                     self._reap(w)
                     return Failure(cid, rnd, self._cause(w, 0), f"rank {k}: {self._death_detail(w)}",
                                    host_s=time.perf_counter() - t0)
-                if kind == "started":
-                    start_rss[k] = payload[1]
+                if isinstance(reply, Started):
+                    start_rss[k] = reply.rss_bytes
                     if kill and len(start_rss) == self.world:  # fault injection, once all have started
                         return Failure(cid, rnd, "killed", "fault injection: every rank killed mid-fit",
                                        host_s=time.perf_counter() - t0)
                     continue
                 del pending[k]
-                if kind == "error":
-                    detail, host_s, peak = payload
-                    return Failure(cid, rnd, "error", f"rank {k}: {detail}", host_s=host_s, peak_rss_bytes=peak)
-                results[k] = payload
+                if isinstance(reply, Raised):
+                    return Failure(cid, rnd, "error", f"rank {k}: {reply.detail}", host_s=reply.host_s,
+                                   peak_rss_bytes=reply.peak_rss_bytes)
+                results[k] = reply.result
         peak = getattr(results[0], "peak_rss_bytes", 0)
-        peak += sum(max(0, getattr(results[k], "peak_rss_bytes", 0) - start_rss.get(k, 0)) for k in range(1, self.world))
+        peak += sum(max(0, getattr(results[k], "peak_rss_bytes", 0) - start_rss.get(k, 0))
+                    for k in range(1, self.world))
         return with_peak_rss(results[0], peak)

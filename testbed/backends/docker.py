@@ -1,48 +1,30 @@
-"""One Docker container per client, started with the docker SDK, limited like its device.
+"""The Docker engine, the image, and what a client's container is made of.
 
-Each client's worker (testbed/backends/http_worker.py) runs in its own container with the
-device's limits: ``mem_limit`` = its app RAM budget (no swap), ``nano_cpus`` = its thread
-count (or, under ``time: throttle``, the CPU quota that makes the host as slow as the
-device), ``cpuset_cpus`` = the host cores of the slot it computes on, and torch set to that
-many threads. Containers get no capabilities (``cap_drop: ALL``, ``no-new-privileges``) and
-see the host's Python prefix, the project's .venv and the project read-only at their host
-paths (nothing is installed in the image; torch is never resolved there); the asset cache is
-mounted read-write (KD builds its ONNX students there once).
-
-Payloads cross for real: this backend serves an authenticated HTTP endpoint
-(testbed/backends/endpoint.py) on 127.0.0.1 (host networking), and each worker long-polls
-it for its next call and posts the result back, bodies as safetensors (testbed.backends.wire). The
-simulator still times every exchange from the payloads' real sizes.
-
-Failures as in the process backend: ``oom`` when Docker reports the container OOMKilled (or
-its cgroup counted an OOM kill), with the container's peak memory; ``killed`` on fault
-injection (``container.kill()`` once the call started); ``timeout``; ``crashed``; ``error``.
-A dead client gets a fresh container at its next call. Every container carries the label
-``fedge-testbed.run=<run id>`` and is removed by that label in ``close()``, at exit and on
-signals (``testbed run`` turns SIGTERM into Ctrl-C).
+The engine answers a ping (:func:`docker_client`) and has the image (:func:`check_image`),
+or a :class:`DockerUnavailable` says why not. Every container of a run carries the label
+``fedge-testbed.run=<run id>`` (:func:`new_run_id`) and is removed by it
+(:func:`remove_run_containers`). A client's container (:func:`client_container`) is
+limited like its device (:func:`requested_limits`), sees the host's Python prefix, the
+project's .venv and the project read-only at their host paths, the asset cache read-write,
+and runs testbed/backends/http_worker.py; :func:`wait_for_exit` reports how it ended. The
+backend that starts and talks to these containers is testbed.backends.docker_backend; the
+server's own container is testbed.sim.server_container.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
 import secrets
-import signal
 import sys
-import threading
-import time
 import warnings
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from testbed.backends.base import Backend
-from testbed.backends.endpoint import Endpoint
-from testbed.backends.slots import CoreSlots, merge_calibrations
-from testbed.host.calibration import HostCalibration
-from testbed.protocol import Client, ClientSpec, Failure, Outcome
+from testbed.backends.messages import Exited
+
+if TYPE_CHECKING:
+    from testbed.protocol import ClientSpec
 
 LABEL_RUN = "fedge-testbed.run"  # every container of a run carries its run id here
 LABEL_ROLE = "fedge-testbed.role"  # client | server
@@ -50,7 +32,6 @@ LABEL_CLIENT = "fedge-testbed.client"
 ROLE_ENV = "TESTBED_DOCKER_ROLE"  # "server" inside the server container
 RUN_ID_ENV = "TESTBED_DOCKER_RUN_ID"  # the run id the server container was given
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-_STOP_WAIT_S = 10.0
 
 
 class DockerUnavailable(RuntimeError):
@@ -142,373 +123,57 @@ def gpu_requests() -> list:
     return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
 
 
-def cgroup_peak_bytes(facts: dict | None) -> int:
-    return int((facts or {}).get("peak_memory_bytes") or 0)
+# --- a client's container -----------------------------------------------------------------------
 
 
-# --- the backend ----------------------------------------------------------------------------
+def requested_limits(threads: int, cores: float, mem_limit_bytes: int | None, cpuset: str) -> dict[str, Any]:
+    """What a client's container is asked for (summary.json's ``requested``): `cores` of CPU
+    time (nano_cpus), at most `mem_limit_bytes` of memory, on the host cores of `cpuset`."""
+    return {"nano_cpus": int(round(cores * 1e9)), "mem_limit_bytes": mem_limit_bytes, "cpuset_cpus": cpuset,
+            "threads": threads}
 
 
-@dataclass
-class _Worker:
-    spec: ClientSpec
-    container: Any = None
-    incarnation: int = 0
-    run_t: float = 0.0  # monotonic time of containers.run
-    setup_error: str | None = None
-    ready: dict | None = None  # the worker's ready message
-    died: dict | None = None  # the supervisor's note: return code, cgroup peak memory, OOM kills
-    exited: dict | None = None  # Docker's: exit code, OOMKilled
-    timed_out: bool = False
-    killed: bool = False
-    oom_kills_before: int = 0  # external clients: OOM kills counted before this incarnation
-    cpuset: str = ""
-    startups: list[dict] = field(default_factory=list)
-    limits_throttled: dict | None = None  # read inside after set_cpu_quotas
+def client_container(image: str, run_id: str, spec: ClientSpec, incarnation: int, endpoint: tuple[str, str],
+                     requested: dict[str, Any]) -> dict[str, Any]:
+    """``containers.run`` arguments for the client's worker: the container named after the run,
+    the client and its `incarnation`, limited as `requested`; it calls the `endpoint`
+    (url, token) back."""
+    cid = spec.client_id
+    cache = _cache_dir()
+    url, token = endpoint
+    env = {"TESTBED_ENDPOINT": url, "TESTBED_TOKEN": token,
+           "TESTBED_CLIENT_ID": str(cid), "TESTBED_INCARNATION": str(incarnation),
+           "TESTBED_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           "OMP_NUM_THREADS": str(spec.threads), "HOME": "/tmp"}
+    kwargs: dict[str, Any] = dict(
+        image=image, command=[sys.executable, "-m", "testbed.backends.http_worker"],
+        detach=True, name=f"fedge-{run_id}-client{cid}-{incarnation}",
+        labels={LABEL_RUN: run_id, LABEL_ROLE: "client", LABEL_CLIENT: str(cid)},
+        environment=env, network_mode="host", working_dir=str(PROJECT_DIR),
+        volumes=host_volumes(runtime_paths() + _scenario_files(spec.scenario) + [Path(spec.model_dir)], [cache]),
+        nano_cpus=requested["nano_cpus"], cpuset_cpus=requested["cpuset_cpus"],
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=4096, **host_user(),
+    )
+    if requested["mem_limit_bytes"]:
+        kwargs.update(mem_limit=requested["mem_limit_bytes"], memswap_limit=requested["mem_limit_bytes"])
+    return kwargs
 
 
-class DockerBackend(Backend):
-    def __init__(self, client_class: type[Client], specs: list[ClientSpec], *, threads: int = 1,
-                 parallel: int | None = None, memory_limits_bytes: dict[int, int] | None = None,
-                 enforce_memory: bool = True, cpu_quotas: bool = False, calibration_s: float = 1.0,
-                 timeout_s: float = 1800.0, setup_timeout_s: float | None = None, run_id: str = "run",
-                 **_: object) -> None:
-        super().__init__(client_class, specs)
-        self.options = specs[0].scenario.emulation.docker
-        self.threads = threads
-        self.memory_limits = dict(memory_limits_bytes or {}) if enforce_memory else {}
-        self.slots = CoreSlots(threads, parallel, memory_limits_bytes=list(self.memory_limits.values()))
-        self.parallel = self.slots.parallel
-        self.calibration_s = calibration_s
-        self.timeout_s = timeout_s
-        self.setup_timeout_s = setup_timeout_s or self.options.start_timeout_s
-        self.run_id = os.environ.get(RUN_ID_ENV) or new_run_id(run_id)
-        self.external = self.options.clients == "external"
-        self.workers = {cid: _Worker(spec) for cid, spec in self.specs.items()}
-        self.quota_cores: dict[int, float] = {}  # set_cpu_quotas: nano_cpus of each client's containers
-        self.cgroups_enforced = False  # the facts' name for "limits are enforced": set in start()
-        self._calibration: HostCalibration | None = None
-        self._docker = None
-        self._endpoint: Endpoint | None = None
-        self._closed = False
+def wait_for_exit(container: Any) -> Exited:
+    """Block until the container exits: Docker's exit code, OOMKilled and error."""
+    try:
+        client = docker_client()
+        status = client.api.wait(container.id, timeout=None)
+        state = client.api.inspect_container(container.id)["State"]
+        return Exited(status.get("StatusCode"), bool(state.get("OOMKilled")), state.get("Error") or "")
+    except Exception as exc:  # removed under us (close): it is gone all the same
+        return Exited(None, False, f"container gone: {exc}")
 
-    # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        self._endpoint = Endpoint(port=self.options.port, token=os.environ.get("TESTBED_TOKEN") or None)
-        if not self.external:
-            self._docker = docker_client()
-            check_image(self._docker, self.options.image)
-            atexit.register(self._remove_containers)
-        self._endpoint.start()
-        class_path = f"{self.client_class.__module__}:{self.client_class.__qualname__}"
-        for cid, w in self.workers.items():
-            self._endpoint.register(cid, {"client_class": class_path, "spec": w.spec, "threads": w.spec.threads})
-        self.cgroups_enforced = not self.external
-        for w in self.workers.values():
-            self._spawn(w)
-        for w in self.workers.values():
-            self._wait_ready(w)
-        self._calibration = self._calibrate()
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.slots.shutdown()
-        if self._endpoint is not None:
-            for cid, w in self.workers.items():
-                if self._alive(w):
-                    self._endpoint.send(cid, ("stop", None))
-            deadline = time.monotonic() + _STOP_WAIT_S
-            for w in self.workers.values():
-                if self._alive(w) and not self.external:
-                    self._receive_exit(w, max(0.1, deadline - time.monotonic()))
-        self._remove_containers()
-        if self._endpoint is not None:
-            self._endpoint.close()
-        atexit.unregister(self._remove_containers)
-
-    def _remove_containers(self) -> None:
-        if self._docker is not None:
-            remove_run_containers(self._docker, self.run_id, role="client")
-
-    def facts(self) -> dict[str, Any]:
-        """What summary.json records about the containers: run id, image, start-up times,
-        and the limits each worker read back inside its container."""
-        return {"docker": {
-            "run_id": self.run_id, "image": self.options.image, "network": self.options.network,
-            "clients_started_by": "external" if self.external else "testbed",
-            "server_in_container": os.environ.get(ROLE_ENV) == "server",
-            "endpoint": self._endpoint.url if self._endpoint else None,
-            "startup_s": {str(cid): w.startups for cid, w in self.workers.items()},
-            "requested": {str(cid): self._requested(w) for cid, w in self.workers.items()},
-            "limits_seen": {str(cid): (w.ready or {}).get("limits") for cid, w in self.workers.items()},
-            "limits_seen_throttled": {str(cid): w.limits_throttled for cid, w in self.workers.items()
-                                      if w.limits_throttled is not None},
-        }}
-
-    # -- containers ------------------------------------------------------------------------
-    def _requested(self, w: _Worker) -> dict[str, Any]:
-        cid = w.spec.client_id
-        return {"nano_cpus": int(round(self.quota_cores.get(cid, w.spec.threads) * 1e9)),
-                "mem_limit_bytes": self.memory_limits.get(cid), "cpuset_cpus": w.cpuset,
-                "threads": w.spec.threads}
-
-    def _spawn(self, w: _Worker) -> None:
-        """A fresh container for the client (or, for external clients, wait for a new worker)."""
-        cid = w.spec.client_id
-        w.incarnation += 1
-        w.setup_error = w.ready = w.exited = None
-        w.timed_out = w.killed = False
-        if self.external:  # the container lives on: its supervisor starts a new worker itself
-            if w.died is not None:
-                w.oom_kills_before = int(w.died.get("oom_kills") or 0)
-            w.died = None
-            w.run_t = time.monotonic()
-            return
-        w.died = None
-        self._endpoint.reset(cid, w.incarnation)
-        w.run_t = time.monotonic()
-        w.cpuset = ",".join(map(str, self.slots.cores[cid % self.parallel]))
-        req = self._requested(w)
-        cache = _cache_dir()
-        env = {"TESTBED_ENDPOINT": self._endpoint.url, "TESTBED_TOKEN": self._endpoint.token,
-               "TESTBED_CLIENT_ID": str(cid), "TESTBED_INCARNATION": str(w.incarnation),
-               "TESTBED_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1",
-               "OMP_NUM_THREADS": str(w.spec.threads), "HOME": "/tmp"}
-        kwargs: dict[str, Any] = dict(
-            image=self.options.image, command=[sys.executable, "-m", "testbed.backends.http_worker"],
-            detach=True, name=f"fedge-{self.run_id}-client{cid}-{w.incarnation}",
-            labels={LABEL_RUN: self.run_id, LABEL_ROLE: "client", LABEL_CLIENT: str(cid)},
-            environment=env, network_mode="host", working_dir=str(PROJECT_DIR),
-            volumes=host_volumes(runtime_paths() + _scenario_files(w.spec.scenario) + [Path(w.spec.model_dir)],
-                                 [cache]),
-            nano_cpus=req["nano_cpus"], cpuset_cpus=w.cpuset,
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=4096, **host_user(),
-        )
-        if req["mem_limit_bytes"]:
-            kwargs.update(mem_limit=req["mem_limit_bytes"], memswap_limit=req["mem_limit_bytes"])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            w.container = self._docker.containers.run(**kwargs)
-        threading.Thread(target=self._watch, args=(w.container, cid, w.incarnation), daemon=True,
-                         name=f"watch-client{cid}").start()
-
-    def _watch(self, container, cid: int, incarnation: int) -> None:
-        """Tell the endpoint when the container exits, with Docker's exit code and OOMKilled."""
-        try:
-            client = docker_client()
-            status = client.api.wait(container.id, timeout=None)
-            state = client.api.inspect_container(container.id)["State"]
-            facts = {"exit_code": status.get("StatusCode"), "oom_killed": bool(state.get("OOMKilled")),
-                     "error": state.get("Error") or ""}
-        except Exception as exc:  # removed under us (close): it is gone all the same
-            facts = {"exit_code": None, "oom_killed": False, "error": f"container gone: {exc}"}
-        if self._endpoint is not None:
-            self._endpoint.post(cid, incarnation, ("exited", facts))
-
-    def _wait_ready(self, w: _Worker) -> None:
-        reply = self._receive(w, self.setup_timeout_s)
-        if reply is None:
-            w.setup_error = self._death_detail(w)
-        elif reply[0] == "setup_error":
-            w.setup_error = reply[1]
-            self._receive_exit(w, _STOP_WAIT_S)
-        elif reply[0] == "ready":
-            w.ready = reply[1]
-            now = time.monotonic()
-            first = self._endpoint.first_request_t(w.spec.client_id)
-            w.startups.append({
-                "incarnation": w.incarnation, "run_to_ready_s": round(now - w.run_t, 3),
-                "run_to_first_request_s": round(first - w.run_t, 3) if first else None,
-                "client_setup_s": round(w.ready["setup_s"], 3),
-                "overhead_s": round(now - w.run_t - w.ready["setup_s"], 3),
-            })
-        else:
-            w.setup_error = f"unexpected first message {reply[0]!r}"
-
-    def _respawn(self, w: _Worker) -> None:
-        if w.container is not None:
-            try:
-                w.container.remove(force=True)
-            except Exception:  # already removed
-                pass
-        self._spawn(w)
-        self._wait_ready(w)
-
-    def set_cpu_quotas(self, quotas: dict[int, float]) -> dict[int, float]:
-        """Throttle clients to `quotas` (cores): their containers' NanoCpus, now and on respawn."""
-        if self.external:
-            return {}
-        applied = {}
-        for cid, cores in quotas.items():
-            w = self.workers[cid]
-            self.quota_cores[cid] = cores
-            applied[cid] = cores
-            if w.container is not None and self._alive(w):
-                self._update(w, {"NanoCpus": int(round(cores * 1e9))})
-                w.limits_throttled = self._ask_limits(w)
-        return applied
-
-    def _ask_limits(self, w: _Worker) -> dict | None:
-        """The limits the worker reads inside its container now."""
-        self._endpoint.send(w.spec.client_id, ("limits", None))
-        reply = self._receive(w, 60.0)
-        return reply[1] if reply is not None and reply[0] == "limits" else None
-
-    def _update(self, w: _Worker, resources: dict[str, Any]) -> None:
-        """ContainerUpdate with fields the SDK's update() lacks (NanoCpus)."""
-        api = self._docker.api
-        try:
-            api._result(api._post_json(api._url("/containers/{0}/update", w.container.id), data=resources), True)
-        except Exception as exc:  # the container just died: its next call reports it
-            warnings.warn(f"client {w.spec.client_id}: container update {resources} failed: {exc}", stacklevel=2)
-
-    def _pin(self, w: _Worker, cores: list[int]) -> None:
-        cpuset = ",".join(map(str, cores))
-        if self.external or cpuset == w.cpuset:
-            return
-        w.cpuset = cpuset
-        self._update(w, {"CpusetCpus": cpuset})
-
-    # -- calibration -------------------------------------------------------------------------
-    def _calibrate(self) -> HostCalibration:
-        """Host speed measured inside the first `parallel` containers at once, in their slots."""
-        alive = [w for w in self.workers.values() if self._alive(w)][: self.parallel]
-        results = []
-        for w, cores in zip(alive, self.slots.cores, strict=False):
-            self._pin(w, cores)
-            self._endpoint.send(w.spec.client_id, ("calibrate", self.calibration_s))
-        for w in alive:
-            reply = self._receive(w, max(120.0, 30 * self.calibration_s))
-            if reply is not None and reply[0] == "calibration":
-                results.append(HostCalibration.from_dict(reply[1]))
-        if not results:
-            from testbed.host.calibration import calibrate_host
-
-            return calibrate_host(threads=self.threads, seconds=self.calibration_s)
-        return merge_calibrations(results)
-
-    # -- rounds ------------------------------------------------------------------------------
-    def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
-        return self.slots.submit(lambda cores: self._call_on(self.workers[cid], rnd, method, args, cores, kill))
-
-    def _call_on(self, w: _Worker, rnd: int, method: str, args: tuple, cores: list[int], kill: bool) -> Outcome:
-        cid = w.spec.client_id
-        if not self._alive(w):
-            self._respawn(w)
-        if w.setup_error is not None:
-            return Failure(cid, rnd, self._cause(w), f"client setup failed: {w.setup_error}",
-                           peak_rss_bytes=cgroup_peak_bytes(w.died))
-        self._pin(w, cores)
-        t0 = time.perf_counter()
-        self._endpoint.send(cid, ("call", (method, args)))
-        while True:
-            reply = self._receive(w, self.timeout_s)
-            if reply is None:
-                return Failure(cid, rnd, self._cause(w), self._death_detail(w), host_s=time.perf_counter() - t0,
-                               peak_rss_bytes=cgroup_peak_bytes(w.died))
-            if reply[0] == "started" and kill:
-                return self._kill_mid_call(w, rnd, t0)
-            if reply[0] == "started":
-                continue
-            if reply[0] == "ok":
-                return reply[1]
-            if reply[0] == "error":
-                detail, host_s, peak = reply[1]
-                return Failure(cid, rnd, "error", detail, host_s=host_s, peak_rss_bytes=peak)
-
-    def _kill_mid_call(self, w: _Worker, rnd: int, t0: float) -> Failure:
-        """Fault injection: SIGKILL the client's container once its worker started the call."""
-        if self.external:
-            raise RuntimeError("faults.kill needs containers the testbed started (emulation.docker.clients: start)")
-        w.killed = True
-        try:
-            w.container.kill()
-        except Exception:  # it died on its own just now
-            pass
-        self._receive_exit(w, _STOP_WAIT_S)
-        detail = f"fault injection: {self._death_detail(w)} mid-fit"
-        return Failure(w.spec.client_id, rnd, "killed", detail, host_s=time.perf_counter() - t0)
-
-    # -- messages ------------------------------------------------------------------------------
-    def _receive(self, w: _Worker, timeout_s: float):
-        """The worker's next message; None once its container died or it stayed silent for
-        timeout_s (then its container is killed)."""
-        cid = w.spec.client_id
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            msg = self._endpoint.receive(cid, left) if left > 0 else None
-            if msg is None:
-                w.timed_out = True
-                self._kill(w)
-                self._receive_exit(w, _STOP_WAIT_S)
-                return None
-            kind = msg[0]
-            if kind == "died":
-                w.died = msg[1]
-                if self.external:
-                    return None
-                self._receive_exit(w, _STOP_WAIT_S)
-                return None
-            if kind == "exited":
-                w.exited = msg[1]
-                return None
-            return msg
-
-    def _receive_exit(self, w: _Worker, timeout_s: float) -> None:
-        """Wait for Docker's note that the container exited (the supervisor's may come first)."""
-        deadline = time.monotonic() + timeout_s
-        while w.exited is None and not self.external:
-            msg = self._endpoint.receive(w.spec.client_id, max(0.0, deadline - time.monotonic()))
-            if msg is None:
-                return
-            if msg[0] == "died":
-                w.died = msg[1]
-            elif msg[0] == "exited":
-                w.exited = msg[1]
-
-    def _alive(self, w: _Worker) -> bool:
-        if self.external:
-            return w.ready is not None and w.died is None and w.setup_error is None
-        return w.container is not None and w.exited is None and w.setup_error is None and w.died is None
-
-    def _kill(self, w: _Worker) -> None:
-        if w.container is not None and not self.external:
-            try:
-                w.container.kill()
-            except Exception:  # not running any more
-                pass
-
-    def _cause(self, w: _Worker) -> str:
-        oom_kills = int((w.died or {}).get("oom_kills") or 0)
-        if (w.exited or {}).get("oom_killed") or oom_kills > w.oom_kills_before:
-            return "oom"
-        if w.killed:
-            return "killed"
-        if w.timed_out:
-            return "timeout"
-        return "crashed"
-
-    def _death_detail(self, w: _Worker) -> str:
-        code = (w.exited or {}).get("exit_code")
-        if code is None and w.died is not None:
-            rc = w.died.get("returncode")
-            code = 128 - rc if rc is not None and rc < 0 else rc
-        parts = []
-        if code is not None and code > 128 and code - 128 in signal.valid_signals():
-            parts.append(f"worker killed by {signal.Signals(code - 128).name} (container exit {code})")
-        else:
-            parts.append(f"worker exited with code {code}")
-        if (w.exited or {}).get("oom_killed"):
-            parts.append("OOMKilled")
-        peak = cgroup_peak_bytes(w.died)
-        if peak:
-            parts.append(f"container peak memory {peak / 2**20:.0f} MiB")
-        if w.timed_out and not w.killed:
-            parts.append("silent past the timeout")
-        return ", ".join(parts)
+def update_container(client: Any, container: Any, resources: dict[str, Any]) -> None:
+    """ContainerUpdate with fields the SDK's update() lacks (NanoCpus)."""
+    api = client.api
+    api._result(api._post_json(api._url("/containers/{0}/update", container.id), data=resources), True)
 
 
 def _cache_dir() -> Path:

@@ -3,17 +3,18 @@
 Direction as in real federated learning: the server listens, clients call in. Each client
 worker (testbed/backends/http_worker.py) fetches its spec, registers as ready, long-polls
 for its next command and posts back what it made; bodies are safetensors
-(:mod:`testbed.backends.wire`). Every request carries ``Authorization: Bearer <token>``, a random
+(:mod:`testbed.backends.wire`), messages those of :mod:`testbed.backends.messages` (the endpoint
+only queues them). Every request carries ``Authorization: Bearer <token>``, a random
 per-run token handed to containers by environment variable; anything else gets 401.
 
 Routes (``<cid>`` a client id; ``inc`` the container incarnation, see :meth:`Endpoint.reset`):
 
 - ``GET  /health``                          200 ``ok``
-- ``GET  /clients/<cid>/spec``              what the worker needs to build its client
-- ``POST /clients/<cid>/ready?inc=N``       ("ready", info) or ("setup_error", traceback)
+- ``GET  /clients/<cid>/spec``              what the worker needs to build its client (WorkerSetup)
+- ``POST /clients/<cid>/ready?inc=N``       Ready or SetupError
 - ``GET  /clients/<cid>/next?inc=N&wait_s=S`` the next command (200), none yet (204),
                                             or 409 when this incarnation was replaced
-- ``POST /clients/<cid>/result?inc=N``      ("started" | "ok" | "error" | "calibration" | ...)
+- ``POST /clients/<cid>/result?inc=N``      Started | Done | Raised | Calibrated | Limits | Died
 """
 
 from __future__ import annotations

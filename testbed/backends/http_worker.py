@@ -4,11 +4,12 @@
 supervisor (no torch): it starts the worker as a child process and waits for it. The worker
 fetches its spec from the server's endpoint, builds its Client once (as the process
 backend's worker does), registers as ready, then long-polls for commands and posts back
-results, every body safetensors (testbed.backends.wire). When the worker dies (the memory limit's
-OOM killer picks it: it holds the model), the supervisor reads the container's own cgroup
-(peak memory, OOM kills) and posts that as ("died", facts) before it exits with the
-worker's status (137 after a SIGKILL). With ``TESTBED_RESPAWN=1`` (clients started by
-``docker compose``, not by the backend) it starts a fresh worker instead of exiting.
+results, every body safetensors (testbed.backends.wire) and every message one of
+testbed.backends.messages. When the worker dies (the memory limit's OOM killer picks it: it
+holds the model), the supervisor reads the container's own cgroup (peak memory, OOM kills)
+and posts that as a Died message before it exits with the worker's status (137 after a
+SIGKILL). With ``TESTBED_RESPAWN=1`` (clients started by ``docker compose``, not by the
+backend) it starts a fresh worker instead of exiting.
 
 Environment: TESTBED_ENDPOINT (http://127.0.0.1:PORT), TESTBED_TOKEN, TESTBED_CLIENT_ID,
 TESTBED_INCARNATION (optional), TESTBED_RESPAWN (optional), TESTBED_CONNECT_RETRY_S (how long an
@@ -25,10 +26,29 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from testbed.backends.messages import (
+    AskLimits,
+    Calibrate,
+    Calibrated,
+    Call,
+    Died,
+    Done,
+    Limits,
+    Raised,
+    Ready,
+    SetupError,
+    Started,
+    Stop,
+    WorkerSetup,
+)
 from testbed.backends.wire import decode, encode
+
+if TYPE_CHECKING:
+    from testbed.protocol import Client
 
 EXIT_SERVER_GONE = 3  # the endpoint stopped answering: the run is over
 EXIT_REPLACED = 4  # the server started a newer container for this client
@@ -71,7 +91,7 @@ class Link:
                     raise ServerGone(str(exc)) from None
                 time.sleep(0.5)
 
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> WorkerSetup:
         return decode(self._request("GET", "spec")[1])
 
     def post(self, route: str, message: Any) -> None:
@@ -143,9 +163,11 @@ def memory_facts() -> dict[str, int | None]:
 # --- the worker (child process) ----------------------------------------------------------------
 
 
-def _load_class(path: str) -> type:
-    from importlib import import_module
+# what a worker imports before it asks for its spec (the supervisor never does: no torch there)
+_CALL_MODULES = ("psutil", "testbed.backends.base", "testbed.host.calibration", "testbed.ml.memory")
 
+
+def _load_class(path: str) -> type:
     module, _, name = path.partition(":")
     return getattr(import_module(module), name)
 
@@ -153,49 +175,67 @@ def _load_class(path: str) -> type:
 def serve(link: Link) -> int:
     """Build the client, then serve commands until told to stop."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import psutil
     import torch
 
-    from testbed.backends.base import with_peak_rss
-    from testbed.host.calibration import calibrate_host
-    from testbed.ml.memory import PeakRssSampler
-
-    info = link.spec()
-    threads = info["threads"]
-    torch.set_num_threads(threads)
+    for module in _CALL_MODULES:
+        import_module(module)
+    setup = link.spec()
+    torch.set_num_threads(setup.threads)
     try:
-        t0 = time.perf_counter()
-        client = _load_class(info["client_class"])(info["spec"])
-        client.setup()
-        limits = {**read_limits(), "torch_threads": torch.get_num_threads()}
-        link.post("ready", ("ready", {"setup_s": time.perf_counter() - t0, "pid": os.getpid(),
-                                      "rss_bytes": psutil.Process().memory_info().rss, "limits": limits}))
+        client = _build_client(link, setup)
     except Exception:
-        link.post("ready", ("setup_error", traceback.format_exc(limit=4)))
+        link.post("ready", SetupError(traceback.format_exc(limit=4)))
         return 1
     while True:
         command = link.next()
         if command is None:
             continue
-        cmd, arg = command
-        if cmd == "stop":
+        if isinstance(command, Stop):
             return 0
-        if cmd == "calibrate":
-            link.post("result", ("calibration", calibrate_host(threads=threads, seconds=arg).to_dict()))
-        elif cmd == "limits":
-            link.post("result", ("limits", {**read_limits(), "torch_threads": torch.get_num_threads()}))
-        elif cmd == "call":
-            method, args = arg
-            link.post("result", ("started", os.getpid()))
-            t0 = time.perf_counter()
-            try:
-                with PeakRssSampler() as mem:
-                    res = getattr(client, method)(*args)
-                reply = ("ok", with_peak_rss(res, mem.peak_rss_bytes))
-            except Exception as exc:
-                detail = "".join(traceback.format_exception_only(exc)).strip()
-                reply = ("error", (detail, time.perf_counter() - t0, mem.peak_rss_bytes))
-            link.post("result", reply)
+        if isinstance(command, Calibrate):
+            from testbed.host.calibration import calibrate_host
+
+            link.post("result", Calibrated(calibrate_host(threads=setup.threads, seconds=command.seconds).to_dict()))
+        elif isinstance(command, AskLimits):
+            link.post("result", Limits(_limits_inside()))
+        elif isinstance(command, Call):
+            link.post("result", Started(os.getpid()))
+            link.post("result", _answer(client, command))
+
+
+def _build_client(link: Link, setup: WorkerSetup) -> Client:
+    """The client, set up; Ready (with the limits read inside) is posted once it is."""
+    import psutil
+
+    t0 = time.perf_counter()
+    client = _load_class(setup.client_class)(setup.spec)
+    client.setup()
+    limits = _limits_inside()
+    link.post("ready", Ready(setup_s=time.perf_counter() - t0, rss_bytes=psutil.Process().memory_info().rss,
+                             pid=os.getpid(), limits=limits))
+    return client
+
+
+def _limits_inside() -> dict[str, Any]:
+    """The container's limits as read inside, and torch's thread count."""
+    import torch
+
+    return {**read_limits(), "torch_threads": torch.get_num_threads()}
+
+
+def _answer(client: Client, call: Call) -> Done | Raised:
+    """Run the call: its result with the peak memory, or what it raised."""
+    from testbed.backends.base import with_peak_rss
+    from testbed.ml.memory import PeakRssSampler
+
+    t0 = time.perf_counter()
+    try:
+        with PeakRssSampler() as mem:
+            res = getattr(client, call.method)(*call.args)
+        return Done(with_peak_rss(res, mem.peak_rss_bytes))
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        return Raised(detail, time.perf_counter() - t0, mem.peak_rss_bytes)
 
 
 def child_main() -> int:
@@ -228,9 +268,8 @@ def supervise() -> int:
         rc = child.wait()
         if rc in (0, EXIT_SERVER_GONE, EXIT_REPLACED):
             return 0 if rc == EXIT_REPLACED else rc
-        facts = {"returncode": rc, **memory_facts()}
         try:
-            link.post("result", ("died", facts))
+            link.post("result", Died(rc, **memory_facts()))
         except (ServerGone, Replaced, urllib.error.HTTPError):
             return EXIT_SERVER_GONE
         if not respawn:

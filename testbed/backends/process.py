@@ -6,6 +6,8 @@ slot of host cores, so parallel clients don't inflate each other's measured time
 calibration runs in the same slots at the same time. Where the host allows, each worker
 lives in a cgroup whose memory limit is its device's app RAM budget: an OOM kill there is
 that client's recorded failure for the round, and the worker is respawned for the next.
+The call itself (in flight, killed, timed out, restarted) is testbed.backends.calls' machine;
+this module is its pipe-and-process transport.
 """
 
 from __future__ import annotations
@@ -20,13 +22,28 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import import_module
+from typing import Any
 
 import psutil
 
-from testbed.backends.base import Backend
+from testbed.backends.base import with_peak_rss
+from testbed.backends.calls import Request, WorkerBackend
+from testbed.backends.messages import (
+    Calibrate,
+    Calibrated,
+    Call,
+    Done,
+    Raised,
+    Ready,
+    Reply,
+    SetupError,
+    Started,
+    Stop,
+)
 from testbed.backends.slots import CoreSlots, merge_calibrations
-from testbed.host.calibration import HostCalibration
-from testbed.protocol import Client, ClientSpec, Failure, Outcome
+from testbed.host.calibration import HostCalibration, calibrate_host
+from testbed.ml.memory import PeakRssSampler, release_freed_memory
+from testbed.protocol import Client, ClientSpec
 
 _POLL_S = 0.2
 _TRIM_AFTER_S = 0.05  # a worker idle this long after a reply hands its freed heap back
@@ -41,11 +58,14 @@ def _load_class(path: str) -> type:
     return getattr(import_module(module), name)
 
 
+# --- the worker (the child process) ------------------------------------------------------------
+
+
 def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: int,
                 data_parallel: tuple[int, int, str, float] | None = None, share_heap: bool = True) -> None:
     """The worker process: build its clients once (one, or several in a pool), then serve
-    call/calibrate requests. `data_parallel` (rank, world, rendezvous file, timeout s) joins
-    it to a group of ranks that split every batch (testbed.ml.dataparallel).
+    Call and Calibrate messages until Stop. `data_parallel` (rank, world, rendezvous file,
+    timeout s) joins it to a group of ranks that split every batch (testbed.ml.dataparallel).
 
     `share_heap`: freeze what the forkserver imported (its collector was paused there:
     testbed.host.zygote), so that no collection here walks it (0.2-0.3 s of a rank's
@@ -58,46 +78,59 @@ def worker_main(conn, client_class_path: str, specs: list[ClientSpec], threads: 
     gc.enable()
     import torch
 
-    from testbed.backends.base import with_peak_rss
-    from testbed.host.calibration import calibrate_host
-    from testbed.ml.memory import PeakRssSampler, release_freed_memory
-
     torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
-        if data_parallel is not None:
-            from testbed.ml import dataparallel
-
-            rank, world, store_path, timeout_s = data_parallel
-            dataparallel.init(rank, world, store_path, timeout_s=timeout_s)
-        clients = {spec.client_id: _load_class(client_class_path)(spec) for spec in specs}
-        for client in clients.values():
-            client.setup()
+        clients = _build_clients(client_class_path, specs, data_parallel)
         if share_heap:
             gc.freeze()  # the models and data live as long as the worker: no collection walks them
-        conn.send(("ready", {"setup_s": time.perf_counter() - t0, "rss_bytes": psutil.Process().memory_info().rss}))
+        conn.send(Ready(setup_s=time.perf_counter() - t0, rss_bytes=psutil.Process().memory_info().rss))
     except Exception:
-        conn.send(("setup_error", traceback.format_exc(limit=4)))
+        conn.send(SetupError(traceback.format_exc(limit=4)))
         return
+    _serve(conn, clients, threads)
+
+
+def _build_clients(client_class_path: str, specs: list[ClientSpec],
+                   data_parallel: tuple[int, int, str, float] | None) -> dict[int, Client]:
+    """The worker's clients, set up (a data-parallel rank joins its group first)."""
+    if data_parallel is not None:
+        from testbed.ml import dataparallel
+
+        rank, world, store_path, timeout_s = data_parallel
+        dataparallel.init(rank, world, store_path, timeout_s=timeout_s)
+    clients = {spec.client_id: _load_class(client_class_path)(spec) for spec in specs}
+    for client in clients.values():
+        client.setup()
+    return clients
+
+
+def _serve(conn, clients: dict[int, Client], threads: int) -> None:
+    """Answer the runner's messages until Stop."""
     while True:
-        cmd, arg = conn.recv()
-        if cmd == "stop":
+        message = conn.recv()
+        if isinstance(message, Stop):
             return
-        if cmd == "calibrate":
-            conn.send(("calibration", calibrate_host(threads=threads, seconds=arg).to_dict()))
+        if isinstance(message, Calibrate):
+            conn.send(Calibrated(calibrate_host(threads=threads, seconds=message.seconds).to_dict()))
             continue
-        cid, method, args = arg
-        conn.send(("started", (os.getpid(), psutil.Process().memory_info().rss)))
-        t0 = time.perf_counter()
-        try:
-            with PeakRssSampler() as mem:
-                res = getattr(clients[cid], method)(*args)
-            conn.send(("ok", with_peak_rss(res, mem.peak_rss_bytes)))
-        except Exception as exc:
-            detail = "".join(traceback.format_exception_only(exc)).strip()
-            conn.send(("error", (detail, time.perf_counter() - t0, mem.peak_rss_bytes)))
+        conn.send(Started(os.getpid(), psutil.Process().memory_info().rss))
+        _answer(conn, clients, message)
         if not conn.poll(_TRIM_AFTER_S):  # idle: hold the model, not the last call's activations
             release_freed_memory()
+
+
+def _answer(conn, clients: dict[int, Client], call: Call) -> None:
+    """Run the call in this process and send its result with the peak memory; or what it
+    raised, sending the result included (a result that cannot be pickled is the call's error)."""
+    t0 = time.perf_counter()
+    try:
+        with PeakRssSampler() as mem:
+            res = getattr(clients[call.client_id], call.method)(*call.args)
+        conn.send(Done(with_peak_rss(res, mem.peak_rss_bytes)))
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        conn.send(Raised(detail, time.perf_counter() - t0, mem.peak_rss_bytes))
 
 
 def worker_context(client_class: type) -> mp.context.BaseContext:
@@ -107,22 +140,26 @@ def worker_context(client_class: type) -> mp.context.BaseContext:
     return forkserver_context((client_class.__module__,))
 
 
+# --- the runner's side -------------------------------------------------------------------------
+
+
 @dataclass
 class _Worker:
     spec: ClientSpec  # its first client (names its process and cgroup)
     specs: list[ClientSpec]  # every client it hosts: one, or several in a pool
     process: mp.process.BaseProcess | None = None
-    conn: object | None = None
-    cgroup: object | None = None
+    conn: Any = None  # the runner's end of its pipe
+    cgroup: Any = None  # its testbed.host.cgroups.ClientCgroup, where cgroups are enforced
     setup_error: str | None = None
     timed_out: bool = False
 
 
-class ProcessBackend(Backend):
+class ProcessBackend(WorkerBackend[_Worker]):
     def __init__(self, client_class: type[Client], specs: list[ClientSpec], *, threads: int = 1,
                  parallel: int | None = None, memory_limits_bytes: dict[int, int] | None = None,
-                 enforce_memory: bool = True, cpu_quotas: bool = False, calibration_s: float = 1.0, timeout_s: float = 1800.0,
-                 setup_timeout_s: float = 600.0, run_id: str = "run", pool: bool = False, **_: object) -> None:
+                 enforce_memory: bool = True, cpu_quotas: bool = False, calibration_s: float = 1.0,
+                 timeout_s: float = 1800.0, setup_timeout_s: float = 600.0, run_id: str = "run", pool: bool = False,
+                 **_: object) -> None:
         super().__init__(client_class, specs)
         self.threads = threads
         self.memory_limits = dict(memory_limits_bytes or {})
@@ -190,22 +227,18 @@ class ProcessBackend(Backend):
         child.close()
         w.conn, w.setup_error = parent, None
         if self.cgroups_enforced:
-            from testbed.host.cgroups import ClientCgroup
+            self._enter_cgroup(w)
 
-            if w.cgroup is None:
-                limit = self.memory_limits.get(w.spec.client_id) if self.enforce_memory else None
-                w.cgroup = ClientCgroup(f"{self.run_id}-client{w.spec.client_id}",
-                                        memory_limit_bytes=limit, cpu_quota_cores=None)
-                w.cgroup.create()
-            w.cgroup.add(w.process.pid)
+    def _enter_cgroup(self, w: _Worker) -> None:
+        """Put the worker's process in its client's cgroup (made on first use)."""
+        from testbed.host.cgroups import ClientCgroup
 
-    def _wait_ready(self, w: _Worker) -> None:
-        reply = self._receive(w, self.setup_timeout_s)
-        if reply is None:
-            w.setup_error = self._death_detail(w)
-        elif reply[0] == "setup_error":
-            w.setup_error = reply[1]
-            self._reap(w)
+        if w.cgroup is None:
+            limit = self.memory_limits.get(w.spec.client_id) if self.enforce_memory else None
+            w.cgroup = ClientCgroup(f"{self.run_id}-client{w.spec.client_id}",
+                                    memory_limit_bytes=limit, cpu_quota_cores=None)
+            w.cgroup.create()
+        w.cgroup.add(w.process.pid)
 
     def close(self) -> None:
         self.slots.shutdown()
@@ -214,7 +247,7 @@ class ProcessBackend(Backend):
         running = [w for w in self.processes if w.process is not None and w.process.is_alive()]
         for w in running:  # all stop at once, then each is waited for
             try:
-                w.conn.send(("stop", None))
+                self._send(w, Stop())
             except OSError:
                 pass
         deadline = time.monotonic() + 5
@@ -242,70 +275,32 @@ class ProcessBackend(Backend):
         """Calibrate in `parallel` workers at once, in their slots: those with the most memory
         headroom (calibration allocates ~0.5 GB). A worker its limit kills here is left for
         the next call to respawn; with none left, the runner's process calibrates."""
-        from testbed.host.calibration import calibrate_host
-
         def headroom(w: _Worker) -> float:
             return self.memory_limits.get(w.spec.client_id, float("inf")) if self.enforce_memory else float("inf")
 
         alive = sorted((w for w in self.processes if self._alive(w)), key=headroom, reverse=True)
-        alive = alive[: self.parallel]
-        for w, cores in zip(alive, self.slots.cores, strict=False):
-            self._pin(w, cores)
-            w.conn.send(("calibrate", self.calibration_s))
-        replies = [self._receive(w, self.setup_timeout_s) for w in alive]
-        results = [HostCalibration.from_dict(r[1]) for r in replies if r is not None and r[0] == "calibration"]
+        results = self._calibrations(alive[: self.parallel], self.setup_timeout_s)
         if not results:
             return calibrate_host(threads=self.threads, seconds=self.calibration_s)
         return merge_calibrations(results)
 
     # -- rounds ------------------------------------------------------------------------------
-    def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
-        """Queue the call; it runs when a core slot is free, pinned to that slot's cores."""
-        if self.pool:  # the client's worker, on that worker's own cores, one call at a time
-            w = self.workers[cid]
-            cores = self.slots.cores[self.processes.index(w)]
-            return self._lanes[id(w)].submit(self._call_on, w, rnd, method, args, cores, kill, cid)
-        return self.slots.submit(lambda cores: self._call_on(self.workers[cid], rnd, method, args, cores, kill, cid))
+    def _schedule(self, request: Request) -> Future:
+        """In a pool, the client's worker runs its calls one at a time, on that worker's own cores."""
+        if not self.pool:
+            return super()._schedule(request)
+        w = self.workers[request.client_id]
+        cores = self.slots.cores[self.processes.index(w)]
+        return self._lanes[id(w)].submit(self._run, request, cores)
 
-    def _call_on(self, w: _Worker, rnd: int, method: str, args: tuple, cores: list[int], kill: bool,
-                 cid: int) -> Outcome:
-        if not self._alive(w):
-            self._respawn(w)
-        if w.setup_error is not None:
-            return Failure(cid, rnd, self._cause(w, 0), f"client setup failed: {w.setup_error}")
-        self._pin(w, cores)
-        oom_before = w.cgroup.oom_kills() if w.cgroup is not None else 0
-        t0 = time.perf_counter()
-        w.conn.send(("call", (cid, method, args)))
-        while True:
-            reply = self._receive(w, self.timeout_s)
-            if reply is None:
-                cause = self._cause(w, oom_before)
-                return Failure(cid, rnd, cause, self._death_detail(w), host_s=time.perf_counter() - t0)
-            if reply[0] == "started" and kill:
-                return self._kill_mid_call(w, cid, rnd, t0)
-            if reply[0] == "started":
-                continue
-            if reply[0] == "ok":
-                return reply[1]
-            detail, host_s, peak = reply[1]
-            return Failure(cid, rnd, "error", detail, host_s=host_s, peak_rss_bytes=peak)
+    def _oom_mark(self, w: _Worker) -> int:
+        return w.cgroup.oom_kills() if w.cgroup is not None else 0
 
-    def _kill_mid_call(self, w: _Worker, cid: int, rnd: int, t0: float) -> Failure:
-        """Fault injection: SIGKILL the worker once it has started the call; whatever it was
-        about to send is lost with it."""
-        self._kill(w)
-        self._reap(w)
-        detail = f"fault injection: {self._death_detail(w)} mid-fit"
-        return Failure(cid, rnd, "killed", detail, host_s=time.perf_counter() - t0)
+    # -- the pipe and the process ------------------------------------------------------------
+    def _send(self, w: _Worker, message: Any) -> None:
+        w.conn.send(message)
 
-    def _respawn(self, w: _Worker) -> None:
-        self._reap(w)
-        self._spawn(w)
-        self._wait_ready(w)
-
-    # -- process plumbing --------------------------------------------------------------------
-    def _receive(self, w: _Worker, timeout_s: float):
+    def _receive(self, w: _Worker, timeout_s: float) -> Reply | None:
         """The worker's next message, or None once it died or stayed silent for timeout_s."""
         deadline = time.monotonic() + timeout_s
         died = False
@@ -336,8 +331,16 @@ class ProcessBackend(Backend):
         if w.process is not None:
             w.process.join(timeout=10)
 
-    def _cause(self, w: _Worker, oom_before: int) -> str:
-        if w.cgroup is not None and w.cgroup.oom_kills() > oom_before:
+    def _discard(self, w: _Worker) -> None:
+        """A dead process needs only reaping before its successor starts."""
+        self._reap(w)
+
+    def _await_exit(self, w: _Worker) -> None:
+        self._reap(w)
+
+    def _cause(self, w: _Worker, mark: int) -> str:
+        """`mark`: the cgroup's OOM kills before the call."""
+        if w.cgroup is not None and w.cgroup.oom_kills() > mark:
             return "oom"
         if w.timed_out:
             w.timed_out = False

@@ -32,7 +32,7 @@ def _process() -> type[Backend]:
 
 
 def _docker() -> type[Backend]:
-    from testbed.backends.docker import DockerBackend
+    from testbed.backends.docker_backend import DockerBackend
 
     return DockerBackend
 

@@ -9,6 +9,10 @@ Workload, ClientSpec, HostCalibration, ...) and pydantic models (the Scenario in
 ClientSpec) are rebuilt as the same classes. Floats keep their exact value (JSON's repr
 round-trips; NaN and infinities included).
 
+The messages between the runner and a worker (:mod:`testbed.backends.messages`) are
+registered here by name: a message node names one of :data:`MESSAGE_TYPES`, looked up in
+that table (never imported by the name it carries); any other name is refused.
+
 Only classes from the project's own packages are rebuilt (``testbed``, ``frameworks``,
 ``network``, ``device_profiles``); any other type is refused with a :class:`WireError`
 naming where in the value it sits.
@@ -21,6 +25,8 @@ import json
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from testbed.backends.messages import MESSAGE_TYPES
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -28,6 +34,7 @@ FORMAT = "testbed-wire/1"
 _META_KEY = "testbed-wire"
 _ALLOWED_PACKAGES = ("testbed", "frameworks", "network", "device_profiles")
 _TAG = "$"  # key of every tagged node: {"$": "tuple", ...}
+_MESSAGES: dict[str, type] = {cls.__name__: cls for cls in MESSAGE_TYPES}  # the registered message classes
 
 
 class WireError(ValueError):
@@ -93,17 +100,22 @@ def _enc(v: Any, blobs: dict[str, np.ndarray], where: str) -> Any:
     if isinstance(v, dict):
         return {_TAG: "dict", "items": [[_enc(k, blobs, f"{where}.key"), _enc(x, blobs, f"{where}[{k!r}]")]
                                         for k, x in v.items()]}
+    if _MESSAGES.get(type(v).__name__) is type(v):
+        return {_TAG: "message", "name": type(v).__name__, "fields": _enc_fields(v, blobs, where)}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         _check_allowed(type(v), where)
-        return {_TAG: "dataclass", "class": _class_path(type(v)),
-                "fields": {f.name: _enc(getattr(v, f.name), blobs, f"{where}.{f.name}")
-                           for f in dataclasses.fields(v) if f.init}}
+        return {_TAG: "dataclass", "class": _class_path(type(v)), "fields": _enc_fields(v, blobs, where)}
     if _is_pydantic_model(v):
         _check_allowed(type(v), where)
         return {_TAG: "model", "class": _class_path(type(v)), "json": v.model_dump_json()}
     raise WireError(f"{where}: cannot encode a value of type {type(v).__module__}.{type(v).__qualname__} "
                     "(supported: None, bool, int, float, str, bytes, tuple, list, dict, the project's "
                     "dataclasses and pydantic models)")
+
+
+def _enc_fields(v: Any, blobs: dict[str, np.ndarray], where: str) -> dict[str, Any]:
+    """A dataclass's init fields, each encoded."""
+    return {f.name: _enc(getattr(v, f.name), blobs, f"{where}.{f.name}") for f in dataclasses.fields(v) if f.init}
 
 
 def _is_pydantic_model(v: Any) -> bool:
@@ -136,6 +148,14 @@ def _load_class(path: str) -> type:
     return obj
 
 
+def _message_class(name: Any) -> type:
+    """The registered message class called `name`; nothing is imported by it."""
+    cls = _MESSAGES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise WireError(f"unknown message {name!r:.80}: not one of testbed.backends.messages.MESSAGE_TYPES")
+    return cls
+
+
 def _dec(node: Any, blobs: dict[str, np.ndarray]) -> Any:
     if isinstance(node, list):
         return [_dec(x, blobs) for x in node]
@@ -150,6 +170,8 @@ def _dec(node: Any, blobs: dict[str, np.ndarray]) -> Any:
         return {_dec(k, blobs): _dec(x, blobs) for k, x in node["items"]}
     if tag == "float":
         return float(node["repr"])
+    if tag == "message":
+        return _message_class(node["name"])(**{name: _dec(x, blobs) for name, x in node["fields"].items()})
     if tag == "dataclass":
         cls = _load_class(node["class"])
         return cls(**{name: _dec(x, blobs) for name, x in node["fields"].items()})

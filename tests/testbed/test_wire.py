@@ -8,6 +8,23 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load
 
+from testbed.backends import messages
+from testbed.backends.messages import (
+    AskLimits,
+    Calibrate,
+    Calibrated,
+    Call,
+    Died,
+    Done,
+    Exited,
+    Limits,
+    Raised,
+    Ready,
+    SetupError,
+    Started,
+    Stop,
+    WorkerSetup,
+)
 from testbed.backends.wire import WireError, decode, encode
 from testbed.config.scenario import load_scenario
 from testbed.host.calibration import HostCalibration
@@ -34,6 +51,20 @@ VALUES = [
     [1, [2, [3, b"deep"]]],
     "", 0, -1, 2**62, 0.1, 1e-300, True, None,
 ]
+MESSAGES = [
+    Call(3, "backward", (b"\xff" * 7,)),
+    Calibrate(0.5), AskLimits(), Stop(),
+    Ready(setup_s=1.25, rss_bytes=300_000_000, pid=7, limits={"cpus": [0, 1], "cpu_quota_cores": None}),
+    Ready(setup_s=0.5, rss_bytes=1),
+    SetupError("Traceback (most recent call last):\n  ...\nRuntimeError: no model"),
+    Started(7), Started(7, 123_456),
+    Done(VALUES[1]), Done(None),
+    Raised("ValueError: x", 0.25, 0),
+    Calibrated({"threads": 1, "gemm_gflops_fp32": 51.2, "gemm_gflops_bf16": None}),
+    Limits({"memory_limit_bytes": 2**30, "cpus": [3]}),
+    Died(-9, 157_286_400, 1), Died(1),
+    Exited(137, True, ""), Exited(None, False, "container gone: 404"),
+]
 
 
 @pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
@@ -41,6 +72,25 @@ def test_every_protocol_value_round_trips_exactly(value):
     back = decode(encode(value))
     assert back == value
     assert type(back) is type(value)
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_every_message_round_trips_as_its_registered_class(message):
+    data = encode(message)
+    back = decode(data)
+    assert back == message and type(back) is type(message)
+    assert b"testbed.backends.messages" not in data  # named by its registered name, never its module
+
+
+def test_every_message_class_is_registered_and_exercised():
+    assert {type(m) for m in MESSAGES} | {WorkerSetup} == set(messages.MESSAGE_TYPES)
+
+
+def test_a_message_name_that_is_not_registered_is_refused():
+    forged = encode(Stop()).replace(b'\\"name\\":\\"Stop\\"', b'\\"name\\":\\"Exec\\"')  # the same length
+    assert forged != encode(Stop())
+    with pytest.raises(WireError, match="unknown message 'Exec'"):
+        decode(forged)
 
 
 def test_payload_bytes_are_tensors_of_the_safetensors_file():
@@ -70,6 +120,8 @@ def test_a_client_spec_carries_its_scenario_exactly():
     assert back == spec
     assert back.scenario.model_dump() == scenario.model_dump()
     assert back.scenario.emulation.docker == scenario.emulation.docker
+    setup = WorkerSetup("frameworks.fedllm.client:FedLLMClient", spec, threads=1)
+    assert decode(encode(setup)) == setup
 
 
 def test_host_calibration_round_trips():

@@ -23,6 +23,7 @@ import pytest
 
 from testbed.backends.endpoint import Endpoint
 from testbed.backends.http_worker import Link, Replaced
+from testbed.backends.messages import Call, Done, Started
 from testbed.backends.wire import decode, encode
 from testbed.protocol import Payload
 
@@ -66,13 +67,14 @@ def test_commands_and_results_cross_the_endpoint_and_a_replaced_incarnation_is_r
         link = Link(ep.url, ep.token, 3, "1")
         assert link.spec() == {"threads": 2}
         assert link.next(wait_s=0.1) is None  # long poll, nothing queued: 204
-        ep.send(3, ("call", ("fit", (Payload("adapter_down", b"\x00\xff" * 10),))))
-        assert link.next(wait_s=1) == ("call", ("fit", (Payload("adapter_down", b"\x00\xff" * 10),)))
-        link.post("result", ("started", 42))
-        assert ep.receive(3, 1) == ("started", 42)
+        call = Call(3, "fit", (Payload("adapter_down", b"\x00\xff" * 10),))
+        ep.send(3, call)
+        assert link.next(wait_s=1) == call
+        link.post("result", Started(42))
+        assert ep.receive(3, 1) == Started(42)
         ep.reset(3, 2)  # a new container for client 3: the old one is heard no more
         with pytest.raises(Replaced):
-            link.post("result", ("ok", 1))
+            link.post("result", Done(1))
         with pytest.raises(Replaced):
             link.next(wait_s=0.1)
         assert ep.receive(3, 0.05) is None
@@ -252,11 +254,11 @@ def test_a_failing_run_removes_every_container(assets, tmp_path):
 @pytest.mark.usefixtures("no_leftovers")
 def test_cpu_quotas_update_a_running_container_and_its_worker_sees_them(assets, tmp_path):
     from testbed.backends import make_backend
-    from testbed.sim.frameworks import framework_class
     from testbed.config.scenario import load_scenario
     from testbed.ml.assets import resolve_model
     from testbed.ml.taskdata import build_task_data
     from testbed.protocol import ClientSpec
+    from testbed.sim.frameworks import framework_class
 
     scenario = load_scenario(SMOKE, ["emulation.backend=docker", "fleet=[{device: pixel-7, link: lte}]",
                                      "framework.clients_per_round=1"])
@@ -264,7 +266,7 @@ def test_cpu_quotas_update_a_running_container_and_its_worker_sees_them(assets, 
     backend = make_backend("docker", framework_class("fedllm").client_class, [spec], threads=1,
                            memory_limits_bytes={0: 1536 * 2**20}, calibration_s=0.2)
     with backend:
-        assert backend.workers[0].ready["limits"]["memory_limit_bytes"] == 1536 * 2**20
+        assert backend.workers[0].ready.limits["memory_limit_bytes"] == 1536 * 2**20
         assert backend.set_cpu_quotas({0: 0.25}) == {0: 0.25}
         seen = backend.workers[0].limits_throttled
         assert seen["cpu_quota_cores"] == pytest.approx(0.25) and seen["cpu_quota_us"] == 25_000
