@@ -63,7 +63,7 @@ class FedLLMClient(Client):
         fw = self.spec.scenario.framework
         t0 = time.perf_counter()
         _TRAINED.add(self.model)
-        load_adapter_state(self.model, deserialize(ins.payloads[0].data))
+        load_adapter_state(self.model, deserialize(ins.payload("adapter_down").data))
         losses, tokens = train_local(
             self.model, self.encoder, self.examples, steps=fw.local_steps, batch_size=fw.batch_size,
             optimizer=OptimizerSpec(fw.optimizer, fw.lr, fw.weight_decay), seed=ins.seed,
@@ -135,7 +135,7 @@ class FedLLM(Framework):
         if not results:
             return {}
         results = sorted(results, key=lambda r: r.client_id)
-        states = [deserialize(r.payloads[0].data) for r in results]
+        states = [deserialize(r.payload("adapter_up").data) for r in results]
         weights = [float(r.n_samples) for r in results]
         self.global_state = fedavg(states, weights)
         loss = sum(w * r.metrics["train_loss"] for w, r in zip(weights, results, strict=True)) / sum(weights)
@@ -148,8 +148,8 @@ class FedLLM(Framework):
         exponent = self.ctx.scenario.policy.staleness_exponent
         weights = [staleness_weight(r.n_samples, s, exponent) for r, s in zip(results, staleness, strict=True)]
         self.global_state = buffered_step(
-            self.global_state, [deserialize(r.payloads[0].data) for r in results],
-            [deserialize(ins.payloads[0].data) for ins in starts], weights,
+            self.global_state, [deserialize(r.payload("adapter_up").data) for r in results],
+            [deserialize(ins.payload("adapter_down").data) for ins in starts], weights,
         )
         loss = sum(w * r.metrics["train_loss"] for w, r in zip(weights, results, strict=True)) / sum(weights)
         return {"train_loss": loss, **mean_metrics(results, ("client_model_mb",))}

@@ -39,6 +39,21 @@ class ComputeSpan:
     t_end_unix: float = field(default_factory=time.time)  # host wall clock when it ended (made right after the work)
 
 
+class CarriesPayloads:
+    """Finds a message's payload by its exchange kind (never by position)."""
+
+    payloads: tuple[Payload, ...]
+
+    def payload(self, kind: str) -> Payload:
+        found = self.maybe_payload(kind)
+        if found is None:
+            raise KeyError(f"no {kind!r} payload; this message carries {[p.kind for p in self.payloads]}")
+        return found
+
+    def maybe_payload(self, kind: str) -> Payload | None:
+        return next((p for p in self.payloads if p.kind == kind), None)
+
+
 def client_round_seed(scenario_seed: int, rnd: int, client_id: int) -> int:
     """The seed a client trains with in round `rnd` (its batch order): one formula for every
     framework, so the same scenario and seed give every family the same batches."""
@@ -46,7 +61,7 @@ def client_round_seed(scenario_seed: int, rnd: int, client_id: int) -> int:
 
 
 @dataclass(frozen=True)
-class FitIns:
+class FitIns(CarriesPayloads):
     round: int
     payloads: tuple[Payload, ...]  # sent down to the client, in order
     seed: int  # the client's seed for this round (batch order)
@@ -54,7 +69,7 @@ class FitIns:
 
 
 @dataclass(frozen=True)
-class FitRes:
+class FitRes(CarriesPayloads):
     client_id: int
     round: int
     payloads: tuple[Payload, ...]  # sent up to the server, in order
@@ -65,7 +80,7 @@ class FitRes:
 
 
 @dataclass(frozen=True)
-class StepRes:
+class StepRes(CarriesPayloads):
     """The result of one client call inside a round (a split step, a logit batch, ...)."""
 
     payloads: tuple[Payload, ...] = ()

@@ -178,7 +178,7 @@ class KDClient(Client):
         fw, opts = self.spec.scenario.framework, self.opts
         spans: list[ComputeSpan] = []
         metrics: dict[str, float] = {"client_model_mb": self.model_mb}
-        down = ins.payloads[0] if ins.payloads else None
+        down = ins.maybe_payload("logits_down")
         if down is not None:
             top, public_ids = unpack_down(down.data)
         else:
@@ -354,7 +354,7 @@ class KDFedLLM(Framework):
         res = yield ClientCall("fit", (ins,))
         for payload in res.payloads:
             yield Send(payload, "up")
-        yield ServerCall(self.ingest, (cid, res.payloads[0].data), label="ingest_logits")
+        yield ServerCall(self.ingest, (cid, res.payload("logits_up").data), label="ingest_logits")
         return res
 
     def ingest(self, cid: int, data: bytes) -> None:

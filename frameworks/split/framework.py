@@ -100,7 +100,7 @@ class SplitClient(Client):
 
     def begin(self, ins: FitIns) -> StepRes:
         fw = self.spec.scenario.framework
-        load_adapter_state(self.model, deserialize(ins.payloads[0].data))
+        load_adapter_state(self.model, deserialize(ins.payload("adapter_down").data))
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = OptimizerSpec(fw.optimizer, fw.lr, fw.weight_decay).build(params)
         self.order = batch_order(len(self.examples), fw.local_steps * fw.batch_size, ins.seed)
@@ -185,16 +185,16 @@ class SplitFedLLM(Framework):
         return None  # every step waits for the server: nothing to start ahead
 
     def client_script(self, rnd: int, cid: int, ins: FitIns):
-        yield Send(ins.payloads[0], "down")
+        yield Send(ins.payload("adapter_down"), "down")
         yield ClientCall("begin", (ins,))
         for step in range(self.ctx.scenario.framework.local_steps):
             out = yield ClientCall("forward", (step,))
-            yield Send(out.payloads[0], "up")
-            grad = yield ServerCall(self.server_step, (cid, out.payloads[0].data), label="backbone")
+            yield Send(out.payload("activations_up"), "up")
+            grad = yield ServerCall(self.server_step, (cid, out.payload("activations_up").data), label="backbone")
             yield Send(Payload("gradients_down", grad), "down")
             yield ClientCall("backward", (grad,))
         res = yield ClientCall("finish", ())
-        yield Send(res.payloads[0], "up")
+        yield Send(res.payload("adapter_up"), "up")
         return res
 
     def server_step(self, cid: int, data: bytes) -> bytes:
@@ -223,7 +223,7 @@ class SplitFedLLM(Framework):
             return {}
         results = sorted(results, key=lambda r: r.client_id)
         weights = [float(r.n_samples) for r in results]
-        states = [client_side(deserialize(r.payloads[0].data), self.opts.cut_layer) for r in results]
+        states = [client_side(deserialize(r.payload("adapter_up").data), self.opts.cut_layer) for r in results]
         self.global_client = fedavg(states, weights)
         if self.opts.variant == "v1":
             self.global_server = fedavg([self.client_server_state[r.client_id] for r in results], weights)
