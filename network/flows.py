@@ -112,27 +112,23 @@ class Network:
         """
         wire_bytes = self.overhead.wire_bytes(payload_bytes)  # validates payload_bytes
         route = self._routes.route(path, self.overhead)
-        delay_s = self._routes.propagation_s(route)  # jitter drawn when the transfer starts
+        # jitter drawn when the transfer starts; without jitter, the route's fixed delay
+        delay_s = self._routes.propagation_s(route) if route.jittered else route.delay_s
         flow = Transfer(
             self.env, self._on_arrival, next(self._seq), route, label, payload_bytes, wire_bytes,
             delay_s,
         )
-        if wire_bytes > 0:
-            self._start_flow(flow)
-        else:
+        if wire_bytes <= 0:
             self._finish(flow, "ok")
+        elif self._sharing.add(flow):  # admitted at once
+            self._set_alarm()
+        else:  # shared out by the wake
+            self._wake()
         return flow
 
     def _keep_record(self, arrival: simpy.Event) -> None:
         """Add the arrived transfer's record to `records`."""
         self.records.append(arrival.value)
-
-    def _start_flow(self, flow: Transfer) -> None:
-        """Hand the flow to the sharing: set the alarm if it was admitted at once, else wake."""
-        if self._sharing.add(flow):
-            self._set_alarm()
-        else:
-            self._wake()
 
     def _finish(self, flow: Transfer, status: str) -> None:
         """Fire the transfer's arrival: after the propagation delay if served, else now."""
@@ -153,18 +149,15 @@ class Network:
     def _on_wake(self, _event: simpy.Event) -> None:
         """The queued wake: share out the flows that started at this instant."""
         self._waking = False
-        self._share()
+        self._sharing.share()
+        self._set_alarm()
 
     def _on_alarm(self, alarm: simpy.Event) -> None:
         """The alarm for the earliest due flow; one that a sooner alarm replaced is ignored."""
         if alarm is self._alarm:
             self._alarm = None
-            self._share()
-
-    def _share(self) -> None:
-        """Share the pipes: settle what is due, admit new flows, set the alarm for the next."""
-        self._sharing.share()
-        self._set_alarm()
+            self._sharing.share()
+            self._set_alarm()
 
     def _set_alarm(self) -> None:
         """Have a timeout pending for the earliest due flow (keep one that is not later)."""

@@ -8,6 +8,11 @@ sharing `full`: every share is recomputed, and only the flows whose share moved 
 A pipe that is down has nothing to share; under the "fail" outage policy the flows crossing
 it end, under "stall" they wait, and time out after the policy's `timeout_s`.
 
+When the network must next look at each flow (served, an outage change on its path, a
+timeout) is kept in a heap. Entries are never removed early: one whose flow has ended, or has
+been given a new allocation since (its version moved on), is outdated and skipped when reached.
+The heap is worked inline, not behind methods of its own, since that runs on every event.
+
 Times are read from the simpy clock; the clock itself (waking, alarms) is the `Network`'s.
 """
 
@@ -32,51 +37,6 @@ def capacity_now(pipe: Pipe, now_s: float) -> float:
     return pipe.rate_bytes_per_s
 
 
-class DueQueue:
-    """When the network must next look at each flow, earliest first.
-
-    Entries are never removed early: one whose flow has ended, or has been given a new
-    allocation since (its version moved on), is outdated and skipped when reached.
-    """
-
-    def __init__(self, flows: Mapping[Transfer, None]) -> None:
-        self._flows = flows  # the active flows; an entry for any other is outdated
-        self._heap: list[tuple[float, int, int, Transfer]] = []  # (due_s, seq, version, flow)
-
-    def push(self, flow: Transfer) -> None:
-        """Queue the flow at its due time, under its current allocation."""
-        heapq.heappush(self._heap, (flow.due_s, flow.seq, flow.version, flow))
-
-    def due_by(self, t_s: float) -> bool:
-        """Whether some entry, outdated or not, is due by t_s."""
-        return bool(self._heap) and self._heap[0][0] <= t_s + EPS_S
-
-    def pop_due(self, t_s: float) -> Transfer | None:
-        """The next flow due by t_s, taken off the queue; None when there is none."""
-        while self.due_by(t_s):
-            _, _, version, flow = heapq.heappop(self._heap)
-            if flow in self._flows and version == flow.version:
-                return flow
-        return None
-
-    def earliest_s(self) -> float:
-        """When the earliest flow is due (inf if none), dropping outdated entries before it."""
-        heap = self._heap
-        while heap and self._outdated(heap[0]):
-            heapq.heappop(heap)
-        return heap[0][0] if heap else math.inf
-
-    def compact(self, flows: list[Transfer]) -> None:
-        """Rebuild from the active `flows` once outdated entries far outnumber them."""
-        if len(self._heap) > 2 * len(flows) + 64:
-            self._heap = [(f.due_s, f.seq, f.version, f) for f in flows if f.due_s < math.inf]
-            heapq.heapify(self._heap)
-
-    def _outdated(self, entry: tuple[float, int, int, Transfer]) -> bool:
-        _, _, version, flow = entry
-        return flow not in self._flows or version != flow.version
-
-
 class Sharing:
     """The active flows, each with its max-min fair rate over the pipes of its path.
 
@@ -95,7 +55,7 @@ class Sharing:
         self.flows: dict[Transfer, None] = {}  # active flows, in start order
         self._rank = rank  # pipe creation order, breaks ties in the sharing
         self._on_end = on_end
-        self._due = DueQueue(self.flows)
+        self._due: list[tuple[float, int, int, Transfer]] = []  # (due_s, seq, version, flow)
         self._joining: deque[Transfer] = deque()  # started, waiting to be shared out
         self._full = False  # a change that may move every share: reallocate all
         self._users: dict[Pipe, int] = {}  # active flows crossing each pipe
@@ -112,7 +72,8 @@ class Sharing:
         users = self._users
         for hop in flow.route.path:
             users[hop] = users.get(hop, 0) + 1
-        if self._joining or self._full or self._due.due_by(flow.since_s):
+        due = self._due
+        if self._joining or self._full or (due and due[0][0] <= flow.since_s + EPS_S):
             self._joining.append(flow)
             return False
         if self._join(flow):
@@ -121,27 +82,40 @@ class Sharing:
         return False
 
     def share(self) -> None:
-        """Settle what is due now, then share out the waiting flows (all anew if need be)."""
-        self._settle_due()
+        """Settle what is due now, then share out the waiting flows (all anew if need be).
+
+        Settling ends the flows served or timed out by now, and notes the outage changes on
+        flows' paths (which may move every share).
+        """
+        now_s = self.env.now
+        due, flows = self._due, self.flows
+        while due and due[0][0] <= now_s + EPS_S:
+            _, _, version, flow = heapq.heappop(due)
+            if flow not in flows or version != flow.version:
+                continue  # outdated entry
+            if flow.due_kind == "change":
+                self._full = True
+            else:
+                self._end(flow, "ok" if flow.due_kind == "served" else "timeout")
         while self._joining and not self._full:
             self._full = not self._join(self._joining.popleft())
         if self._full:
             self._reallocate()
 
     def next_due_s(self) -> float:
-        """When some flow is next due (served, an outage change, a timeout); inf if none."""
-        return self._due.earliest_s()
+        """When some flow is next due (served, an outage change, a timeout); inf if none.
+
+        Drops the outdated entries before it.
+        """
+        due, flows = self._due, self.flows
+        while due:
+            _, _, version, flow = due[0]
+            if flow in flows and version == flow.version:
+                return due[0][0]
+            heapq.heappop(due)
+        return math.inf
 
     # -- single flows -----------------------------------------------------------------------
-    def _settle_due(self) -> None:
-        """End the flows served or timed out by now; note outage changes on flows' paths."""
-        now_s = self.env.now
-        while (flow := self._due.pop_due(now_s)) is not None:
-            if flow.due_kind == "change":
-                self._full = True
-            else:
-                self._end(flow, "ok" if flow.due_kind == "served" else "timeout")
-
     def _end(self, flow: Transfer, status: str) -> None:
         """Remove the flow and report its end; reallocate all if others gain from it.
 
@@ -178,8 +152,9 @@ class Sharing:
         rate, own = flow.route.limit_bytes_per_s, None
         tight_shared = math.inf
         users, load = self._users, self._load
-        for hop in flow.route.path:
-            left = capacity_now(hop, now_s) - load.get(hop, 0.0)
+        for hop in flow.route.path:  # capacity_now inlined: this runs for most new flows
+            capacity = 0.0 if hop.outages and hop.is_down(now_s) else hop.rate_bytes_per_s
+            left = capacity - load.get(hop, 0.0)
             if users[hop] > 1:
                 tight_shared = min(tight_shared, left)
             elif left <= rate:
@@ -194,10 +169,9 @@ class Sharing:
         load = self._load
         for hop in flow.route.path:
             load[hop] = load.get(hop, 0.0) + rate - flow.rate_bytes_per_s
-        flow.allocate(rate, bottleneck)
-        flow.set_due(now_s, self.policy.timeout_s)
+        flow.assign(rate, bottleneck, now_s, self.policy.timeout_s)
         if flow.due_s < math.inf:
-            self._due.push(flow)
+            heapq.heappush(self._due, (flow.due_s, flow.seq, flow.version, flow))
 
     # -- all flows at once ------------------------------------------------------------------
     def _reallocate(self) -> None:
@@ -214,9 +188,13 @@ class Sharing:
                 for hop in flow.route.path:
                     load[hop] = load.get(hop, 0.0) + share.rate
                 continue
-            flow.settle(now_s)
+            flow.remaining_bytes = max(0.0, flow.remaining_bytes - flow.served_bytes(now_s))
+            flow.since_s = now_s  # the old allocation settled up to now
+            flow.rate_bytes_per_s = 0.0
             self._assign(flow, share.rate, share.bottleneck, now_s)
-        self._due.compact(flows)
+        if len(self._due) > 2 * len(flows) + 64:  # outdated entries far outnumber the flows
+            self._due = [(f.due_s, f.seq, f.version, f) for f in flows if f.due_s < math.inf]
+            heapq.heapify(self._due)
 
     def _fail_down(self, now_s: float) -> None:
         """End, as failed, every flow with a pipe down on its path."""

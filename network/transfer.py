@@ -46,12 +46,6 @@ class Route:
     jittered: bool  # some pipe draws extra delay per transfer
     delay_s: float  # the one-way delay without jitter
 
-    def next_change_s(self, now_s: float) -> float:
-        """The first outage start or end on the route after now_s (inf if none)."""
-        if not self.with_outages:
-            return math.inf
-        return min(p.next_change_s(now_s) for p in self.with_outages)
-
 
 class Transfer(simpy.Event):
     """One transfer: the event `Network.transfer` returns, and the flow that serves it.
@@ -135,33 +129,29 @@ class Transfer(simpy.Event):
             and self.due_s > now_s + EPS_S
         )
 
-    def settle(self, now_s: float) -> None:
-        """Take off what its allocation served up to now_s, and drop that allocation."""
-        self.remaining_bytes = max(0.0, self.remaining_bytes - self.served_bytes(now_s))
-        self.since_s = now_s
-        self.rate_bytes_per_s = 0.0
+    def assign(self, rate: float, bottleneck: Pipe | None, now_s: float, timeout_s: float) -> None:
+        """Hold `rate` from now on, and work out when the network must look at the flow next.
 
-    def allocate(self, rate: float, bottleneck: Pipe | None) -> None:
-        """Hold `rate` from now on: a fraction of a varying bottleneck's service, or fixed."""
+        Under a varying bottleneck it gets a fixed fraction of that pipe's service, else a
+        fixed rate. It is due when served or at the route's next outage start or end. A flow
+        with no rate is stalled behind a pipe that is down: it times out `timeout_s` after its
+        stall began unless an outage change comes first. (One method, not one per step: it
+        runs for every flow re-timed.) The caller has settled the old allocation.
+        """
         self.version += 1
         self.rate_bytes_per_s = rate
         self.bottleneck = bottleneck
-        varying = self.route.varying
+        route = self.route
         if rate > 0 and bottleneck is not None and bottleneck.capacity.varying:
             self.follows = bottleneck
             self.fraction = rate / bottleneck.rate_bytes_per_s
-            self.caps = tuple(p for p in varying if p is not bottleneck)
+            self.caps = tuple(p for p in route.varying if p is not bottleneck)
         else:
-            self.follows, self.fraction, self.caps = None, 0.0, varying
-
-    def set_due(self, now_s: float, timeout_s: float) -> None:
-        """When the network must look at it next: served, an outage change, or a timeout.
-
-        A flow with no rate is stalled behind a pipe that is down; it times out `timeout_s`
-        after its stall began unless an outage change comes first.
-        """
-        change_s = self.route.next_change_s(now_s)
-        if self.rate_bytes_per_s > 0:
+            self.follows, self.fraction, self.caps = None, 0.0, route.varying
+        change_s = math.inf
+        if route.with_outages:
+            change_s = min(p.next_change_s(now_s) for p in route.with_outages)
+        if rate > 0:
             self.stalled_since_s = None
             served_s = self.served_at_s()
             self.due_s, self.due_kind = (

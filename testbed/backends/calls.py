@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -31,7 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from testbed.backends.base import Backend
 from testbed.backends.messages import Calibrate, Calibrated, Call, Done, Raised, Ready, Reply, SetupError, Started
 from testbed.backends.slots import CoreSlots
-from testbed.host.calibration import HostCalibration
+from testbed.host.calibration import HostCalibration, calibrate_host
 from testbed.protocol import ClientSpec, Failure, Outcome
 
 
@@ -135,6 +136,16 @@ class WorkerBackend(Backend, Generic[W]):
             self._on_ready(w, reply)
         else:
             w.setup_error = f"unexpected first message {reply.kind!r}"
+
+    def _calibrate_in(self, workers: list[W], timeout_s: float, *, threads: int,
+                      combine: Callable[[list[HostCalibration]], HostCalibration],
+                      needed: int = 1) -> HostCalibration:
+        """The host's speed as `workers` measure it at once, combined; with fewer than `needed`
+        answers, measured in the runner's own process at `threads` threads instead."""
+        results = self._calibrations(workers, timeout_s)
+        if len(results) < needed:
+            return calibrate_host(threads=threads, seconds=self.calibration_s)
+        return combine(results)
 
     def _calibrations(self, workers: list[W], timeout_s: float) -> list[HostCalibration]:
         """Calibrate in `workers` at once, each pinned to a core slot of its own; the

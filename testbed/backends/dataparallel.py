@@ -24,7 +24,7 @@ from testbed.backends.base import with_peak_rss
 from testbed.backends.messages import Call, Raised, Started
 from testbed.backends.process import _POLL_S, ProcessBackend, _class_path, _Worker
 from testbed.backends.slots import sum_calibrations
-from testbed.host.calibration import HostCalibration, calibrate_host
+from testbed.host.calibration import HostCalibration
 from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
 
@@ -80,10 +80,8 @@ class DataParallelBackend(ProcessBackend):
         host rate is their sum. Without every rank's answer the runner measures `world`
         intra-op threads instead."""
         alive = [w for w in self.ranks if self._alive(w)]
-        results = self._calibrations(alive, self.setup_timeout_s)
-        if len(results) < self.world:
-            return calibrate_host(threads=self.world, seconds=self.calibration_s)
-        return sum_calibrations(results)
+        return self._calibrate_in(alive, self.setup_timeout_s, threads=self.world, combine=sum_calibrations,
+                                  needed=self.world)
 
     # -- rounds ------------------------------------------------------------------------------
     def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:

@@ -293,12 +293,8 @@ class DockerBackend(WorkerBackend[_Worker]):
     def _calibrate(self) -> HostCalibration:
         """Host speed measured inside the first `parallel` containers at once, in their slots."""
         alive = [w for w in self.workers.values() if self._alive(w)][: self.parallel]
-        results = self._calibrations(alive, max(120.0, 30 * self.calibration_s))
-        if not results:
-            from testbed.host.calibration import calibrate_host
-
-            return calibrate_host(threads=self.threads, seconds=self.calibration_s)
-        return merge_calibrations(results)
+        return self._calibrate_in(alive, max(120.0, 30 * self.calibration_s), threads=self.threads,
+                                  combine=merge_calibrations)
 
     # -- rounds ------------------------------------------------------------------------------
     def _kill_mid_call(self, w: _Worker, request: Request, t0: float) -> Failure:

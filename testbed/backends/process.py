@@ -279,10 +279,8 @@ class ProcessBackend(WorkerBackend[_Worker]):
             return self.memory_limits.get(w.spec.client_id, float("inf")) if self.enforce_memory else float("inf")
 
         alive = sorted((w for w in self.processes if self._alive(w)), key=headroom, reverse=True)
-        results = self._calibrations(alive[: self.parallel], self.setup_timeout_s)
-        if not results:
-            return calibrate_host(threads=self.threads, seconds=self.calibration_s)
-        return merge_calibrations(results)
+        return self._calibrate_in(alive[: self.parallel], self.setup_timeout_s, threads=self.threads,
+                                  combine=merge_calibrations)
 
     # -- rounds ------------------------------------------------------------------------------
     def _schedule(self, request: Request) -> Future:
