@@ -5,8 +5,9 @@
 
 Checks out `--before` into a temporary git worktree and runs, alternately in it and in this
 tree (before, after, before, after, ...): `benchmarks/des_scale.py --quick` (the network
-simulator alone; its CPU seconds) and the quickstart (`testbed run scenarios/quickstart.yaml`:
-the real model, the real fleet; its host wall-clock from summary.json, set-up included).
+simulator alone: the CPU seconds of its process, and of its simulated rounds as it prints
+them) and the quickstart (`testbed run scenarios/quickstart.yaml`: the real model, the real
+fleet; its host wall-clock from summary.json, set-up included).
 `--quick` runs the quickstart for one round instead of its three. Both trees use this
 checkout's .venv and asset cache. Prints each run and the after/before ratio of the medians.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -39,12 +41,14 @@ def _env(tree: Path) -> dict[str, str]:
     return env
 
 
-def des_scale_cpu_s(tree: Path) -> float:
-    """CPU seconds of `des_scale.py --quick` run from `tree`."""
+def des_scale_cpu_s(tree: Path) -> tuple[float, float]:
+    """(CPU seconds of the whole `des_scale.py --quick` process, CPU seconds of its simulated
+    rounds alone as it prints them) run from `tree`."""
     before = _cpu_children_s()
-    subprocess.run([sys.executable, "benchmarks/des_scale.py", "--quick"], cwd=tree, env=_env(tree), check=True,
-                   capture_output=True, text=True)
-    return _cpu_children_s() - before
+    out = subprocess.run([sys.executable, "benchmarks/des_scale.py", "--quick"], cwd=tree, env=_env(tree),
+                         check=True, capture_output=True, text=True).stdout
+    rounds = re.search(r"host CPU: ([0-9.]+) s", out)
+    return _cpu_children_s() - before, float(rounds.group(1)) if rounds else float("nan")
 
 
 def quickstart_s(tree: Path, rounds: int | None) -> tuple[float, float]:
@@ -76,13 +80,14 @@ def main(argv: list[str] | None = None) -> None:
         before = _worktree(args.before, Path(tmp) / "tree")
         try:
             trees = {"before": before, "after": ROOT}
-            des: dict[str, list[float]] = {k: [] for k in trees}
+            des: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
             quick: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
             for i in range(args.repeats):
                 for side, tree in trees.items():
                     t0 = time.perf_counter()
                     des[side].append(des_scale_cpu_s(tree))
-                    print(f"[{i}] {side:6s} des_scale --quick: {des[side][-1]:.2f} CPU s", flush=True)
+                    print(f"[{i}] {side:6s} des_scale --quick: {des[side][-1][0]:.2f} CPU s, rounds alone "
+                          f"{des[side][-1][1]:.2f} CPU s", flush=True)
                     if not args.skip_quickstart:
                         quick[side].append(quickstart_s(tree, rounds))
                         host_s, sim_s = quick[side][-1]
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
                            capture_output=True)
     print(f"\nbefore = {args.before}, after = working tree; median of {args.repeats} run(s) each")
-    _ratio("des_scale --quick CPU s", [statistics.median(des[k]) for k in ("before", "after")])
+    _ratio("des_scale --quick CPU s", [statistics.median(p for p, _ in des[k]) for k in ("before", "after")])
+    _ratio("des_scale rounds alone CPU s", [statistics.median(r for _, r in des[k]) for k in ("before", "after")])
     if not args.skip_quickstart:
         _ratio("quickstart host wall-clock s", [statistics.median(h for h, _ in quick[k]) for k in ("before", "after")])
 
