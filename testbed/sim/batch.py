@@ -24,12 +24,11 @@ from testbed.results.compare import (
     seeds_summary,
 )
 from testbed.results.stress import Sweep, plan_stress
+from testbed.sim.session import run_scenario
 
 
 def run_one(planned: PlannedRun, quiet: bool) -> RunOutcome:
     """Run one scenario; an exception is recorded (and its traceback kept), not raised."""
-    from testbed.sim.session import run_scenario
-
     try:
         summary = run_scenario(planned.scenario, planned.run_dir, quiet=quiet)
     except Exception as exc:  # noqa: BLE001 -- one run's failure must not stop the others

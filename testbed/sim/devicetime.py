@@ -66,10 +66,17 @@ class DeviceTime:
         return device_s
 
     def server(self, rnd: int, cid: int, label: str, host_s: float) -> tuple[float, float]:
-        """(host_s, device_s) of server work done for client `cid` (SERVER: aggregation)."""
+        """(host_s, device_s) of server work labelled `label` done for client `cid`."""
+        return self._on_server(rnd, cid, f"server:{label}", host_s)
+
+    def aggregate(self, rnd: int, host_s: float) -> tuple[float, float]:
+        """(host_s, device_s) of the server's aggregation of round `rnd`."""
+        return self._on_server(rnd, SERVER, "aggregate", host_s)
+
+    def _on_server(self, rnd: int, cid: int, key: str, host_s: float) -> tuple[float, float]:
         if self.replay is None:
-            return host_s, host_s  # the server is this host (its GPU where it has one)
-        return self.replay.lookup(rnd, cid, label if cid == SERVER else f"server:{label}", host_s, host_s)
+            return host_s, host_s  # the server is this host (its GPU where it has one): its time is its own
+        return self.replay.lookup(rnd, cid, key, host_s, host_s)
 
     def _dilate(self, client: FleetClient, span: ComputeSpan) -> tuple[float, float, float, str]:
         d = dilate(span.host_s, workload=span.workload, host=self.calibration,

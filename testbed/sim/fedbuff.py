@@ -111,11 +111,12 @@ class FedBuffRounds(RoundPolicy):
         """Online clients not at work, except those that failed at this very instant (reselecting
         them could loop forever without the clock moving). With nobody at work, the clock first
         advances to the next time someone is online."""
-        selection, now = self.parts.selection, self.parts.env
+        selection = self.parts.selection
         online = selection.online() if self.active else selection.online_now()
-        idle = [cid for cid in online if cid not in self.active and self.failed_at_s.get(cid) != now.now]
+        now_s = self.parts.env.now
+        idle = [cid for cid in online if cid not in self.active and self.failed_at_s.get(cid) != now_s]
         if not idle and not self.active:
-            raise RuntimeError(f"fedbuff: every online client failed at {now.now:.3f} s without the clock "
+            raise RuntimeError(f"fedbuff: every online client failed at {now_s:.3f} s without the clock "
                                "moving; no update can arrive")
         return idle
 

@@ -3,6 +3,7 @@ row per synchronous round (FedBuff writes its own, testbed.sim.fedbuff)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import simpy
@@ -72,7 +73,7 @@ class Recording:
         )
 
 
-def traffic(tls) -> dict[str, int]:
+def traffic(tls: Iterable[ClientTimeline]) -> dict[str, int]:
     """The bytes columns of a rounds.csv row, summed over the clients' timelines."""
     tls = list(tls)
     return dict(bytes_up=sum(t.bytes_up for t in tls), bytes_down=sum(t.bytes_down for t in tls),

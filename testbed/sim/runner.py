@@ -106,7 +106,6 @@ class Runner:
         device_time = DeviceTime(self.scenario, self.clients, self.calibration, throttled=self.throttled,
                                  replay=self.replay)
         server = Server(self.env, self.recorder, device_time)
-        self.selection.scenario = self.scenario  # as run (precision resolved)
         clients = ClientProcess(self.env, self.net, self.topology, self.selection, self.framework, self.backend,
                                 self.recorder, device_time, server)
         return SimParts(self.scenario, self.env, self.framework, self.selection, clients, server,

@@ -44,7 +44,7 @@ class Server:
         metrics = work()
         host_s = time.perf_counter() - t0
         self.recorder.host_interval(rnd, "server", "aggregate", time.time(), host_s)
-        host_s, device_s = self.device_time.server(rnd, SERVER, "aggregate", host_s)
+        host_s, device_s = self.device_time.aggregate(rnd, host_s)
         start = self.env.now
         self.env.run(until=self.env.timeout(device_s))
         self.recorder.event(round=rnd, client=SERVER, kind="aggregate", payload_bytes=0, wire_bytes=0,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 
 from testbed.backends import Backend, make_backend
 from testbed.config.fleet import FleetClient
@@ -61,7 +62,7 @@ def build_backend(scenario: Scenario, layout: str, client_class: type, specs: li
 
 
 def choose_precision(scenario: Scenario, framework: type[Framework], *, layout: str, model_dir: str,
-                     progress) -> tuple[Scenario, float | None]:
+                     progress: Callable[[str], None]) -> tuple[Scenario, float | None]:
     """Resolve `framework.precision` (auto) before anything reads it: the scenario as run, and
     where clients train under bf16 autocast, the measured speed-up of a real training step
     (testbed.host.precision): bf16 spans are dilated with it."""

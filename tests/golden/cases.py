@@ -21,9 +21,6 @@ GOLDEN = Path(__file__).resolve().parent
 SMOKE = ROOT / "scenarios" / "smoke.yaml"
 OOM = ROOT / "scenarios" / "oom.yaml"
 TABLES = ("rounds.csv", "client_rounds.csv", "events.csv")
-# facts measured on the host, not decided by the simulation: left out of the comparison
-HOST_COLUMNS_PREFIX = "host_"
-HOST_COLUMNS = frozenset({"peak_rss_mb", "over_memory_budget", "onnx_export_s"})
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pandas as pd  # noqa: E402
 
 from tests.golden.cases import CASES, TABLES, Case, run_case  # noqa: E402
+from tests.golden.compare import assert_tables_equal  # noqa: E402
 
 MAX_REPLAYS = 5
 
 
 def _same_tables(a: Path, b: Path) -> bool:
-    from tests.test_golden_runs import assert_tables_equal
-
     try:
         for table in TABLES:
             assert_tables_equal(pd.read_csv(a / table), pd.read_csv(b / table), table)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import testbed.sim.session
+import testbed.sim.batch
 from testbed.cli.main import main
 from testbed.config.scenario import Scenario
 from testbed.results.compare import (
@@ -142,7 +142,7 @@ def fake_run_scenario(scenario: Scenario, out_dir: Path, **_: Any) -> dict[str, 
 
 
 def test_compare_seeds_mean_and_ci_by_hand(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(testbed.sim.session, "run_scenario", fake_run_scenario)
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_run_scenario)
     out = tmp_path / "cmp"
     assert main(["compare", str(SMOKE), "--frameworks", "fedllm,split", "--seeds", "0,1,2", "--out", str(out),
                  "--quiet"]) == 0
@@ -178,7 +178,7 @@ def test_compare_seeds_mean_and_ci_by_hand(tmp_path, monkeypatch, capsys):
 
 
 def test_a_crashed_framework_is_recorded_and_the_others_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(testbed.sim.session, "run_scenario", fake_run_scenario)
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_run_scenario)
     out = tmp_path / "cmp"
     assert main(["compare", str(SMOKE), "--out", str(out), "--quiet", "--set", "seed=1"]) == 1
     table = pd.read_csv(out / "comparison.csv").set_index("framework")

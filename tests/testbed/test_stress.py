@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from test_compare import FAST, SMOKE, client, write_run
 
-import testbed.sim.session
+import testbed.sim.batch
 from testbed.cli.main import main
 from testbed.config.scenario import Scenario
 from testbed.results.compare import ALL_METRICS, CompareError
@@ -49,7 +49,7 @@ def fake_run_scenario(scenario: Scenario, out_dir: Path, **_: Any) -> dict[str, 
 
 
 def test_grid_runs_into_one_tidy_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(testbed.sim.session, "run_scenario", fake_run_scenario)
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_run_scenario)
     out = tmp_path / "stress"
     assert main(["stress", str(SMOKE), "--sweep", "framework.local_steps=1,2", "--sweep",
                  "server.link.rate_mbps=10,100", "--set", "fleet.0.count=2", "--out", str(out), "--quiet"]) == 0
@@ -71,7 +71,7 @@ def test_grid_runs_into_one_tidy_table(tmp_path, monkeypatch):
 
 
 def test_link_class_and_fleet_count_sweeps(tmp_path, monkeypatch):
-    monkeypatch.setattr(testbed.sim.session, "run_scenario", fake_run_scenario)
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_run_scenario)
     out = tmp_path / "stress"
     assert main(["stress", str(SMOKE), "--sweep", "fleet.0.link=lte,5g", "--sweep", "fleet.0.count=1,2",
                  "--target-accuracy", "0.15", "--out", str(out), "--quiet"]) == 1  # a failed point: exit 1
