@@ -63,8 +63,10 @@ def quickstart_s(tree: Path, rounds: int | None) -> tuple[float, float]:
 
 
 def _worktree(ref: str, where: Path) -> Path:
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref], check=True,
-                   capture_output=True)
+    done = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"error: --before {ref}: cannot check it out: {done.stderr.strip().splitlines()[-1]}")
     return where
 
 
