@@ -14,12 +14,14 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from testbed.config.wiretypes import wire_type
 
 if TYPE_CHECKING:
     from testbed.config.scenario import Scenario
     from testbed.ml.workload import Workload
 
 
+@wire_type("Payload")
 @dataclass(frozen=True)
 class Payload:
     kind: str  # exchange kind, e.g. adapter_down / adapter_up
@@ -30,6 +32,7 @@ class Payload:
         return len(self.data)
 
 
+@wire_type("ComputeSpan")
 @dataclass(frozen=True)
 class ComputeSpan:
     label: str  # e.g. "train"
@@ -60,6 +63,7 @@ def client_round_seed(scenario_seed: int, rnd: int, client_id: int) -> int:
     return scenario_seed * 1_000_003 + rnd * 1009 + client_id
 
 
+@wire_type("FitIns")
 @dataclass(frozen=True)
 class FitIns(CarriesPayloads):
     round: int
@@ -68,6 +72,7 @@ class FitIns(CarriesPayloads):
     config: dict[str, Any] = field(default_factory=dict)  # small settings (not timed as payload)
 
 
+@wire_type("FitRes")
 @dataclass(frozen=True)
 class FitRes(CarriesPayloads):
     client_id: int
@@ -79,6 +84,7 @@ class FitRes(CarriesPayloads):
     peak_rss_bytes: int = 0  # filled in by the backend that ran it
 
 
+@wire_type("StepRes")
 @dataclass(frozen=True)
 class StepRes(CarriesPayloads):
     """The result of one client call inside a round (a split step, a logit batch, ...)."""
@@ -88,17 +94,33 @@ class StepRes(CarriesPayloads):
     peak_rss_bytes: int = 0
 
 
+@wire_type("Failure")
 @dataclass(frozen=True)
 class Failure:
     client_id: int
     round: int
-    cause: str  # crashed | killed | oom | timeout | error
+    cause: str  # crashed | killed | oom | timeout | error | diverged (its loss or weights not finite)
     detail: str
     host_s: float = 0.0  # host seconds of work done before the failure
     peak_rss_bytes: int = 0
 
 
 Outcome = FitRes | Failure
+
+
+class ModelDiverged(RuntimeError):
+    """The global model is no longer finite after a round's aggregation: the run cannot go on.
+    Raised by a framework's aggregation; a client whose own training diverges fails its round
+    instead (a Failure with cause ``diverged``)."""
+
+    def __init__(self, rnd: int, tensor: str, model: str = "global model") -> None:
+        super().__init__(f"round {rnd}: the {model} diverged: {tensor} is not finite")
+        self.round = rnd
+        self.tensor = tensor
+        self.model = model
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.round, self.tensor, self.model)
 
 
 @dataclass(frozen=True)
@@ -132,6 +154,7 @@ Action = Send | ClientCall | ServerCall
 ClientScript = Generator[Action, Any, "FitRes"]
 
 
+@wire_type("ClientSpec")
 @dataclass(frozen=True)
 class ClientSpec:
     """Everything a worker needs to build one client; picklable, no live objects."""
@@ -171,6 +194,15 @@ class Client(ABC):
     def fit(self, ins: FitIns) -> FitRes:
         """One round of local work (the default script's single call)."""
         raise NotImplementedError(f"{type(self).__name__} has no fit(); its framework's script calls other methods")
+
+    def checkpoint_state(self) -> bytes | None:
+        """What this client carries from round to round (e.g. a KD student), as bytes; None:
+        nothing (it starts every round from what the server sends)."""
+        return None
+
+    def restore_state(self, data: bytes) -> None:
+        """Take back what checkpoint_state() returned."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no state to restore")
 
 
 class Framework(ABC):
@@ -234,3 +266,26 @@ class Framework(ABC):
 
     def save(self, out_dir: Path) -> None:
         """Write the final global artefacts into the run directory."""
+
+    def final_adapter(self) -> dict[str, Any] | None:
+        """The global LoRA adapter over the whole base model (PEFT's state-dict keys), saved at
+        the end as a PEFT folder; None where the framework has none."""
+        return None
+
+    # -- checkpoint and resume (testbed.sim.checkpoint) -------------------------------------
+    def checkpoint(self) -> FrameworkState:
+        """Everything the server needs to go on after the last completed round: global
+        model state, optimizer states, anything carried from round to round."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be checkpointed")
+
+    def restore(self, state: FrameworkState, rnd: int) -> None:
+        """Take back what checkpoint() returned at the end of round `rnd` (after setup())."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be restored")
+
+
+@dataclass(frozen=True)
+class FrameworkState:
+    """A framework's checkpoint: tensors (safetensors-storable, by name) and JSON-able facts."""
+
+    tensors: dict[str, Any]  # name -> torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)

@@ -1,9 +1,10 @@
 """What the runner's side and a client's worker say to each other, as typed values.
 
 The process backend's workers get them over a pipe (pickled), the docker backend's over its
-HTTP endpoint (safetensors, :mod:`testbed.backends.wire`, which rebuilds exactly the classes
-of :data:`MESSAGE_TYPES`). Each reply's ``kind`` is the name it had when messages were
-``(kind, value)`` tuples; error texts still quote it.
+HTTP endpoint (safetensors, :mod:`testbed.backends.wire`): each class is registered as a wire
+type under its own name (testbed.config.wiretypes), and the endpoint takes from a worker only
+the classes of :data:`WORKER_POSTS`. Each reply's ``kind`` is the name it had when messages
+were ``(kind, value)`` tuples; error texts still quote it.
 
 Down, runner to worker: :class:`Call`, :class:`Calibrate`, :class:`AskLimits`, :class:`Stop`
 (and, fetched once by a container's worker, :class:`WorkerSetup`). Up, worker to runner:
@@ -17,12 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from testbed.config.wiretypes import wire_type
+
 if TYPE_CHECKING:
     from testbed.protocol import ClientSpec
 
 # --- down: what a worker is asked ------------------------------------------------------------
 
 
+@wire_type("WorkerSetup")
 @dataclass(frozen=True)
 class WorkerSetup:
     """What a container's worker needs to build its client (``GET /clients/<cid>/spec``)."""
@@ -32,6 +36,7 @@ class WorkerSetup:
     threads: int  # torch's intra-op threads
 
 
+@wire_type("Call")
 @dataclass(frozen=True)
 class Call:
     """Run ``method(*args)`` on client `client_id` of the worker."""
@@ -41,6 +46,7 @@ class Call:
     args: tuple
 
 
+@wire_type("Calibrate")
 @dataclass(frozen=True)
 class Calibrate:
     """Measure the host's speed for `seconds` (testbed.host.calibration)."""
@@ -48,11 +54,13 @@ class Calibrate:
     seconds: float
 
 
+@wire_type("AskLimits")
 @dataclass(frozen=True)
 class AskLimits:
     """Read the container's limits as the kernel enforces them, now."""
 
 
+@wire_type("Stop")
 @dataclass(frozen=True)
 class Stop:
     """Exit cleanly."""
@@ -61,6 +69,7 @@ class Stop:
 # --- up: what a worker answers ---------------------------------------------------------------
 
 
+@wire_type("Ready")
 @dataclass(frozen=True)
 class Ready:
     """The worker built its clients and waits for calls."""
@@ -72,6 +81,7 @@ class Ready:
     limits: dict[str, Any] | None = None  # a container's worker: the limits it read inside
 
 
+@wire_type("SetupError")
 @dataclass(frozen=True)
 class SetupError:
     """Building a client raised; the worker exits."""
@@ -80,6 +90,7 @@ class SetupError:
     traceback: str
 
 
+@wire_type("Started")
 @dataclass(frozen=True)
 class Started:
     """The worker took the call and runs it now."""
@@ -89,6 +100,7 @@ class Started:
     rss_bytes: int | None = None  # its resident memory before the call (pipe workers)
 
 
+@wire_type("Done")
 @dataclass(frozen=True)
 class Done:
     """The call's return value (its `peak_rss_bytes` filled in where it has one)."""
@@ -97,6 +109,7 @@ class Done:
     result: Any
 
 
+@wire_type("Raised")
 @dataclass(frozen=True)
 class Raised:
     """The call raised; the worker lives on."""
@@ -107,6 +120,7 @@ class Raised:
     peak_rss_bytes: int
 
 
+@wire_type("Calibrated")
 @dataclass(frozen=True)
 class Calibrated:
     """A calibration's result, as HostCalibration.to_dict() gives it."""
@@ -115,6 +129,7 @@ class Calibrated:
     values: dict[str, Any]
 
 
+@wire_type("Limits")
 @dataclass(frozen=True)
 class Limits:
     """The limits a container's worker read inside (testbed.backends.http_worker.read_limits)."""
@@ -123,6 +138,7 @@ class Limits:
     values: dict[str, Any]
 
 
+@wire_type("Died")
 @dataclass(frozen=True)
 class Died:
     """A container's supervisor saw its worker die; read from the container's own cgroup."""
@@ -133,6 +149,7 @@ class Died:
     oom_kills: int | None = None
 
 
+@wire_type("Exited")
 @dataclass(frozen=True)
 class Exited:
     """Docker saw the container exit (the backend's own note, never sent by a worker)."""
@@ -147,3 +164,5 @@ Reply = Ready | SetupError | Started | Done | Raised | Calibrated | Limits | Die
 
 MESSAGE_TYPES: tuple[type, ...] = (WorkerSetup, Call, Calibrate, AskLimits, Stop, Ready, SetupError, Started,
                                    Done, Raised, Calibrated, Limits, Died, Exited)
+# what a container's worker or supervisor may post to the endpoint (Exited is the backend's own note)
+WORKER_POSTS: tuple[type, ...] = (Ready, SetupError, Started, Done, Raised, Calibrated, Limits, Died)

@@ -10,10 +10,12 @@ from testbed.config.framework import FrameworkConfig
 from testbed.config.node import Node
 from testbed.config.rounds import AvailabilityConfig, EvalConfig, FaultsConfig, NetworkConfig, PolicyConfig
 from testbed.config.topology import FleetEntry, ServerConfig
+from testbed.config.wiretypes import wire_type
 
 DEFAULT_KD_PUBLIC_SIZE = 200  # public examples held out when kd leaves dataset.public_size unset
 
 
+@wire_type("Scenario")
 class Scenario(Node):
     name: str = "scenario"
     seed: int = 0

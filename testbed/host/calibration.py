@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from testbed.host.cpu import cpu_model, native_bf16
+from testbed.config.wiretypes import wire_type
 
 # (M, K, N) of the timed matmuls: a 576-wide model's MLP projection over 768 tokens, and 1024^3.
 GEMM_SHAPES: tuple[tuple[int, int, int], ...] = ((768, 576, 1536), (1024, 1024, 1024))
@@ -40,6 +41,7 @@ CACHE_FORMAT = "testbed-host-calibration/1"
 # --- The host's numbers ---------------------------------------------------------------------
 
 
+@wire_type("HostCalibration")
 @dataclass(frozen=True)
 class HostCalibration:
     threads: int  # torch intra-op threads the rates were measured with

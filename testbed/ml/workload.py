@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from testbed.config.wiretypes import wire_type
 
 # LoRA step estimate (see lora_training_workload)
 WEIGHT_READS_PER_TRAINING_STEP = 3.0
@@ -17,6 +18,7 @@ def positive(name: str, value: float) -> None:
         raise ValueError(f'"{name}" must be > 0 and finite, got {value}.')
 
 
+@wire_type("Workload")
 @dataclass(frozen=True)
 class Workload:
     flops: float  # floating-point operations of the work
