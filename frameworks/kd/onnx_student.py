@@ -17,8 +17,10 @@ memory arena: constant folding would turn the student's int8 weights back into f
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
+import uuid
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +32,12 @@ import torch
 from frameworks.kd.logits import TopK, from_arrays
 from testbed.ml.memory import release_freed_memory
 from testbed.ml.task import causal_lm
+
+
+def _owned_prefix(kind: str) -> str:
+    """A temporary folder prefix recording this process as its owner, in the form
+    testbed.host.ownership reads, so that a killed worker's folder is removed at the next start."""
+    return f"testbed-{kind}-pid{os.getpid()}-{uuid.uuid4().hex[:8]}-"
 
 
 @contextmanager
@@ -136,7 +144,7 @@ class OrtStudent:
             return self._proto.SerializeToString()
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        with _quiet(), tempfile.TemporaryDirectory(prefix="kd-ort-") as tmp:
+        with _quiet(), tempfile.TemporaryDirectory(prefix=_owned_prefix("kd-ort")) as tmp:
             out = Path(tmp) / "student.int8.onnx"
             quantize_dynamic(self._proto, out, weight_type=QuantType.QInt8, per_channel=True)
             return out.read_bytes()

@@ -15,7 +15,6 @@ one copy of the process and model, and the activations of every share of the bat
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import wait
@@ -25,6 +24,7 @@ from testbed.backends.messages import Call, Raised, Started
 from testbed.backends.process import _POLL_S, ProcessBackend, _class_path, _Worker
 from testbed.backends.slots import sum_calibrations
 from testbed.host.calibration import HostCalibration
+from testbed.host.ownership import owned_tempdir
 from testbed.protocol import Client, ClientSpec, Failure, Outcome
 
 
@@ -43,7 +43,7 @@ class DataParallelBackend(ProcessBackend):
         self.ranks = [_Worker(every[0], every) for _ in range(self.world)]
         self.workers = {cid: self.ranks[0] for cid in self.specs}
         self._lane = ThreadPoolExecutor(1, thread_name_prefix="dp-group")
-        self._rendezvous = tempfile.mkdtemp(prefix="testbed-dp-")
+        self._rendezvous = str(owned_tempdir("dp"))  # a killed run's is removed at the next start
         self._generation = 0  # a new rendezvous file each time the group starts
 
     @property

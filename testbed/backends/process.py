@@ -42,6 +42,7 @@ from testbed.backends.messages import (
 )
 from testbed.backends.slots import CoreSlots, merge_calibrations
 from testbed.host.calibration import HostCalibration, calibrate_host
+from testbed.host.ownership import owner_tag
 from testbed.ml.memory import PeakRssSampler, release_freed_memory
 from testbed.protocol import Client, ClientSpec
 
@@ -171,6 +172,7 @@ class ProcessBackend(WorkerBackend[_Worker]):
         self.timeout_s = timeout_s
         self.setup_timeout_s = setup_timeout_s
         self.run_id = run_id
+        self.owner_tag = owner_tag()  # this process, and unique: names this backend's cgroups
         self.pool = pool
         if pool:  # `parallel` workers, each hosting every parallel-th client, each with its own cores
             groups = [list(self.specs.values())[k::self.parallel] for k in range(self.parallel)]
@@ -235,10 +237,16 @@ class ProcessBackend(WorkerBackend[_Worker]):
 
         if w.cgroup is None:
             limit = self.memory_limits.get(w.spec.client_id) if self.enforce_memory else None
-            w.cgroup = ClientCgroup(f"{self.run_id}-client{w.spec.client_id}",
-                                    memory_limit_bytes=limit, cpu_quota_cores=None)
+            w.cgroup = ClientCgroup(self.cgroup_name(w.spec.client_id), memory_limit_bytes=limit,
+                                    cpu_quota_cores=None)
             w.cgroup.create()
         w.cgroup.add(w.process.pid)
+
+    def cgroup_name(self, client_id: int) -> str:
+        """The name of a client's cgroup (ClientCgroup adds the testbed- prefix): unique to this
+        backend, and recording this process as its owner, so that the next start removes it
+        if this run is killed (testbed.host.cleanup)."""
+        return f"{self.owner_tag}-{self.run_id}-client{client_id}"
 
     def close(self) -> None:
         self.slots.shutdown()

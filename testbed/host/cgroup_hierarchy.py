@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from testbed.host.cgroup_files import PREFIX, _read_optional, _rmdir_quietly
+from testbed.host.cgroup_files import _read_optional, _rmdir_quietly
+from testbed.host.ownership import owned_name
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def _probe(parent: Path | None, controller: str, control_file: str | None) -> st
     """Why a child of ``parent`` cannot be made ("" when it can)."""
     if parent is None:
         return f"no {controller} cgroup hierarchy is mounted"
-    probe = parent / f"{PREFIX}probe-{os.getpid()}"
+    probe = parent / owned_name("probe")  # a killed run's is removed at the next start (testbed.host.cleanup)
     try:
         os.mkdir(probe)
     except FileExistsError:

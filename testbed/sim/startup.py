@@ -5,6 +5,7 @@ starting state."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -49,7 +50,12 @@ def worker_layout(scenario: Scenario, client_class: type) -> str:
 
 
 def build_backend(scenario: Scenario, layout: str, client_class: type, specs: list[ClientSpec],
-                  clients: list[FleetClient]) -> Backend:
+                  clients: list[FleetClient], progress: Callable[[str], None] | None = None) -> Backend:
+    """The scenario's backend, after removing what killed runs left on this host (their cgroups
+    and temporary folders: testbed.host.cleanup); `progress` (default: stderr) gets that notice."""
+    from testbed.host.cleanup import remove_stale
+
+    remove_stale(progress or _to_stderr)
     emu = scenario.emulation
     return make_backend(
         emu.backend, client_class, specs, threads=emu.threads_per_client,
@@ -59,6 +65,10 @@ def build_backend(scenario: Scenario, layout: str, client_class: type, specs: li
         pool=layout == "pool", data_parallel=layout == "data_parallel",
         run_id=f"{scenario.name}-{int(time.time())}",
     )
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def choose_precision(scenario: Scenario, framework: type[Framework], *, layout: str, model_dir: str,
