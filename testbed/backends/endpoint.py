@@ -15,25 +15,34 @@ Routes (``<cid>`` a client id; ``inc`` the container incarnation, see :meth:`End
 - ``GET  /clients/<cid>/next?inc=N&wait_s=S`` the next command (200), none yet (204),
                                             or 409 when this incarnation was replaced
 - ``POST /clients/<cid>/result?inc=N``      Started | Done | Raised | Calibrated | Limits | Died
+
+A route takes only its own query parameters, each once: ``inc`` a non-negative integer,
+``wait_s`` seconds as plain digits (``nan``, ``inf``, a sign or an exponent are refused),
+clamped to ``limits.max_wait_s`` (60 s by default); anything else is a 400 with one line, and a
+posted body must decode (testbed.backends.wire) to one of the messages a worker may post
+(``WORKER_POSTS``). Connections, time and body sizes are bounded by the server underneath
+(:mod:`testbed.backends.http_server`, :class:`EndpointLimits`).
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
+import sys
 import threading
 import time
 from collections import deque
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import unquote
 
-from testbed.backends.wire import WireError, decode, encode
+from testbed.backends.http_server import BoundedHTTPServer, EndpointLimits, LimitedHandler, RequestError
+from testbed.backends.messages import WORKER_POSTS
+from testbed.backends.wire import WireError, decode, decode_file, encode
 
 TOKEN_ENV = "TESTBED_TOKEN"
-MAX_BODY_BYTES = 2 * 2**30
-LONG_POLL_S = 20.0
+LONG_POLL_S = 20.0  # a long poll's wait without a wait_s
 
 
 class _Mailbox:
@@ -54,14 +63,16 @@ class _Mailbox:
 class Endpoint:
     """Listens on ``host:port`` (port 0: a free one) once started; a context manager."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+                 limits: EndpointLimits = EndpointLimits()) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f'"port" must be in 0..65535, got {port}.')
         self.host = host
         self.port = port
         self.token = token or secrets.token_urlsafe(32)
+        self.limits = limits
         self._boxes: dict[int, _Mailbox] = {}
-        self._server: ThreadingHTTPServer | None = None
+        self._server: BoundedHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -71,8 +82,7 @@ class Endpoint:
         class Handler(_Handler):
             owner = endpoint
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = BoundedHTTPServer((self.host, self.port), Handler, self.limits)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="endpoint", daemon=True)
         self._thread.start()
@@ -81,6 +91,15 @@ class Endpoint:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def connections(self) -> dict[str, int]:
+        """Connections served now, at most at once so far, served in all, and refused for want
+        of a slot (503)."""
+        server = self._server
+        if server is None:
+            return {"active": 0, "peak_active": 0, "served": 0, "refused": 0}
+        return {"active": server.active, "peak_active": server.peak_active, "served": server.served,
+                "refused": server.refused}
 
     def close(self) -> None:
         if self._server is not None:
@@ -174,104 +193,113 @@ class Endpoint:
             return True
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LimitedHandler):
     owner: Endpoint
-    protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-        pass  # no access log on stderr
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
+        """Answer the request: what the route gives, one line for a refusal, never a traceback."""
+        try:
+            status, body, content_type = self._answer(method)
+        except RequestError as exc:
+            status, body, content_type = exc.status, f"{int(exc.status)} {exc}\n".encode(), "text/plain"
+        except Exception as exc:  # a fault of the endpoint's own: one line here and in the reply
+            print(f"endpoint: {method} {self.path[:80]!r}: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
+            self.close_connection = True
+            status, body, content_type = HTTPStatus.INTERNAL_SERVER_ERROR, b"500 internal error\n", "text/plain"
+        self.reply(status, body, content_type)
+
+    def _answer(self, method: str) -> tuple[HTTPStatus, bytes, str]:
+        if not self._authorized():  # nothing more is read: the connection closes after the reply
+            self.close_connection = True
+            raise RequestError(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
+        name, cid, query = _route(self.path)
+        if (method, name) not in _ROUTES:
+            raise RequestError(HTTPStatus.NOT_FOUND, f"no route {method} {name}")
+        params = _query(query, _ROUTES[(method, name)], self.limits.max_wait_s)
+        if name == "health":
+            return HTTPStatus.OK, b"ok\n", "text/plain"
+        inc = params.get("inc")
+        box = self.owner._box(cid, inc)
+        if box is None:
+            raise RequestError(HTTPStatus.NOT_FOUND, f"no client {cid}")
+        if name == "spec":
+            return HTTPStatus.OK, box.spec, "application/octet-stream"
+        if name == "next":
+            current, command = self.owner._next(box, inc, params.get("wait_s", LONG_POLL_S))
+            if not current:
+                return HTTPStatus.CONFLICT, b"409 this incarnation was replaced\n", "text/plain"
+            if command is None:
+                return HTTPStatus.NO_CONTENT, b"", "text/plain"
+            return HTTPStatus.OK, encode(command), "application/octet-stream"
+        message = self._message()
+        if self.owner._up(box, inc, message):
+            return HTTPStatus.NO_CONTENT, b"", "text/plain"
+        return HTTPStatus.CONFLICT, b"409 this incarnation was replaced\n", "text/plain"
 
     def _authorized(self) -> bool:
         given = self.headers.get("Authorization", "")
         expected = f"Bearer {self.owner.token}"
-        return hmac.compare_digest(given.encode(), expected.encode())
+        return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
-    def _reply(self, status: HTTPStatus, body: bytes = b"", content_type: str = "text/plain") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
-
-    def _route(self) -> tuple[str, int | None, dict[str, list[str]]] | None:
-        url = urlparse(self.path)
-        parts = url.path.strip("/").split("/")
-        query = parse_qs(url.query)
-        if parts == ["health"]:
-            return "health", None, query
-        if len(parts) == 3 and parts[0] == "clients" and parts[1].isdigit():
-            return parts[2], int(parts[1]), query
-        return None
-
-    def _start(self) -> tuple[str, _Mailbox | None, int | None, dict] | None:
-        if not self._authorized():  # its body is not read: the connection closes after the reply
-            self.close_connection = True
-            self._reply(HTTPStatus.UNAUTHORIZED, b"missing or wrong bearer token\n")
-            return None
-        route = self._route()
-        if route is None:
-            self._drain()
-            self._reply(HTTPStatus.NOT_FOUND, b"no such route\n")
-            return None
-        name, cid, query = route
-        inc = int(query["inc"][0]) if query.get("inc", [""])[0].lstrip("-").isdigit() else None
-        box = self.owner._box(cid, inc) if cid is not None else None
-        if cid is not None and box is None:
-            self._drain()
-            self._reply(HTTPStatus.NOT_FOUND, f"no client {cid}\n".encode())
-            return None
-        return name, box, inc, query
-
-    def _drain(self) -> None:
-        """Read an authenticated request's unused body, so the connection stays usable."""
-        length = int(self.headers.get("Content-Length") or 0)
-        if 0 < length <= MAX_BODY_BYTES:
-            self.rfile.read(length)
-        elif length:
-            self.close_connection = True
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        started = self._start()
-        if started is None:
-            return
-        name, box, inc, query = started
-        if name == "health":
-            self._reply(HTTPStatus.OK, b"ok\n")
-        elif name == "spec":
-            self._reply(HTTPStatus.OK, box.spec, "application/octet-stream")
-        elif name == "next":
-            wait_s = min(float(query.get("wait_s", [LONG_POLL_S])[0]), 60.0)
-            current, command = self.owner._next(box, inc, wait_s)
-            if not current:
-                self._reply(HTTPStatus.CONFLICT, b"this incarnation was replaced\n")
-            elif command is None:
-                self._reply(HTTPStatus.NO_CONTENT)
-            else:
-                self._reply(HTTPStatus.OK, encode(command), "application/octet-stream")
-        else:
-            self._reply(HTTPStatus.NOT_FOUND, b"no such route\n")
-
-    def do_POST(self) -> None:  # noqa: N802
-        started = self._start()
-        if started is None:
-            return
-        name, box, inc, _ = started
-        length = int(self.headers.get("Content-Length") or -1)
-        if name not in ("ready", "result") or box is None:
-            self._drain()
-            self._reply(HTTPStatus.NOT_FOUND, b"no such route\n")
-            return
-        if not 0 <= length <= MAX_BODY_BYTES:
-            self._reply(HTTPStatus.LENGTH_REQUIRED, b"a Content-Length up to 2 GiB is required\n")
-            self.close_connection = True
-            return
+    def _message(self) -> Any:
+        """The posted body as one of the messages a worker may post."""
+        body = self.read_body(self.body_length())
         try:
-            message = decode(self.rfile.read(length))
+            message = decode(body) if isinstance(body, bytes) else decode_file(body)
         except WireError as exc:
-            self._reply(HTTPStatus.BAD_REQUEST, f"{exc}\n".encode())
-            return
-        if self.owner._up(box, inc, message):
-            self._reply(HTTPStatus.NO_CONTENT)
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).splitlines()[0][:300]) from None
+        finally:
+            if not isinstance(body, bytes):
+                body.close()
+        if type(message) not in WORKER_POSTS:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"a worker may not post a {type(message).__name__}")
+        return message
+
+
+# route -> its query parameters and their parsers
+_ROUTES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("GET", "health"): (), ("GET", "spec"): ("inc",), ("GET", "next"): ("inc", "wait_s"),
+    ("POST", "ready"): ("inc",), ("POST", "result"): ("inc",),
+}
+_CLIENT_PATH = re.compile(r"/clients/([0-9]{1,9})/([a-z]{1,16})")
+_INTEGER = re.compile(r"[0-9]{1,9}")
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+
+
+def _route(target: str) -> tuple[str, int | None, str]:
+    """(route name, client id or None, query string) of a request target; 404 otherwise."""
+    path, _, query = target.partition("?")
+    if path == "/health":
+        return "health", None, query
+    found = _CLIENT_PATH.fullmatch(path)
+    if found is None:
+        raise RequestError(HTTPStatus.NOT_FOUND, "no such route")
+    return found[2], int(found[1]), query
+
+
+def _query(query: str, allowed: tuple[str, ...], max_wait_s: float) -> dict[str, Any]:
+    """The query's parameters, each named by the route, given once and well-formed: `inc` a
+    non-negative integer, `wait_s` seconds as digits (no sign, exponent, nan or inf), clamped
+    to `max_wait_s`; 400 otherwise."""
+    params: dict[str, Any] = {}
+    for part in query.split("&") if query else ():
+        name, sep, raw = part.partition("=")
+        if name not in allowed or not sep:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"unknown query parameter {name[:40]!r}")
+        if name in params:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"query parameter {name} given twice")
+        value = unquote(raw, errors="replace")
+        if name == "inc" and _INTEGER.fullmatch(value):
+            params[name] = int(value)
+        elif name == "wait_s" and _SECONDS.fullmatch(value):
+            params[name] = min(float(value), max_wait_s)
         else:
-            self._reply(HTTPStatus.CONFLICT, b"this incarnation was replaced\n")
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"query parameter {name}: {value[:40]!r} is not "
+                               + ("a non-negative integer" if name == "inc" else "a number of seconds >= 0"))
+    return params

@@ -85,7 +85,11 @@ class Link:
             except urllib.error.HTTPError as exc:
                 if exc.code == 409:
                     raise Replaced() from None
-                raise
+                if exc.code != 503:  # 503: the endpoint had no free connection slot; retried below
+                    raise
+                if time.monotonic() > deadline:
+                    raise ServerGone(f"the endpoint stayed busy: {exc}") from None
+                time.sleep(0.5)
             except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 if time.monotonic() > deadline:
                     raise ServerGone(str(exc)) from None
