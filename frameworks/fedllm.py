@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from frameworks.aggregate import buffered_step, fedavg, mean_metrics, staleness_weight
+from frameworks.divergence import fails_on_divergence, finite_global
 from frameworks.training import load_lora_task, model_mb, train_local
 from testbed.ml import dataparallel
 from testbed.ml.modeling import (
@@ -59,6 +60,7 @@ class FedLLMClient(Client):
             raise RuntimeError("initial_adapter: this model has trained already")
         return serialize(adapter_state(self.model))
 
+    @fails_on_divergence
     def fit(self, ins: FitIns) -> FitRes:
         fw = self.spec.scenario.framework
         t0 = time.perf_counter()
@@ -137,7 +139,7 @@ class FedLLM(Framework):
         results = sorted(results, key=lambda r: r.client_id)
         states = [deserialize(r.payload("adapter_up").data) for r in results]
         weights = [float(r.n_samples) for r in results]
-        self.global_state = fedavg(states, weights)
+        self.global_state = finite_global(fedavg(states, weights), rnd)
         loss = sum(w * r.metrics["train_loss"] for w, r in zip(weights, results, strict=True)) / sum(weights)
         return {"train_loss": loss, **mean_metrics(results, ("client_model_mb",))}
 
@@ -147,10 +149,10 @@ class FedLLM(Framework):
         FitIns each client trained from (their adapter is its start state)."""
         exponent = self.ctx.scenario.policy.staleness_exponent
         weights = [staleness_weight(r.n_samples, s, exponent) for r, s in zip(results, staleness, strict=True)]
-        self.global_state = buffered_step(
+        self.global_state = finite_global(buffered_step(
             self.global_state, [deserialize(r.payload("adapter_up").data) for r in results],
             [deserialize(ins.payload("adapter_down").data) for ins in starts], weights,
-        )
+        ), rnd)
         loss = sum(w * r.metrics["train_loss"] for w, r in zip(weights, results, strict=True)) / sum(weights)
         return {"train_loss": loss, **mean_metrics(results, ("client_model_mb",))}
 

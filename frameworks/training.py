@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from frameworks.divergence import finite_loss
 from testbed.config.scenario import Scenario
 from testbed.ml import dataparallel
 from testbed.ml.memory import release_freed_memory
@@ -89,7 +90,8 @@ def proximal_term(model, global_params: dict[str, torch.Tensor]) -> torch.Tensor
 def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, steps: int,
                 batch_size: int, optimizer: OptimizerSpec, seed: int, precision: str = "fp32",
                 prox_mu: float = 0.0) -> tuple[list[float], int]:
-    """Run `steps` optimizer steps; returns per-step losses and tokens processed."""
+    """Run `steps` optimizer steps; returns per-step losses and tokens processed. A loss that
+    is not finite raises frameworks.divergence.TrainingDiverged before its step."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer.build(params)
@@ -110,6 +112,7 @@ def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, 
         opt.zero_grad(set_to_none=True)
         total.backward()
         step_loss = dataparallel.sum_across_ranks(params, loss) if world > 1 else float(loss.detach())
+        finite_loss(step_loss, step=step)  # every rank holds the summed loss: all stop at the same step
         opt.step()
         losses.append(step_loss)
     model.eval()

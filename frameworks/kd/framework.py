@@ -30,6 +30,7 @@ from safetensors.numpy import load as np_load
 from safetensors.numpy import save as np_save
 
 from frameworks.aggregate import mean_metrics
+from frameworks.divergence import fails_on_divergence, finite_loss, global_training
 from frameworks.kd.logits import SparseTarget, TopK, aggregate, deserialize_topk, serialize_topk, sparse_kl, top_k_of
 from frameworks.kd.student import load_student, student_layers
 from frameworks.training import batch_order, model_mb, quantize_blocks, task_encoder, train_local
@@ -129,10 +130,10 @@ def distill(model, encoder: TaskEncoder, examples: list[EncodedExample], target:
         with autocast(precision, next(model.parameters()).device.type):
             loss = sparse_kl(position_logits(model, encoder, [examples[i] for i in picked], opts), sub,
                              opts.temperature)
+        losses.append(finite_loss(loss, step=step, what="distillation loss"))  # else TrainingDiverged
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
     model.eval()
     return losses
 
@@ -174,6 +175,7 @@ class KDClient(Client):
             self.ort = ort_student(self.model, scenario, self.spec.model_dir, threads=self.spec.threads)
             self.export_s = self.ort.refresh().export_s  # the server exported it; this loads it
 
+    @fails_on_divergence
     def fit(self, ins: FitIns) -> FitRes:
         fw, opts = self.spec.scenario.framework, self.opts
         spans: list[ComputeSpan] = []
@@ -369,9 +371,10 @@ class KDFedLLM(Framework):
         _, public = self._public(rnd)
         metrics = {"train_loss": float(np.average([r.metrics["train_loss"] for r in results], weights=weights))}
         if self.opts.server_steps:
-            losses = distill(self.model, self.encoder, public, target, self.opts, steps=self.opts.server_steps,
-                             batch_size=self.fw.batch_size, optimizer=self.optimizer,
-                             seed=self.ctx.scenario.seed * 7919 + rnd, precision=self.fw.precision)
+            with global_training(rnd, self.model, "teacher"):  # a loss or weights not finite: ModelDiverged
+                losses = distill(self.model, self.encoder, public, target, self.opts, steps=self.opts.server_steps,
+                                 batch_size=self.fw.batch_size, optimizer=self.optimizer,
+                                 seed=self.ctx.scenario.seed * 7919 + rnd, precision=self.fw.precision)
             metrics["teacher_distill_loss"] = float(np.mean(losses))
         self._prepare_down(rnd + 1)
         metrics.update(mean_metrics(results, ("student_accuracy", "student_eval_loss", "ort_top1_agreement", "ort_kl",

@@ -10,6 +10,7 @@ them each round; v2 keeps one shared adapter, trained in the clients' arrival or
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from frameworks.aggregate import fedavg, mean_metrics
+from frameworks.divergence import Diverged, diverged_failure, finite_global, weights_diverged
 from frameworks.split.model import (
     ClientPart,
     CutActivations,
@@ -100,6 +102,7 @@ class SplitClient(Client):
 
     def begin(self, ins: FitIns) -> StepRes:
         fw = self.spec.scenario.framework
+        self.rnd = ins.round
         load_adapter_state(self.model, deserialize(ins.payload("adapter_down").data))
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = OptimizerSpec(fw.optimizer, fw.lr, fw.weight_decay).build(params)
@@ -132,8 +135,17 @@ class SplitClient(Client):
         work = forward_workload(n_params=self.block_params, tokens=self.tokens)  # activation grads ~ forward
         return StepRes(spans=(ComputeSpan("client_backward", time.perf_counter() - t0, work),))
 
-    def finish(self) -> FitRes:
+    def abandon(self, detail: str) -> Failure:
+        """The server found the loss on this client's batch not finite (Diverged): its round fails."""
+        self.hidden = None
         self.model.eval()
+        return diverged_failure(self.spec.client_id, self.rnd, detail)
+
+    def finish(self) -> FitRes | Failure:
+        self.model.eval()
+        detail = weights_diverged(self.model)
+        if detail is not None:
+            return diverged_failure(self.spec.client_id, self.rnd, detail)
         up = Payload("adapter_up", serialize(adapter_state(self.model)))
         return FitRes(self.spec.client_id, 0, (up,), n_samples=len(self.examples),
                       metrics={"client_model_mb": self.model_mb}, spans=())
@@ -191,15 +203,18 @@ class SplitFedLLM(Framework):
             out = yield ClientCall("forward", (step,))
             yield Send(out.payload("activations_up"), "up")
             grad = yield ServerCall(self.server_step, (cid, out.payload("activations_up").data), label="backbone")
+            if isinstance(grad, Diverged):  # the client's round ends at the Failure abandon() answers
+                return (yield ClientCall("abandon", (grad.detail,)))
             yield Send(Payload("gradients_down", grad), "down")
             yield ClientCall("backward", (grad,))
         res = yield ClientCall("finish", ())
         yield Send(res.payload("adapter_up"), "up")
         return res
 
-    def server_step(self, cid: int, data: bytes) -> bytes:
+    def server_step(self, cid: int, data: bytes) -> bytes | Diverged:
         """Forward/backward of blocks [k, L) on the received activations; returns the
-        serialised gradient of the cut activations."""
+        serialised gradient of the cut activations, or Diverged (nothing stepped) where the
+        loss is not finite."""
         acts = unpack_activations(data)
         v1 = self.opts.variant == "v1"
         if v1:
@@ -209,11 +224,14 @@ class SplitFedLLM(Framework):
         batch = {"attention_mask": acts.attention_mask, "labels": acts.labels, "position_ids": acts.position_ids}
         self.model.train()
         loss = server_label_loss(self.part, hidden, batch)
+        if not math.isfinite(value := float(loss.detach())):
+            self.model.eval()
+            return Diverged(f"training loss is {value} at step {len(self.step_losses[cid])}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         self.model.eval()
-        self.step_losses[cid].append(float(loss.detach()))
+        self.step_losses[cid].append(value)
         if v1:
             self.client_server_state[cid] = server_side(adapter_state(self.model), self.opts.cut_layer)
         return pack_tensor(hidden.grad.detach().cpu(), dtype=self.opts.compression)
@@ -224,11 +242,12 @@ class SplitFedLLM(Framework):
         results = sorted(results, key=lambda r: r.client_id)
         weights = [float(r.n_samples) for r in results]
         states = [client_side(deserialize(r.payload("adapter_up").data), self.opts.cut_layer) for r in results]
-        self.global_client = fedavg(states, weights)
+        self.global_client = finite_global(fedavg(states, weights), rnd, "global client adapter")
         if self.opts.variant == "v1":
-            self.global_server = fedavg([self.client_server_state[r.client_id] for r in results], weights)
+            server = fedavg([self.client_server_state[r.client_id] for r in results], weights)
         else:
-            self.global_server = server_side(adapter_state(self.model), self.opts.cut_layer)
+            server = server_side(adapter_state(self.model), self.opts.cut_layer)
+        self.global_server = finite_global(server, rnd, "server part")
         losses = [x for r in results for x in self.step_losses.get(r.client_id, [])]
         metrics = mean_metrics(results, ("client_model_mb",))
         if losses:
