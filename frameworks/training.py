@@ -45,12 +45,13 @@ def task_encoder(scenario: Scenario, model_dir: str, data: TaskData) -> TaskEnco
     folder has a tokenizer.json (testbed.ml.tokencache)."""
     from pathlib import Path
 
-    from testbed.ml.assets import cache_dir
+    from testbed.ml.assets import cache_dir, derived_dir
     from testbed.ml.tokencache import TokenCache
 
     max_tokens = scenario.dataset.max_tokens
     tokenizer_file = Path(model_dir) / "tokenizer.json"
-    cache = TokenCache.for_tokenizer(cache_dir(), tokenizer_file, max_tokens) if tokenizer_file.is_file() else None
+    cache = TokenCache.for_tokenizer(derived_dir(), tokenizer_file, max_tokens, seed_dir=cache_dir()) \
+        if tokenizer_file.is_file() else None
     return TaskEncoder(load_tokenizer(model_dir), data.dataset.labels, max_tokens=max_tokens, cache=cache)
 
 

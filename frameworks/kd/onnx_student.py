@@ -151,15 +151,16 @@ class OrtStudent:
 
     def _graph(self) -> bytes | str:
         """The session's model: exported once per architecture. With a `cache_key`, the
-        first process to get here exports into the asset cache (under a lock) and every
-        other one, in this run or a later one, opens that file (ORT reads it itself, so no
-        copy of its bytes stays in Python)."""
+        first process to get here exports into the asset cache (under a lock; a docker
+        client, whose cache is read-only, into its derived folder: testbed.ml.assets.derived_once)
+        and every other one, in this run or a later one, opens that file (ORT reads it itself,
+        so no copy of its bytes stays in Python)."""
         if self.cache_key is None:
             return self._build_graph()
-        from testbed.ml.assets import build_once, cache_dir
+        from testbed.ml.assets import derived_once
 
-        folder = build_once(cache_dir() / "onnx" / self.cache_key, f"onnx-{self.cache_key}",
-                            lambda tmp: (tmp / "student.onnx").write_bytes(self._build_graph()))
+        folder = derived_once(f"onnx/{self.cache_key}", f"onnx-{self.cache_key}",
+                              lambda tmp: (tmp / "student.onnx").write_bytes(self._build_graph()))
         return str(folder / "student.onnx")
 
     def prepare(self) -> None:

@@ -5,7 +5,10 @@ or a :class:`DockerUnavailable` says why not. Every container of a run carries t
 ``fedge-testbed.run=<run id>`` (:func:`new_run_id`) and is removed by it
 (:func:`remove_run_containers`). A client's container (:func:`client_container`) is
 limited like its device (:func:`requested_limits`), sees the host's Python prefix, the
-project's .venv and the project read-only at their host paths, the asset cache read-write,
+project's .venv, the project and the asset cache read-only at their host paths, and one
+folder read-write: its own folder of the run for what it derives from the assets
+(:func:`prepare_derived_folder`, under ``<cache>/runs/<run id>/``, made by the host before
+the container starts and removed with the run's containers, :func:`remove_run_folders`),
 and runs testbed/backends/http_worker.py; :func:`wait_for_exit` reports how it ended. The
 backend that starts and talks to these containers is testbed.backends.docker_backend; the
 server's own container is testbed.sim.server_container.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -30,6 +34,7 @@ LABEL_RUN = "fedge-testbed.run"  # every container of a run carries its run id h
 LABEL_ROLE = "fedge-testbed.role"  # client | server
 LABEL_CLIENT = "fedge-testbed.client"
 ROLE_ENV = "TESTBED_DOCKER_ROLE"  # "server" inside the server container
+RUNS_FOLDER = "runs"  # under the asset cache: <run id>/client-<id>/, each client's writable folder
 RUN_ID_ENV = "TESTBED_DOCKER_RUN_ID"  # the run id the server container was given
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -65,10 +70,14 @@ def check_image(client, image: str) -> None:
                                 "(no registry needed), or set emulation.docker.image") from None
 
 
+def name_stem(name: str) -> str:
+    """`name` made label- and path-safe: lower case, [a-z0-9_.-], at most 40 characters."""
+    return re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-.")[:40] or "run"
+
+
 def new_run_id(name: str) -> str:
     """A label-safe run id: the scenario name plus a random suffix."""
-    stem = re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-.")[:40] or "run"
-    return f"{stem}-{secrets.token_hex(4)}"
+    return f"{name_stem(name)}-{secrets.token_hex(4)}"
 
 
 def remove_run_containers(client, run_id: str, *, role: str | None = None) -> int:
@@ -133,24 +142,49 @@ def requested_limits(threads: int, cores: float, mem_limit_bytes: int | None, cp
             "threads": threads}
 
 
+def derived_folder(run_id: str, client_id: int) -> Path:
+    """The client's writable folder of the run, for what its worker derives from the assets."""
+    return _cache_dir() / RUNS_FOLDER / run_id / f"client-{client_id}"
+
+
+def prepare_derived_folder(run_id: str, client_id: int) -> Path:
+    """The client's folder of the run, made here before its container starts (so it exists, and
+    belongs to the user the containers run as). It starts empty: the worker reads what the
+    cache holds already (token ids, the server's ONNX export) from the read-only cache and
+    writes only here, so nothing a client writes reaches the cache, the host or another client."""
+    folder = derived_folder(run_id, client_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def remove_run_folders(run_id: str) -> None:
+    """Every client folder of the run (once its containers are gone)."""
+    shutil.rmtree(_cache_dir() / RUNS_FOLDER / run_id, ignore_errors=True)
+
+
 def client_container(image: str, run_id: str, spec: ClientSpec, incarnation: int, endpoint: tuple[str, str],
                      requested: dict[str, Any]) -> dict[str, Any]:
     """``containers.run`` arguments for the client's worker: the container named after the run,
     the client and its `incarnation`, limited as `requested`; it calls the `endpoint`
-    (url, token) back."""
+    (url, token) back. The asset cache is mounted read-only; the client's folder of the run
+    read-write (made now, :func:`prepare_derived_folder`), as ``TESTBED_DERIVED``."""
+    from testbed.ml.assets import DERIVED_ENV
+
     cid = spec.client_id
     cache = _cache_dir()
+    derived = prepare_derived_folder(run_id, cid)
     url, token = endpoint
     env = {"TESTBED_ENDPOINT": url, "TESTBED_TOKEN": token,
            "TESTBED_CLIENT_ID": str(cid), "TESTBED_INCARNATION": str(incarnation),
-           "TESTBED_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1",
-           "OMP_NUM_THREADS": str(spec.threads), "HOME": "/tmp"}
+           "TESTBED_CACHE": str(cache), DERIVED_ENV: str(derived), "HF_HUB_OFFLINE": "1",
+           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": str(spec.threads), "HOME": "/tmp"}
+    read_only = runtime_paths() + _scenario_files(spec.scenario) + [Path(spec.model_dir), cache]
     kwargs: dict[str, Any] = dict(
         image=image, command=[sys.executable, "-m", "testbed.backends.http_worker"],
         detach=True, name=f"fedge-{run_id}-client{cid}-{incarnation}",
         labels={LABEL_RUN: run_id, LABEL_ROLE: "client", LABEL_CLIENT: str(cid)},
         environment=env, network_mode="host", working_dir=str(PROJECT_DIR),
-        volumes=host_volumes(runtime_paths() + _scenario_files(spec.scenario) + [Path(spec.model_dir)], [cache]),
+        volumes=host_volumes(read_only, [derived]),
         nano_cpus=requested["nano_cpus"], cpuset_cpus=requested["cpuset_cpus"],
         cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=4096, **host_user(),
     )

@@ -7,8 +7,9 @@ device), ``cpuset_cpus`` = the host cores of the slot it computes on, and torch 
 many threads. Containers get no capabilities (``cap_drop: ALL``, ``no-new-privileges``) and
 see the host's Python prefix, the project's .venv and the project read-only at their host
 paths (nothing is installed in the image; torch is never resolved there); the asset cache is
-mounted read-write (KD builds its ONNX students there once). What a container is made of,
-and the engine's checks, are testbed.backends.docker's.
+mounted read-only, and each client's own folder of the run read-write (token ids it encodes,
+an ONNX export the server did not make), removed with the containers. What a container is
+made of, and the engine's checks, are testbed.backends.docker's.
 
 Payloads cross for real: this backend serves an authenticated HTTP endpoint
 (testbed/backends/endpoint.py) on 127.0.0.1 (host networking), and each worker long-polls
@@ -44,6 +45,7 @@ from testbed.backends.docker import (
     docker_client,
     new_run_id,
     remove_run_containers,
+    remove_run_folders,
     requested_limits,
     update_container,
     wait_for_exit,
@@ -199,6 +201,7 @@ class DockerBackend(WorkerBackend[_Worker]):
     def _remove_containers(self) -> None:
         if self._docker is not None:
             remove_run_containers(self._docker, self.run_id, role="client")
+            remove_run_folders(self.run_id)  # the clients' writable folders, now that no container writes
 
     def facts(self) -> dict[str, Any]:
         """What summary.json records about the containers: run id, image, start-up times,

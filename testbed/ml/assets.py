@@ -60,10 +60,35 @@ def cache_dir() -> Path:
     return root
 
 
+DERIVED_ENV = "TESTBED_DERIVED"
+
+
+def derived_dir() -> Path:
+    """Where this process writes files it derives from the assets (token-id caches, ONNX
+    exports): ``$TESTBED_DERIVED`` if set, else the asset cache itself. A docker client's
+    container has the cache read-only and this set to its own writable folder of the run
+    (testbed.backends.docker)."""
+    env = os.environ.get(DERIVED_ENV)
+    if not env:
+        return cache_dir()
+    root = Path(env).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def derived_once(relative: str, lock_name: str, build: Callable[[Path], None]) -> Path:
+    """``<cache>/<relative>`` where it was built already (read-only is fine), else
+    ``<derived>/<relative>``, built there once (:func:`build_once`, locked in that folder)."""
+    shared = cache_dir() / relative
+    if shared.is_dir():
+        return shared
+    return build_once(derived_dir() / relative, lock_name, build, lock_dir=derived_dir())
+
+
 @contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``<cache>/.lock-<name>`` (blocks other processes)."""
-    with open(cache_dir() / f".lock-{name}", "w") as handle:
+def _locked(name: str, folder: Path | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``<folder>/.lock-<name>`` (default: the cache; blocks other processes)."""
+    with open((folder or cache_dir()) / f".lock-{name}", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -79,11 +104,12 @@ def _share(folder: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def build_once(target: Path, lock_name: str, build: Callable[[Path], None]) -> Path:
-    """Return ``target``, building it first (under a lock, via a temp folder) if missing."""
+def build_once(target: Path, lock_name: str, build: Callable[[Path], None], *, lock_dir: Path | None = None) -> Path:
+    """Return ``target``, building it first (under a lock in `lock_dir`, default the cache, via
+    a temp folder) if missing."""
     if target.is_dir():
         return target
-    with _locked(lock_name):
+    with _locked(lock_name, lock_dir):
         if target.is_dir():  # another process built it while we waited
             return target
         target.parent.mkdir(parents=True, exist_ok=True)

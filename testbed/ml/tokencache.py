@@ -2,9 +2,11 @@
 encodes the same articles, and on 2 cores that sat on each run's start-up critical path
 (0.8 s for a rank hosting four clients of the bundled data).
 
-One JSON file per (tokenizer file contents, max_tokens) in the asset cache's `encoded/`
-folder maps sha1(text) to the text's first max_tokens ids. Writes are atomic (a temporary
-file, then a rename): concurrent workers may each write the file, all with correct content.
+One JSON file per (tokenizer file contents, max_tokens) in the `encoded/` folder of the
+derived files (testbed.ml.assets.derived_dir: the asset cache, or a docker client's own
+writable folder, which reads the cache's file first) maps sha1(text) to the text's first
+max_tokens ids. Writes are atomic (a temporary file, then a rename): concurrent workers may
+each write the file, all with correct content.
 """
 
 from __future__ import annotations
@@ -21,21 +23,27 @@ def text_key(text: str) -> str:
 
 
 class TokenCache:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, seed: Path | None = None) -> None:
+        """The ids of `path`, over those of `seed` (a read-only copy elsewhere, read only)."""
         self.path = path
-        try:
-            self._ids: dict[str, list[int]] = json.loads(path.read_text())
-        except (OSError, ValueError):  # absent or unreadable: start empty, rewrite it
-            self._ids = {}
+        self._ids: dict[str, list[int]] = {}
+        for source in (seed, path) if seed is not None and seed != path else (path,):
+            try:
+                self._ids.update(json.loads(source.read_text()))
+            except (OSError, ValueError, TypeError):  # absent or unreadable: start without it, rewrite it
+                pass
 
     @classmethod
-    def for_tokenizer(cls, cache_dir: Path, tokenizer_file: Path, max_tokens: int) -> TokenCache:
-        """The cache of this tokenizer file's contents; one object per file in a process, so a
+    def for_tokenizer(cls, cache_dir: Path, tokenizer_file: Path, max_tokens: int, *,
+                      seed_dir: Path | None = None) -> TokenCache:
+        """The cache of this tokenizer file's contents in `cache_dir` (first filled from the same
+        file in `seed_dir`, never written there); one object per file in a process, so a
         worker's clients read the file once."""
         digest = hashlib.sha256(tokenizer_file.read_bytes()).hexdigest()[:16]
-        path = cache_dir / "encoded" / f"{digest}-{max_tokens}.json"
+        name = Path("encoded") / f"{digest}-{max_tokens}.json"
+        path = cache_dir / name
         if path not in _OPEN:
-            _OPEN[path] = cls(path)
+            _OPEN[path] = cls(path, seed_dir / name if seed_dir is not None else None)
         return _OPEN[path]
 
     def ids(self, texts: list[str], encode: Callable[[list[str]], list[list[int]]]) -> list[list[int]]:

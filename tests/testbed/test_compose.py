@@ -40,8 +40,11 @@ def test_one_service_per_client_with_the_devices_cpus_and_memory(tmp_path):
         assert svc["deploy"]["resources"]["limits"]["memory"] == f"{svc['mem_limit']}b"
         assert svc["network_mode"] == "host" and svc["cap_drop"] == ["ALL"]
         assert svc["environment"]["TESTBED_CLIENT_ID"] == str(client.client_id)
-        cache = str(cache_dir().resolve())  # the asset cache is the one writable mount
-        assert all(v.endswith(":ro") for v in svc["volumes"] if not v.startswith(cache + ":"))
+        cache = cache_dir().resolve()  # read-only; the client's own folder under it is its one writable mount
+        derived = cache / "runs" / "compose-smoke" / f"client-{client.client_id}"
+        assert f"{cache}:{cache}:ro" in svc["volumes"] and derived.is_dir()
+        assert [v for v in svc["volumes"] if not v.endswith(":ro")] == [f"{derived}:{derived}:rw"]
+        assert svc["environment"]["TESTBED_DERIVED"] == str(derived)
     server = services["server"]
     assert "emulation.docker.clients=external" in server["command"]
     assert "cpus" not in server and "mem_limit" not in server
