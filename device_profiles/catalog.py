@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,38 +63,66 @@ def catalog_tables() -> tuple[Table, Table]:
     return _device_table(devices().values()), _link_table(links().values())
 
 
+MAX_PROFILE_BYTES = 2**20  # a profile is a page of YAML
+
+
 def _load(model: type[P], path: Path) -> P:
     data = _read_mapping(path)
     try:
         return model.model_validate(data, context={"stem": path.stem})
     except ValidationError as exc:
-        raise ProfileError(_describe(path, model, exc)) from exc
+        raise ProfileError(_describe(path, model, exc), path) from exc
+    except RecursionError:
+        raise ProfileError(f"{path}: (top level): nested too deeply to be a profile", path) from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ProfileError(f"{path}: (file): not a regular file", path)
+        if info.st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{path}: (file): {info.st_size:,} bytes, more than the {MAX_PROFILE_BYTES:,} "
+                               "a profile may have", path)
+        data = path.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"{path}: (file): cannot read: {getattr(exc, 'strerror', None) or exc}", path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ProfileError(f"{path}: line {line}: not UTF-8 text (byte {exc.start}: {exc.reason})", path) from None
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProfileError(f"{path}: (file): cannot read: {exc.strerror or exc}") from exc
+    text = _read_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(file)"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ProfileError(f"{path}: {where}: invalid YAML: {problem}") from exc
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise ProfileError(f"{path}: {where}: invalid YAML: {problem}", path) from None
+    except RecursionError:
+        raise ProfileError(f"{path}: (file): invalid YAML: nested too deeply", path) from None
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # YAML's constructors: `!!int abc`
+        raise ProfileError(f"{path}: (file): invalid YAML: {type(exc).__name__}: {exc}", path) from None
     if not isinstance(data, dict):
         kind = "an empty file" if data is None else type(data).__name__
-        raise ProfileError(f"{path}: (top level): expected a mapping of fields, got {kind}")
+        raise ProfileError(f"{path}: (top level): expected a mapping of fields, got {kind}", path)
     return data
 
 
+def _one_line(text: str) -> str:
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _describe(path: Path, model: type[P], exc: ValidationError) -> str:
-    """One ``file: field: problem`` line per validation error."""
+    """One ``file: field: problem`` line per validation error (each a single line)."""
     lines = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"{path}: {field}: {_problem(model, error)}")
+        lines.append(_one_line(f"{path}: {field}: {_problem(model, error)}"))
     return "\n".join(lines)
 
 
@@ -106,13 +135,18 @@ def _problem(model: type[P], error: Any) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if kind == "value_error":
         return message
-    return f"{message} (got {error['input']!r})"
+    shown = repr(error["input"])
+    return f"{message} (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
 
 
 def _resolve_trace(path: Path, field: str, trace: str) -> str:
-    resolved = (path.parent / trace).resolve()
-    if not resolved.is_file():
-        raise ProfileError(f"{path}: {field}: no such trace file {str(resolved)!r}")
+    try:
+        resolved = (path.parent / trace).resolve()
+        found = resolved.is_file()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ProfileError(f"{path}: {field}: cannot resolve trace path {trace!r}: {exc}", path) from None
+    if not found:
+        raise ProfileError(f"{path}: {field}: no such trace file {str(resolved)!r}", path)
     return str(resolved)
 
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field
 
 NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"  # kebab-case, e.g. "jetson-orin-nano"
 
-PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+PositiveInt = Annotated[int, Strict(), Field(gt=0, le=2**31 - 1)]
 PositiveFloat = Annotated[float, Strict(), Field(gt=0)]  # strict: accepts int, rejects "8" and true
 NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
 Fraction = Annotated[float, Strict(), Field(ge=0, lt=1)]
@@ -22,13 +22,18 @@ Name = Annotated[str, Strict(), Field(pattern=NAME_PATTERN)]
 
 
 class ProfileError(ValueError):
-    """A profile that cannot be loaded or found; the message reads ``file: field: problem``."""
+    """A profile that cannot be loaded or found; the message reads ``file: field: problem`` on
+    one line. `path` is the profile file at fault (None for a name that is not in the catalog)."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
 
 
 class _Profile(BaseModel):
     """Fields and checks shared by device and link profiles."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: Name  # kebab-case; equals the YAML file's stem
     display_name: Text  # human-readable name for tables and reports

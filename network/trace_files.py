@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,41 +17,70 @@ from pathlib import Path
 from network.trace_types import OpportunityTrace, RateTrace, TraceError
 
 
-def load_mahimahi(path: str | Path) -> OpportunityTrace:
-    """Read a mahimahi trace file; problems raise TraceError naming `file:line`."""
+MAX_TRACE_BYTES = 512 * 2**20  # the longest shipped mahimahi trace is ~2 MB
+MAX_TIMESTAMP_MS = 2**53  # ~285,000 years; past it a float of seconds no longer holds every ms
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def read_trace_text(path: str | Path) -> str:
+    """A trace file's text; a path that is not a readable regular file of ASCII/UTF-8 text,
+    or is larger than MAX_TRACE_BYTES, raises TraceError naming it (``file: (file): ...``)."""
     source = str(path)
+    if "\x00" in source:
+        raise TraceError(f"{source!r}: (file): the path contains a NUL byte")
     try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceError(f"{source}: cannot read trace: {exc}") from exc
-    return parse_mahimahi(text, source=source)
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise TraceError(f"{source}: (file): is a folder, expected a trace file")
+        if not stat.S_ISREG(info.st_mode):
+            raise TraceError(f"{source}: (file): is not a regular file (a device, pipe or socket)")
+        if info.st_size > MAX_TRACE_BYTES:
+            raise TraceError(f"{source}: (file): is {info.st_size:,} bytes, more than the "
+                             f"{MAX_TRACE_BYTES:,} a trace may have")
+        data = Path(path).read_bytes()
+    except (OSError, ValueError) as exc:
+        raise TraceError(f"{source}: (file): cannot read trace: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TraceError(f"{source}: line {line}: not text (byte {exc.start}: {exc.reason})") from None
+
+
+def load_mahimahi(path: str | Path) -> OpportunityTrace:
+    """Read a mahimahi trace file; problems raise TraceError naming `file: line N`."""
+    return parse_mahimahi(read_trace_text(path), source=str(path))
 
 
 def parse_mahimahi(text: str, *, source: str = "<trace>") -> OpportunityTrace:
-    """Parse mahimahi trace text: one integer ms timestamp per line, non-decreasing."""
+    """Parse mahimahi trace text: one integer ms timestamp per line, non-decreasing, the last
+    one > 0. Every problem raises TraceError reading ``source: line N: problem``."""
     stamps: list[int] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
-        stamps.append(_parse_timestamp(line.strip(), f"{source}:{lineno}"))
+        stamps.append(_parse_timestamp(line.strip(), f"{source}: line {lineno}"))
         if len(stamps) > 1 and stamps[-1] < stamps[-2]:
             raise TraceError(
-                f"{source}:{lineno}: timestamp {stamps[-1]} decreases (previous {stamps[-2]})"
+                f"{source}: line {lineno}: timestamp {stamps[-1]} decreases (previous {stamps[-2]})"
             )
     if not stamps:
-        raise TraceError(f"{source}:1: empty trace, no timestamps")
+        raise TraceError(f"{source}: line 1: empty trace, no timestamps")
+    if stamps[-1] == 0:
+        raise TraceError(f"{source}: line {len(stamps)}: trace must last > 0 ms, last is 0")
     return OpportunityTrace(tuple(stamps), source=source)
 
 
 def _parse_timestamp(word: str, where: str) -> int:
-    """One line's timestamp, or TraceError at `where`."""
+    """One line's timestamp (ASCII digits, at most MAX_TIMESTAMP_MS), or TraceError at `where`."""
     if not word:
         raise TraceError(f"{where}: empty line, expected an integer ms timestamp")
-    try:
-        ms = int(word, 10)
-    except ValueError:
-        raise TraceError(f"{where}: not an integer ms timestamp: {word!r}") from None
-    if ms < 0:
-        raise TraceError(f"{where}: negative timestamp {ms}")
-    return ms
+    if not _DIGITS.fullmatch(word):
+        if word[0] == "-" and _DIGITS.fullmatch(word[1:]):
+            raise TraceError(f"{where}: negative timestamp {word[:40]}")
+        raise TraceError(f"{where}: not an integer ms timestamp: {word[:40]!r}")
+    if len(word) > 20 or int(word) > MAX_TIMESTAMP_MS:
+        raise TraceError(f"{where}: timestamp {word[:40]} ms is past {MAX_TIMESTAMP_MS} ms (2^53), "
+                         "the largest this model replays")
+    return int(word)
 
 
 FIVE_G_COLUMNS = (

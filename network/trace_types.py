@@ -27,7 +27,7 @@ class TraceError(ValueError):
 
 def _is_ms(value: object) -> bool:
     """Whether `value` is a usable ms timestamp: an int >= 0."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _needed(count: float) -> int:
@@ -55,9 +55,9 @@ class OpportunityTrace:
             raise TraceError(f"{self.source}: empty trace, no timestamps")
         arr = np.asarray(stamps)
         if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.min() < 0:
-            i = next(i for i, ms in enumerate(stamps) if not _is_ms(ms))
+            i = next((i for i, ms in enumerate(stamps) if not _is_ms(ms)), 0)
             raise TraceError(
-                f"{self.source}:{i + 1}: timestamp must be an int >= 0, got {stamps[i]!r}"
+                f"{self.source}:{i + 1}: timestamp must be an int in [0, 2^63), got {stamps[i]!r}"
             )
         drops = np.flatnonzero(np.diff(arr) < 0)
         if drops.size:

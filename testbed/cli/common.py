@@ -17,16 +17,36 @@ EXIT_BAD_INPUT = 2
 
 
 def bad_input(message: str) -> int:
-    """Print ``error: message`` on stderr; the exit code of bad input (2)."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print ``error: message`` on stderr, as one line; the exit code of bad input (2)."""
+    line = " ".join(str(message).splitlines())
+    if not line.isprintable():
+        line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+    print(f"error: {line}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
 def load(args):
-    """The scenario of ``args.scenario`` with ``args.overrides`` (``--set``) applied."""
-    from testbed.config.scenario import load_scenario
+    """The scenario of ``args.scenario`` with ``args.overrides`` (``--set``) applied, checked
+    against its model, data and this host (testbed.ml.preflight.check_scenario) before anything
+    starts. Every problem is a ScenarioError whose message is one ``file: field: problem`` line.
 
-    return load_scenario(args.scenario, args.overrides)
+    Last resort, in addition to those checks and never instead of them: an exception of
+    another kind while reading or checking input becomes a ScenarioError naming
+    ``(internal)``, so that bad input never ends in a traceback; the fuzz tests
+    (tests/fuzzing.py) fail whenever this is what answers."""
+    from testbed.config.scenario import ScenarioError, load_scenario
+    from testbed.ml.preflight import check_scenario
+
+    try:
+        scenario = load_scenario(args.scenario, args.overrides)
+        check_scenario(scenario, str(args.scenario))
+    except ScenarioError:
+        raise
+    except (Exception, RecursionError) as exc:  # noqa: BLE001  (the last resort described above)
+        detail = " ".join(str(exc).split())[:300]
+        raise ScenarioError(f"{args.scenario}: (internal): checking this input failed unexpectedly "
+                            f"({type(exc).__name__}: {detail}); please report it") from exc
+    return scenario
 
 
 def interrupt_on_sigterm() -> None:
@@ -63,3 +83,7 @@ def add_multi_run_options(cmd: argparse.ArgumentParser, out_help: str) -> None:
     cmd.add_argument("--target-accuracy", type=float,
                      help="accuracy for time_to_target_s (default: 0.9 x the best final accuracy compared)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bars or tables of the runs")
+    again = cmd.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="skip the runs in DIR that completed and go on with the others after their last round")
+    again.add_argument("--overwrite", action="store_true", help="start over the runs DIR already holds")

@@ -25,7 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from testbed.config.files import FileProblem, read_text
+
 EPS_S = 1e-9
+MIN_PERIOD_S = 1.0  # a FedScale period (finish_time) is hours to days; below a second it is no schedule
 
 
 class AvailabilityError(ValueError):
@@ -125,36 +128,64 @@ def diurnal(n_clients: int, *, period_s: float, on_fraction: float, seed: int) -
 
 
 def load_fedscale(path: str | Path, n_clients: int) -> list[Schedule]:
-    """Fleet schedules from a FedScale availability JSON (see the module docstring)."""
+    """Fleet schedules from a FedScale availability JSON (see the module docstring). Every
+    problem is an AvailabilityError reading ``file: where: problem`` on one line."""
+    try:
+        text = read_text(path)
+    except FileProblem as exc:
+        raise AvailabilityError(f"{exc.path}: (file): {exc.problem}") from None
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AvailabilityError(f"{path}: no such file") from None
+        raw = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as err:
-        raise AvailabilityError(f"{path}:{err.lineno}: not JSON: {err.msg}") from None
+        raise AvailabilityError(f"{path}: line {err.lineno}: not JSON: {err.msg}") from None
+    except ValueError as err:  # NaN, Infinity
+        raise AvailabilityError(f"{path}: (file): {err}") from None
+    except RecursionError:
+        raise AvailabilityError(f"{path}: (file): JSON nested too deeply; expected "
+                                f"{{client_id: {{active, inactive, finish_time}}}}") from None
     if not isinstance(raw, dict) or not raw:
-        raise AvailabilityError(f"{path}: expected a non-empty object {{client_id: {{active, inactive, finish_time}}}}")
+        got = f"an empty {type(raw).__name__}" if raw in ({}, []) else f"a JSON {type(raw).__name__}"
+        raise AvailabilityError(f"{path}: (top level): expected a non-empty object "
+                                f"{{client_id: {{active, inactive, finish_time}}}}, got {got}")
     entries = [_fedscale_entry(path, key, value) for key, value in raw.items()]
     return [entries[i % len(entries)] for i in range(n_clients)]
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number of seconds")
+
+
+def _seconds(value: object, where: str, what: str) -> float:
+    """A JSON number of seconds, finite and >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AvailabilityError(f"{where}: {what} must hold numbers of seconds, got {type(value).__name__}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise AvailabilityError(f"{where}: {what} holds a number too large for seconds") from None
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise AvailabilityError(f"{where}: {what} must hold finite seconds >= 0, got {seconds}")
+    return seconds
+
+
 def _fedscale_entry(path: Path, key: str, value: object) -> Schedule:
-    where = f"{path}: client {key}"
+    where = f"{path}: client {key!r}" if not key.isprintable() or not key else f"{path}: client {key}"
     if not isinstance(value, dict) or not {"active", "inactive"} <= set(value):
         raise AvailabilityError(f"{where}: expected an object with 'active' and 'inactive' lists")
     active, inactive = value["active"], value["inactive"]
     if not (isinstance(active, list) and isinstance(inactive, list)) or len(active) != len(inactive):
         raise AvailabilityError(f"{where}: 'active' and 'inactive' must be lists of equal length")
-    try:
-        windows = tuple((float(a), float(b)) for a, b in zip(active, inactive, strict=True))
-    except (TypeError, ValueError):
-        raise AvailabilityError(f"{where}: 'active'/'inactive' must hold numbers of seconds") from None
+    windows = tuple((_seconds(a, where, "'active'"), _seconds(b, where, "'inactive'"))
+                    for a, b in zip(active, inactive, strict=True))
     for (a, b), nxt in zip(windows, (*windows[1:], None)):
         if not b > a or (nxt is not None and nxt[0] < b):
             raise AvailabilityError(f"{where}: windows must be increasing and non-overlapping, got [{a}, {b}]")
     finish = value.get("finish_time")
-    period = math.inf if finish is None else float(finish)
+    period = math.inf if finish is None else _seconds(finish, where, "'finish_time'")
+    if period < MIN_PERIOD_S:
+        raise AvailabilityError(f"{where}: 'finish_time' must be at least {MIN_PERIOD_S:g} s (the length of the "
+                                f"repeating period), got {period}")
     if windows and not math.isinf(period) and windows[-1][1] > period:
         raise AvailabilityError(f"{where}: a window ends after finish_time {period}")
     return Schedule(windows, period)

@@ -1,59 +1,162 @@
-"""Reading a scenario: YAML, ``--set`` overrides, validation, error messages, reference checks.
+"""Reading a scenario: YAML, ``--set`` overrides, validation, error messages.
 
-Every problem is reported as ``file: field: problem`` (:class:`ScenarioError`).
+Every problem is reported as one line ``file: field: problem`` (:class:`ScenarioError`): a file
+that is not a readable UTF-8 regular file, YAML that is not valid or not a mapping, nesting or
+alias expansion past what any scenario needs, a ``--set`` that is not ``key=value`` with a YAML
+value, and every field the schema refuses (the first of them, and how many more there are).
+The files a scenario names are checked in references.py.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from testbed.config.node import ScenarioError
+from testbed.config.files import FileProblem, read_text
+from testbed.config.node import ScenarioError, problem_line
+from testbed.config.references import check_references
 from testbed.config.schema import Scenario
-from testbed.config.topology import LinkSpec
+
+MAX_SCENARIO_BYTES = 4 * 2**20  # a scenario is a few hundred bytes
+MAX_DEPTH = 24  # the deepest scenario field is 4 levels down
+MAX_VALUES = 100_000  # values after aliases are expanded (`&a [*b, *b, ...]` grows exponentially)
+
+__all__ = ["apply_override", "check_references", "format_validation_error", "load_scenario", "read_raw",
+           "validate_raw"]
 
 
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
+MAX_FLOW_DEPTH = 200  # `[[[[...` deeper than this is refused before YAML recurses into it (seconds)
+_FLOW = re.compile(r"[\[\]{}\"'\n]")
+
+
+def _flow_depth_line(text: str) -> int | None:
+    """The line where `[`/`{` nesting outside quotes passes MAX_FLOW_DEPTH, or None."""
+    depth, line, quote = 0, 1, None
+    for match in _FLOW.finditer(text):
+        ch = match.group()
+        if ch == "\n":
+            line += 1
+        elif quote is not None:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                return line
+        else:
+            depth = max(0, depth - 1)
+    return None
+
+
+def parse_yaml(text: str, source: object, field: str) -> Any:
+    """`text` as YAML; anything YAML or its constructors refuse is a ScenarioError at `field`
+    (or at the line, where YAML says which)."""
+    deep = _flow_depth_line(text)
+    if deep is not None:
+        where = f"line {deep}" if field == "(file)" else field
+        raise ScenarioError.at(source, where, f"nested deeper than {MAX_FLOW_DEPTH} levels; no scenario field is")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None and field == "(file)" else field
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise ScenarioError.at(source, where, f"not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ScenarioError.at(source, field, "not valid YAML here: nested too deeply") from None
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # e.g. `!!int abc`, `2020-02-30`
+        raise ScenarioError.at(source, field, f"not valid YAML: {type(exc).__name__}: {exc}") from None
+
+
+def read_raw(path: str | Path) -> dict[str, Any]:
+    """The scenario file's mapping, before overrides and validation."""
+    try:
+        text = read_text(path, max_bytes=MAX_SCENARIO_BYTES)
+    except FileProblem as exc:
+        raise ScenarioError.at(exc.path, "(file)", exc.problem) from None
+    raw = parse_yaml(text, path, "(file)")
+    if not isinstance(raw, dict):
+        got = "an empty file" if raw is None else f"a {type(raw).__name__}"
+        raise ScenarioError.at(path, "(top level)", f"expected a mapping of scenario fields, got {got}")
+    return raw
+
+
+def check_shape(raw: Any, source: object) -> None:
+    """No value nested deeper than MAX_DEPTH, and at most MAX_VALUES values in all."""
+    seen = 0
+    todo: list[tuple[Any, tuple[str, ...]]] = [(raw, ())]
+    while todo:
+        node, path = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ScenarioError.at(source, "(file)", f"more than {MAX_VALUES:,} values (aliases expanding?); "
+                                                     "a scenario has a few dozen")
+        if len(path) > MAX_DEPTH:
+            raise ScenarioError.at(source, ".".join(path[:MAX_DEPTH]), f"nested deeper than {MAX_DEPTH} levels; "
+                                                                      "no scenario field is")
+        if isinstance(node, dict):
+            todo.extend((v, (*path, str(k))) for k, v in node.items())
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            todo.extend((v, (*path, str(i))) for i, v in enumerate(node))
+
+
+# ---------------------------------------------------------------------------------------------
+# --set key.sub=value
+
+
+def apply_override(raw: dict[str, Any], assignment: str, source: object = "(--set)") -> None:
     """Apply one ``key.sub=value`` (``fleet.0.count=3`` indexes lists) to a raw mapping."""
     if "=" not in assignment:
-        raise ScenarioError(f"--set {assignment}: expected key=value")
+        raise ScenarioError.at(source, "--set", f"expected key=value, got {assignment[:80]!r}")
     key, _, text = assignment.partition("=")
-    parts = key.strip().split(".")
+    key = key.strip()
+    parts = key.split(".")
     if not all(parts):
-        raise ScenarioError(f"--set {assignment}: empty key component")
-    value = yaml.safe_load(text) if text.strip() else ""
+        raise ScenarioError.at(source, "--set", f"empty key component in {key[:80]!r} (expected key.sub=value)")
+    value = parse_yaml(text, source, key) if text.strip() else ""
+    check_shape(value, source)
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
-        node = _step_into(node, part, parts[i + 1], key)
-    _assign(node, parts[-1], value, key)
+        node = _step_into(node, part, parts[i + 1], key, source)
+    _assign(node, parts[-1], value, key, source)
 
 
-def _step_into(node: Any, part: str, next_part: str, key: str) -> Any:
+def _is_index(part: str) -> bool:
+    return part.isascii() and part.isdigit()
+
+
+def _step_into(node: Any, part: str, next_part: str, key: str, source: object) -> Any:
     if isinstance(node, list):
-        return node[_index(node, part, key)]
+        return node[_index(node, part, key, source)]
     if not isinstance(node, dict):
-        raise ScenarioError(f"--set {key}: '{part}' is inside a value that is not a mapping or list")
+        raise ScenarioError.at(source, key, f"--set: '{part}' is inside a value that is not a mapping or list")
     if node.get(part) is None:
-        node[part] = [] if next_part.isdigit() else {}
+        node[part] = [] if _is_index(next_part) else {}
     return node[part]
 
 
-def _assign(node: Any, part: str, value: Any, key: str) -> None:
+def _assign(node: Any, part: str, value: Any, key: str, source: object) -> None:
     if isinstance(node, list):
-        node[_index(node, part, key)] = value
+        node[_index(node, part, key, source)] = value
     elif isinstance(node, dict):
         node[part] = value
     else:
-        raise ScenarioError(f"--set {key}: cannot set '{part}' inside a scalar")
+        raise ScenarioError.at(source, key, f"--set: cannot set '{part}' inside a value that is not a mapping or list")
 
 
-def _index(node: list[Any], part: str, key: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise ScenarioError(f"--set {key}: '{part}' is not an index of a list of length {len(node)}")
+def _index(node: list[Any], part: str, key: str, source: object) -> int:
+    if not _is_index(part) or int(part) >= len(node):
+        raise ScenarioError.at(source, key, f"--set: '{part}' is not an index of a list of length {len(node)}")
     return int(part)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and its messages
 
 
 def _union_noise(e: dict, errors: list[dict]) -> bool:
@@ -63,98 +166,47 @@ def _union_noise(e: dict, errors: list[dict]) -> bool:
             and any(o is not e and o["loc"][: len(loc) - 1] == loc[:-1] for o in errors))
 
 
-def format_validation_error(source: str, err: ValidationError) -> str:
-    lines = []
-    errors = err.errors()
-    for e in errors:
-        if _union_noise(e, errors):
-            continue
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"{source}: {loc or '(top level)'}: {msg}")
-    return "\n".join(lines)
+# the names pydantic gives union members and validators in an error's location: not fields
+_TAG = re.compile(r"^(int|float|str|bool|none|literal\[.*\]|function-[a-z]+\[.*\]|[A-Z][A-Za-z0-9]*)$")
 
 
-def read_raw(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ScenarioError(f"{path}: file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ScenarioError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: expected a mapping of scenario fields at the top level")
-    return raw
+def _location(e: dict) -> str:
+    parts = [str(p) for p in e["loc"]]
+    last = len(parts) - 1 if e["type"] == "extra_forbidden" else len(parts)  # an unknown key is the user's
+    return ".".join(p for i, p in enumerate(parts) if i == last or not _TAG.match(p))
+
+
+def _scalar(value: object) -> bool:
+    return value is None or (isinstance(value, (str, int, float)) and not (isinstance(value, int) and value.bit_length() > 64))
+
+
+def format_validation_error(source: object, err: ValidationError) -> str:
+    """The first problem as ``file: field: problem``, and how many more there are."""
+    errors = [e for e in err.errors() if not _union_noise(e, err.errors())] or err.errors()
+    e = errors[0]
+    msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+    if e["type"] not in ("extra_forbidden", "missing", "value_error") and _scalar(e.get("input")):
+        shown = repr(e["input"])
+        msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return problem_line(source, _location(e) or "(top level)", msg + more)
 
 
 def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
-    """Read, override and validate a scenario; profile names are checked too."""
-    path = Path(path)
+    """Read, override and validate a scenario; profile names and named files are checked too."""
     raw = read_raw(path)
     for assignment in overrides:
-        apply_override(raw, assignment)
+        apply_override(raw, assignment, path)
     return validate_raw(raw, str(path))
 
 
 def validate_raw(raw: dict[str, Any], source: str) -> Scenario:
+    check_shape(raw, source)
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as err:
         raise ScenarioError(format_validation_error(source, err)) from None
+    except RecursionError:
+        raise ScenarioError.at(source, "(file)", "nested too deeply to validate") from None
     check_references(scenario, source)
     return scenario
-
-
-def _trace_problems(link: LinkSpec, field: str) -> list[str]:
-    from network import TraceError, load_mahimahi
-
-    problems = []
-    for direction in ("down", "up"):
-        path = getattr(link, f"trace_{direction}")
-        if path is None:
-            continue
-        try:
-            load_mahimahi(Path(path).expanduser())
-        except (TraceError, OSError) as exc:
-            problems.append(f"{field}.trace_{direction}: {exc}")
-    return problems
-
-
-def check_references(scenario: Scenario, source: str) -> None:
-    """Names that point elsewhere (profiles, files, frameworks) must resolve."""
-    from device_profiles import ProfileError, get_device, get_link
-    from testbed.config.registry import framework_names
-
-    problems = []
-    if scenario.framework.name not in framework_names():
-        problems.append(
-            f"framework.name: unknown framework '{scenario.framework.name}'; "
-            f"supported: {', '.join(framework_names())}"
-        )
-    for i, entry in enumerate(scenario.fleet):
-        try:
-            get_device(entry.device)
-        except ProfileError as exc:
-            problems.append(f"fleet.{i}.device: {exc}")
-        if isinstance(entry.link, str):
-            try:
-                get_link(entry.link)
-            except ProfileError as exc:
-                problems.append(f"fleet.{i}.link: {exc}")
-        else:
-            problems.extend(_trace_problems(entry.link, f"fleet.{i}.link"))
-    if scenario.dataset.path is not None and not Path(scenario.dataset.path).expanduser().is_file():
-        problems.append(f"dataset.path: file not found: {scenario.dataset.path}")
-    if scenario.availability.kind == "fedscale":
-        from testbed.config.availability import AvailabilityError, load_fedscale
-
-        try:
-            load_fedscale(scenario.availability.path, 1)
-        except AvailabilityError as exc:
-            problems.append(f"availability.path: {exc}")
-    if problems:
-        raise ScenarioError("\n".join(f"{source}: {p}" for p in problems))

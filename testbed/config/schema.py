@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from testbed.config.dataset import DatasetConfig, PartitionConfig
 from testbed.config.emulation import EmulationConfig
@@ -13,12 +13,20 @@ from testbed.config.topology import FleetEntry, ServerConfig
 from testbed.config.wiretypes import wire_type
 
 DEFAULT_KD_PUBLIC_SIZE = 200  # public examples held out when kd leaves dataset.public_size unset
+MAX_SEED = 2**32 - 1  # numpy's legacy seeds; seed x 1_000_003 (protocol.client_round_seed) stays in int64
+
+
+def field_error(loc: tuple[str | int, ...], value: object, message: str) -> ValidationError:
+    """A check that spans sections, reported at the field it is about."""
+    return ValidationError.from_exception_data("Scenario", [
+        {"type": "value_error", "loc": loc, "input": value, "ctx": {"error": ValueError(message)}},
+    ])
 
 
 @wire_type("Scenario")
 class Scenario(Node):
     name: str = "scenario"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     model: str = "smollm2-135m"  # bundled name, local Hugging Face folder, or hub id
     dataset: DatasetConfig = DatasetConfig()
     partition: PartitionConfig = PartitionConfig()
@@ -44,27 +52,24 @@ class Scenario(Node):
     def _enough_clients(self) -> Scenario:
         n = sum(e.count for e in self.fleet)
         if self.framework.clients_per_round > n:
-            raise ValueError(
-                f"framework.clients_per_round={self.framework.clients_per_round} exceeds the fleet size {n}"
-            )
+            raise field_error(("framework", "clients_per_round"), self.framework.clients_per_round,
+                              f"framework.clients_per_round={self.framework.clients_per_round} exceeds the fleet size {n}")
         for i, k in enumerate(self.faults.kill):
             if k.client >= n:
-                raise ValueError(f"faults.kill.{i}.client={k.client} is not a client id (fleet has {n})")
+                raise field_error(("faults", "kill", i, "client"), k.client,
+                                  f"faults.kill.{i}.client={k.client} is not a client id (fleet has {n})")
         if self.faults.kill and self.emulation.backend == "docker" and self.emulation.docker.clients == "external":
-            raise ValueError("faults.kill needs client containers the testbed starts "
-                             "(emulation.docker.clients: start), not external ones")
+            raise field_error(("faults", "kill"), None, "faults.kill needs client containers the testbed starts "
+                                                        "(emulation.docker.clients: start), not external ones")
         return self
 
     @model_validator(mode="after")
     def _fedbuff_for_fedllm(self) -> Scenario:
         """Buffered asynchronous rounds exchange whole adapters: fedllm only."""
         if self.policy.kind == "fedbuff" and self.framework.name != "fedllm":
-            problem = ValueError("fedbuff applies to fedllm (split and kd exchange per step / per public "
-                                 "batch and keep synchronous rounds)")
-            raise ValidationError.from_exception_data("Scenario", [
-                {"type": "value_error", "loc": ("policy", "kind"), "input": self.policy.kind,
-                 "ctx": {"error": problem}},
-            ])
+            raise field_error(("policy", "kind"), self.policy.kind,
+                              "fedbuff applies to fedllm (split and kd exchange per step / per public "
+                              "batch and keep synchronous rounds)")
         return self
 
     @model_validator(mode="after")
@@ -75,8 +80,9 @@ class Scenario(Node):
             size = DEFAULT_KD_PUBLIC_SIZE if self.framework.name == "kd" else 0
             object.__setattr__(self, "dataset", self.dataset.model_copy(update={"public_size": size}))
         if self.framework.name == "kd" and size < self.framework.kd.public_batch:
-            raise ValueError(f"dataset.public_size={size} is smaller than framework.kd.public_batch="
-                             f"{self.framework.kd.public_batch}: kd needs that many public examples per round")
+            raise field_error(("dataset", "public_size"), size,
+                              f"dataset.public_size={size} is smaller than framework.kd.public_batch="
+                              f"{self.framework.kd.public_batch}: kd needs that many public examples per round")
         return self
 
     @property

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from testbed.config.files import FileProblem, input_path, read_text, regular_file
 from testbed.ml.assets import bbc_news_dir
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
@@ -82,10 +83,10 @@ def _article_text(raw: str) -> str:
 
 def _make_dataset(name: str, examples: list[Example], where: str) -> TextDataset:
     if not examples:
-        raise DataError(f"{where}: no rows")
+        raise DataError(f"{where}: (file): no rows")
     labels = tuple(sorted({example.label for example in examples}))
     if len(labels) < 2:
-        raise DataError(f"{where}: needs at least 2 distinct labels, found 1: {labels[0]!r}")
+        raise DataError(f"{where}: (labels): needs at least 2 distinct labels, found 1: {labels[0][:80]!r}")
     return TextDataset(name=name, examples=tuple(examples), labels=labels)
 
 
@@ -112,7 +113,8 @@ def _is_blank(value: Any) -> bool:
 def _check_columns(where: str, found: Sequence[str], text: str, label: str) -> None:
     for role, column in (("text", text), ("label", label)):
         if column not in found:
-            raise DataError(f"{where}: missing {role} column {column!r}; columns found: {list(found)}")
+            shown = repr(list(found)) if len(found) <= 20 else f"{list(found)[:20]!r} and {len(found) - 20} more"
+            raise DataError(f"{where}: missing {role} column {column!r}; columns found: {shown}")
 
 
 def _row_example(where: str, row: dict[str, Any], text: str, label: str) -> Example:
@@ -121,7 +123,10 @@ def _row_example(where: str, row: dict[str, Any], text: str, label: str) -> Exam
             raise DataError(f"{where}: empty {role} in column {column!r}")
     if not isinstance(row[text], str):
         raise DataError(f"{where}: text in column {text!r} must be a string, got {type(row[text]).__name__}")
-    return Example(text=row[text], label=str(row[label]))
+    value = row[label]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DataError(f"{where}: label in column {label!r} must be a string or a number, got {type(value).__name__}")
+    return Example(text=row[text], label=str(value))
 
 
 def _read_csv(path: Path, text: str, label: str) -> list[Example]:
@@ -129,12 +134,13 @@ def _read_csv(path: Path, text: str, label: str) -> list[Example]:
 
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: empty file, expected a header row and data rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {error}") from None
-    _check_columns(str(path), [str(c) for c in frame.columns], text, label)
+        raise DataError(f"{path}: (file): empty file, expected a header row and data rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OverflowError) as error:
+        detail = " ".join(str(error).split())[:200]
+        raise DataError(f"{path}: (file): cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {detail}") from None
+    _check_columns(f"{path}: (header)", [str(c) for c in frame.columns], text, label)
     rows = frame[[text, label]].to_dict("records")
     return [_row_example(f"{path}: row {i}", row, text, label) for i, row in enumerate(rows, start=1)]
 
@@ -142,28 +148,30 @@ def _read_csv(path: Path, text: str, label: str) -> list[Example]:
 def _json_objects(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """``(where, object)`` for each record: a JSON array of objects, or one object per line."""
     try:
-        content = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text (byte {error.start}): {error.reason}") from None
+        content = read_text(path)
+    except FileProblem as error:
+        raise DataError(f"{error.path}: (file): {error.problem}") from None
     if path.suffix.lower() == ".json" and content.lstrip().startswith("["):
-        try:
-            records = json.loads(content)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
+        records = _json(content, path, 0)
         located = [(f"{path}: item {i}", record) for i, record in enumerate(records, start=1)]
     else:
-        located = []
-        for lineno, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                located.append((f"{path}:{lineno}", json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{lineno}:{error.colno}: invalid JSON ({error.msg})") from None
+        located = [(f"{path}: line {lineno}", _json(line, path, lineno))
+                   for lineno, line in enumerate(content.splitlines(), start=1) if line.strip()]
     for where, record in located:
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     return located
+
+
+def _json(text: str, path: Path, lineno: int) -> Any:
+    """One JSON value: the whole file (lineno 0) or one line of it; DataError names the line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        line = error.lineno if lineno == 0 else lineno
+        raise DataError(f"{path}: line {line}: invalid JSON (column {error.colno}: {error.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: line {max(lineno, 1)}: invalid JSON here: nested too deeply") from None
 
 
 def _read_jsonl(path: Path, text: str, label: str) -> list[Example]:
@@ -180,15 +188,18 @@ def load_table(path: str | Path, *, text: str = "text", label: str = "label") ->
     ``text`` and ``label`` name the columns (keys); labels become strings. Empty texts or
     labels are errors naming the row, not silently dropped.
     """
-    path = Path(path).expanduser()
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected one of {TABLE_SUFFIXES}")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    try:
+        path = input_path(path)
+        suffix = path.suffix.lower()
+        if suffix not in TABLE_SUFFIXES:
+            raise DataError(f"{path}: (file): unsupported file type {suffix or '(none)'!r}; "
+                            f"expected one of {TABLE_SUFFIXES}")
+        path = regular_file(path)
+    except FileProblem as error:
+        raise DataError(f"{error.path}: (file): {error.problem}") from None
     if path.stat().st_size == 0:
         expected = "a header row and data rows" if suffix in (".csv", ".tsv") else "one JSON object per line"
-        raise DataError(f"{path}: empty file, expected {expected}")
+        raise DataError(f"{path}: (file): empty file, expected {expected}")
     reader = _read_csv if suffix in (".csv", ".tsv") else _read_jsonl
     return _make_dataset(path.name, reader(path, text, label), str(path))
 

@@ -128,7 +128,7 @@ def test_malformed_trace_names_file_and_line(
     code, _, err = _net(capsys, "transfer", "--bytes", "10", "--trace", str(trace))
 
     assert code == 2
-    assert f"{trace}:2: timestamp 4 decreases" in err
+    assert f"{trace}: line 2: timestamp 4 decreases" in err
 
 
 def test_argparse_errors_exit_2_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:

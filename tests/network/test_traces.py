@@ -58,13 +58,13 @@ def test_malformed_mahimahi_names_file_and_line(
     with pytest.raises(TraceError) as caught:
         load_mahimahi(path)
 
-    assert str(caught.value).startswith(f"{path}:{line}: ")
+    assert str(caught.value).startswith(f"{path}: line {line}: ")
     assert problem in str(caught.value)
     assert isinstance(caught.value, ValueError)
 
 
 def test_missing_mahimahi_file_names_it(tmp_path: Path) -> None:
-    with pytest.raises(TraceError, match="nope.trace: cannot read trace"):
+    with pytest.raises(TraceError, match="nope.trace: \\(file\\): cannot read trace: No such file"):
         load_mahimahi(tmp_path / "nope.trace")
 
 

@@ -117,7 +117,7 @@ def test_json_array_is_accepted(tmp_path: Path) -> None:
 
 
 def test_table_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"nope\.csv: no such file"):
+    with pytest.raises(DataError, match=r"nope\.csv: \(file\): file not found"):
         load_table(tmp_path / "nope.csv")
 
 
@@ -125,7 +125,7 @@ def test_table_unsupported_suffix(tmp_path: Path) -> None:
     path = tmp_path / "data.xlsx"
     path.write_text("x")
 
-    with pytest.raises(DataError, match=r"data\.xlsx: unsupported file type '\.xlsx'; expected one of"):
+    with pytest.raises(DataError, match=r"data\.xlsx: \(file\): unsupported file type '\.xlsx'; expected one of"):
         load_table(path)
 
 
@@ -134,7 +134,7 @@ def test_table_empty_file(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_text("")
 
-    with pytest.raises(DataError, match=rf"{re.escape(name)}: empty file"):
+    with pytest.raises(DataError, match=rf"{re.escape(name)}: \(file\): empty file"):
         load_table(path)
 
 
@@ -142,7 +142,7 @@ def test_table_header_only_has_no_rows(tmp_path: Path) -> None:
     path = tmp_path / "h.csv"
     path.write_text("text,label\n")
 
-    with pytest.raises(DataError, match=r"h\.csv: no rows"):
+    with pytest.raises(DataError, match=r"h\.csv: \(file\): no rows"):
         load_table(path)
 
 
@@ -160,7 +160,7 @@ def test_jsonl_missing_key_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "k.jsonl"
     path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "topic": "y"}\n')
 
-    expected = "k.jsonl:2: missing label column 'label'; columns found: ['text', 'topic']"
+    expected = "k.jsonl: line 2: missing label column 'label'; columns found: ['text', 'topic']"
     with pytest.raises(DataError, match=re.escape(expected)):
         load_table(path)
 
@@ -177,7 +177,7 @@ def test_jsonl_bad_line_is_named(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n{"text": "c", label: "x"}\n')
 
-    with pytest.raises(DataError, match=r"bad\.jsonl:3:\d+: invalid JSON"):
+    with pytest.raises(DataError, match=r"bad\.jsonl: line 3: invalid JSON \(column \d+"):
         load_table(path)
 
 
@@ -185,7 +185,7 @@ def test_jsonl_line_that_is_not_an_object(tmp_path: Path) -> None:
     path = tmp_path / "list.jsonl"
     path.write_text('{"text": "a", "label": "x"}\n["b", "y"]\n')
 
-    with pytest.raises(DataError, match=r"list\.jsonl:2: expected a JSON object, got list"):
+    with pytest.raises(DataError, match=r"list\.jsonl: line 2: expected a JSON object, got list"):
         load_table(path)
 
 
@@ -197,7 +197,7 @@ def test_empty_text_names_the_row(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match=r"gap\.csv: row 2: empty text in column 'text'"):
         load_table(csv_path)
-    with pytest.raises(DataError, match=r"gap\.jsonl:2: empty text in column 'text'"):
+    with pytest.raises(DataError, match=r"gap\.jsonl: line 2: empty text in column 'text'"):
         load_table(jsonl_path)
 
 

@@ -100,5 +100,5 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_scenario(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ScenarioError, match=r"bad.yaml:\d+: not valid YAML"):
+    with pytest.raises(ScenarioError, match=r"bad.yaml: line \d+: not valid YAML"):
         load_scenario(bad)
