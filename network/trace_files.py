@@ -16,7 +16,6 @@ from pathlib import Path
 
 from network.trace_types import OpportunityTrace, RateTrace, TraceError
 
-
 MAX_TRACE_BYTES = 512 * 2**20  # the longest shipped mahimahi trace is ~2 MB
 MAX_TIMESTAMP_MS = 2**53  # ~285,000 years; past it a float of seconds no longer holds every ms
 _DIGITS = re.compile(r"[0-9]+")

@@ -54,7 +54,8 @@ class OpportunityTrace:
         if not stamps:
             raise TraceError(f"{self.source}: empty trace, no timestamps")
         arr = np.asarray(stamps)
-        if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.min() < 0:
+        too_large = arr.dtype.kind == "u" and int(arr.max()) >= 2**63  # numpy's uint64 for huge ints
+        if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.min() < 0 or too_large:
             i = next((i for i, ms in enumerate(stamps) if not _is_ms(ms)), 0)
             raise TraceError(
                 f"{self.source}:{i + 1}: timestamp must be an int in [0, 2^63), got {stamps[i]!r}"

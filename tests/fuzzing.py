@@ -557,42 +557,41 @@ def kinds() -> dict[str, tuple[Any, Any]]:
 # Census: many examples per kind, counting answers instead of stopping at the first bad one
 
 
-def census(examples: int, only: list[str] | None = None, seed: int | None = None) -> dict[str, dict[str, Any]]:
+def census_of(strategy: Any, case: Any, examples: int, seed: int | None = None) -> dict[str, Any]:
+    """Run `examples` examples of one input kind through `case`, counting answers (accepted,
+    rejected, tracebacks, bad answers) and keeping one example of each distinct failure."""
     import collections
     import tempfile
 
     from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
 
-    report: dict[str, dict[str, Any]] = {}
-    for name, (strategy, case) in kinds().items():
-        if only and name not in only:
-            continue
-        counts: collections.Counter[str] = collections.Counter()
-        distinct: dict[str, str] = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            workdir = Path(tmp)
+    counts: collections.Counter[str] = collections.Counter()
+    distinct: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
 
-            @settings(max_examples=examples, database=None, deadline=None, derandomize=seed is None,
-                      suppress_health_check=list(HealthCheck), phases=["generate"])
-            @given(strategy)
-            def run(example: Any) -> None:
-                outcome = case(example, workdir)
-                problem = outcome.problem
-                counts["examples"] += 1
-                if problem is None:
-                    counts["accepted" if outcome.code == 0 else "rejected"] += 1
-                    return
-                counts["tracebacks" if outcome.crash else "bad answers"] += 1
-                key = (outcome.crash or problem).split(":")[0] + " " + (outcome.crash or problem)[:90]
-                distinct.setdefault(key, repr(example)[:300])
+        @settings(max_examples=examples, database=None, deadline=None, derandomize=seed is None,
+                  suppress_health_check=list(HealthCheck), phases=["generate"])
+        @given(strategy)
+        def run(example: Any) -> None:
+            outcome = case(example, workdir)
+            problem = outcome.problem
+            counts["examples"] += 1
+            if problem is None:
+                counts["accepted" if outcome.code == 0 else "rejected"] += 1
+                return
+            counts["tracebacks" if outcome.crash else "bad answers"] += 1
+            distinct.setdefault((outcome.crash or problem)[:120], repr(example)[:300])
 
-            if seed is not None:
-                from hypothesis import seed as hseed
+        (run if seed is None else hseed(seed)(run))()
+    return {**counts, "distinct": distinct}
 
-                run = hseed(seed)(run)
-            run()
-        report[name] = {**counts, "distinct": distinct}
-    return report
+
+def census(examples: int, only: list[str] | None = None, seed: int | None = None) -> dict[str, dict[str, Any]]:
+    """`census_of` every input kind (or those in `only`)."""
+    return {name: census_of(strategy, case, examples, seed) for name, (strategy, case) in kinds().items()
+            if not only or name in only}
 
 
 def _main() -> None:
@@ -615,3 +614,11 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+def share(fraction: float):
+    """Hypothesis settings running `fraction` of the loaded profile's examples (tests/conftest.py:
+    `ci` by default, `long` under TESTBED_FUZZ=long), so each input kind's cost stays in budget."""
+    from hypothesis import settings
+
+    return settings(max_examples=max(10, int(settings.default.max_examples * fraction)))

@@ -42,7 +42,7 @@ def load(args):
         check_scenario(scenario, str(args.scenario))
     except ScenarioError:
         raise
-    except (Exception, RecursionError) as exc:  # noqa: BLE001  (the last resort described above)
+    except (Exception, RecursionError) as exc:
         detail = " ".join(str(exc).split())[:300]
         raise ScenarioError(f"{args.scenario}: (internal): checking this input failed unexpectedly "
                             f"({type(exc).__name__}: {detail}); please report it") from exc

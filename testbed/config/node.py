@@ -52,6 +52,7 @@ class Node(BaseModel):
 def _check_plain(value: Any, *, bool_ok: bool) -> None:
     """ValueError for a boolean where no boolean is meant, an integer past int64, or text with
     control characters; lists are looked into (mappings are nodes that check themselves)."""
+    # ValueError throughout, not TypeError: pydantic reports only ValueError as a validation error
     if isinstance(value, bool):
         if not bool_ok:
             raise ValueError(f"the boolean {str(value).lower()} is not a valid value here")
@@ -60,9 +61,9 @@ def _check_plain(value: Any, *, bool_ok: bool) -> None:
             raise ValueError(f"an integer of {value.bit_length()} bits is outside the 64-bit range")
     elif isinstance(value, str):
         if not all(c.isprintable() or c in " \t" for c in value):
-            raise ValueError(f"{one_line(value)[:80]!r} contains control characters")
+            raise ValueError(f"'{one_line(value)[:80]}' contains control characters")
     elif isinstance(value, (bytes, bytearray)):
-        raise ValueError("binary data (!!binary) is not a valid value here")
+        raise ValueError("binary data (!!binary) is not a valid value here")  # noqa: TRY004
     elif isinstance(value, (list, tuple, set, frozenset)):
         for item in value:
             _check_plain(item, bool_ok=bool_ok)

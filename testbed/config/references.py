@@ -45,18 +45,24 @@ def _trace_problem(path: str, source: object, field: str) -> str | None:
 def _link_problems(scenario: Scenario, source: object) -> list[str]:
     from device_profiles import ProfileError, get_device, get_link
 
-    problems = []
-    for i, entry in enumerate(scenario.fleet):
+    problems: list[str | None] = []
+    seen: set[str] = set()  # a catalog file that does not load fails every lookup: report it once
+
+    def profile(get, name: str, field: str):
         try:
-            get_device(entry.device)
+            return get(name)
         except ProfileError as exc:
-            problems.append(_profile_problem(exc, source, f"fleet.{i}.device"))
+            if str(exc) not in seen or not getattr(exc, "path", None):
+                problems.append(_profile_problem(exc, source, field))
+            seen.add(str(exc))
+            return None
+
+    for i, entry in enumerate(scenario.fleet):
+        profile(get_device, entry.device, f"fleet.{i}.device")
         link = entry.link
         if isinstance(link, str):
-            try:
-                link = get_link(link)
-            except ProfileError as exc:
-                problems.append(_profile_problem(exc, source, f"fleet.{i}.link"))
+            link = profile(get_link, link, f"fleet.{i}.link")
+            if link is None:
                 continue
         for direction in ("down", "up"):
             path = getattr(link, f"trace_{direction}")

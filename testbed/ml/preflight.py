@@ -74,7 +74,7 @@ def _check_structure(scenario: Scenario, facts: ModelFacts, source: str) -> None
         try:
             student_layers(fw.kd.student_layers, facts.n_blocks)
         except ValueError as exc:
-            raise ScenarioError.at(source, "framework.kd.student_layers", f"{exc} ({where})") from None
+            raise ScenarioError.at(source, "framework.kd.student_layers", f"{exc} ({facts.config_path})") from None
         if fw.kd.top_k > facts.vocab_size:
             raise ScenarioError.at(source, "framework.kd.top_k", f"{fw.kd.top_k} is more than the model's vocabulary "
                                    f"of {facts.vocab_size:,} tokens ({facts.config_path})")
