@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 FORMAT = "testbed-wire/2"  # /2: classes by registered tag (/1 named module paths)
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own bound on a header
 MAX_DEPTH = 100  # nodes inside nodes; the protocol's values nest a handful deep
-# every module that registers a crossing type, imported (once) before a tag counts as unknown
+# every module that registers a type crossing between the runner and a worker, imported (once)
+# before a tag counts as unknown; types registered elsewhere (the clock's ledger, a framework's
+# server-side values) are decoded only by processes that imported their modules already
 DEFINING_MODULES = ("testbed.protocol", "testbed.ml.workload", "testbed.config.schema",
                     "testbed.host.calibration", "testbed.backends.messages")
 _META_KEY = "testbed-wire"

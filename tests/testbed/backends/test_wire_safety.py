@@ -169,13 +169,15 @@ def _registering_modules() -> set[str]:
     return found - {"testbed.config.wiretypes"}
 
 
-ABOVE_THE_WIRE = ("testbed.sim.", "testbed.results.", "testbed.cli.")  # layers wire.py may not import
+# where types are registered that cross no container boundary (the clock's ledger of a run,
+# a framework's server-side answers kept in it): decoded only by processes that import them
+ABOVE_THE_WIRE = ("testbed.sim.", "testbed.results.", "testbed.cli.", "frameworks.")
 
 
 def test_every_module_that_registers_a_type_is_loaded_by_the_decoder():
     """The decoder loads a fixed list of defining modules (never one a message names): every
-    module of a layer it may import that registers a type must be on it. A layer above it
-    (the clock's ledger) registers its own types and imports them before it decodes them."""
+    module of the layers below the backends that registers a type must be on it. The clock's
+    ledger and the frameworks register their own types and import them before decoding them."""
     registering = {m for m in _registering_modules() if not m.startswith(ABOVE_THE_WIRE)}
     assert {"testbed.protocol", "testbed.backends.messages", "testbed.config.schema"} <= registering
     assert registering == set(wire.DEFINING_MODULES)
@@ -212,3 +214,39 @@ def test_a_message_carries_tags_not_module_paths():
     assert b"testbed." not in data and b":Payload" not in data
     assert decode(data) == Call(1, "fit", (Payload("adapter_down", b"x"),))
     assert decode(encode(Stop())) == Stop()
+
+
+def _samples() -> dict[str, object]:
+    """One value of every type registered by the decoder's defining modules."""
+    from testbed.backends import messages as m
+    from testbed.config.scenario import load_scenario
+    from testbed.host.calibration import HostCalibration
+    from testbed.ml.workload import Workload
+    from testbed.protocol import ClientSpec, ComputeSpan, Failure, FitIns, FitRes, StepRes
+
+    span = ComputeSpan("train", 0.25, Workload(flops=2.0, bytes_moved=3.0), precision="bf16", t_end_unix=1.5)
+    scenario = load_scenario(ROOT / "scenarios" / "smoke.yaml")
+    spec = ClientSpec(client_id=1, scenario=scenario, model_dir="/m", train_indices=(3, 1), threads=2)
+    fit_res = FitRes(1, 2, (Payload("adapter_up", b"\x00\x01"),), 5, {"loss": 0.5}, (span,), 7)
+    values = [
+        Payload("k", b"\xff"), span, FitIns(1, (Payload("d", b"x"),), 3, {"a": (1, 2)}), fit_res,
+        StepRes((Payload("g", b""),), (span,), 4), Failure(0, 1, "oom", "killed", 0.5, 9), spec,
+        Workload(flops=1.0, bytes_moved=2.0), scenario,
+        HostCalibration(threads=1, gemm_gflops_fp32=1.0, gemm_gflops_bf16=None, mem_bandwidth_gbps=2.0,
+                        measured_at="2026-01-01T00:00:00+00:00", torch_version="x", cpu_model="y", seconds_spent=0.1),
+        m.WorkerSetup("frameworks.fedllm:FedLLMClient", spec, 1), m.Call(1, "fit", (b"x",)), m.Calibrate(0.5),
+        m.AskLimits(), m.Stop(), m.Ready(1.0, 2, 3, {"cpus": [0]}), m.SetupError("tb"), m.Started(1, 2),
+        m.Done(fit_res), m.Raised("E", 0.1, 3), m.Calibrated({"threads": 1}), m.Limits({"cpus": [1]}),
+        m.Died(-9, 10, 1), m.Exited(137, True, "gone"),
+    ]
+    return {type(v).__name__: v for v in values}
+
+
+def test_every_registered_type_round_trips_as_itself():
+    wire.load_registry()
+    samples = _samples()
+    defined = {tag for tag, cls in wiretypes.registered().items() if cls.__module__ in wire.DEFINING_MODULES}
+    assert defined == set(samples)  # a newly registered type needs a sample here
+    for tag, value in samples.items():
+        back = decode(encode(value))
+        assert back == value and type(back) is type(value), tag
