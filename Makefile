@@ -20,7 +20,7 @@ assets: setup
 	HF_HUB_OFFLINE=1 $(BIN)/testbed assets
 
 run: assets
-	HF_HUB_OFFLINE=1 $(BIN)/testbed run scenarios/quickstart.yaml
+	HF_HUB_OFFLINE=1 $(BIN)/testbed run scenarios/quickstart.yaml --overwrite
 
 test: assets
 	$(BIN)/lint-imports --no-cache

@@ -27,10 +27,21 @@ from testbed.ml.modeling import (
     serialize,
     server_device,
 )
+from testbed.ml.statefile import prefixed, unprefixed
 from testbed.ml.task import EncodedExample, evaluate
 from testbed.ml.taskdata import build_task_data
 from testbed.ml.workload import lora_training_workload
-from testbed.protocol import Client, ComputeSpan, Failure, FitIns, FitRes, Framework, Payload, client_round_seed
+from testbed.protocol import (
+    Client,
+    ComputeSpan,
+    Failure,
+    FitIns,
+    FitRes,
+    Framework,
+    FrameworkState,
+    Payload,
+    client_round_seed,
+)
 
 _RANK_MODELS: dict[str, object] = {}  # model dir -> the model a data-parallel rank's clients share
 _TRAINED: weakref.WeakSet = weakref.WeakSet()  # models a fit has changed (no longer the fresh adapter)
@@ -172,3 +183,13 @@ class FedLLM(Framework):
         from safetensors.torch import save_file
 
         save_file(self.global_state, str(out_dir / "global_adapter.safetensors"))
+
+    def final_adapter(self) -> AdapterState:
+        return self.global_state
+
+    def checkpoint(self) -> FrameworkState:
+        """The global adapter: clients start every round from it, with a fresh optimizer."""
+        return FrameworkState(prefixed(self.global_state, "global"))
+
+    def restore(self, state: FrameworkState, rnd: int) -> None:
+        self.global_state = unprefixed(state.tensors, "global")

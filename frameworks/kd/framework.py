@@ -26,32 +26,42 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load as np_load
-from safetensors.numpy import save as np_save
 
 from frameworks.aggregate import mean_metrics
-from frameworks.divergence import fails_on_divergence, finite_loss, global_training
-from frameworks.kd.logits import SparseTarget, TopK, aggregate, deserialize_topk, serialize_topk, sparse_kl, top_k_of
+from frameworks.divergence import fails_on_divergence, global_training
+from frameworks.kd.logits import SparseTarget, TopK, aggregate, deserialize_topk, serialize_topk, top_k_of
+from frameworks.kd.public import (
+    distill,
+    encode_public,
+    kd_tokens,
+    pack_down,
+    position_logits,
+    prompt_batch,
+    public_batch,
+    unpack_down,
+)
 from frameworks.kd.student import load_student, student_layers
-from frameworks.training import batch_order, model_mb, quantize_blocks, task_encoder, train_local
+from frameworks.training import model_mb, quantize_blocks, task_encoder, train_local
 from testbed.config.scenario import KDOptions, Scenario, ScenarioError
 from testbed.ml.modeling import (
+    AdapterState,
     OptimizerSpec,
     adapter_state,
     attach_lora,
     count_parameters,
+    deserialize,
+    load_adapter_state,
     load_base_model,
+    serialize,
     server_device,
 )
+from testbed.ml.statefile import prefixed, unprefixed
 from testbed.ml.task import (
     EncodedExample,
     TaskEncoder,
-    _right_pad,
     autocast,
     causal_lm,
     evaluate,
-    head_logits,
-    last_hidden,
 )
 from testbed.ml.taskdata import build_task_data
 from testbed.ml.workload import forward_workload, lora_training_workload
@@ -63,94 +73,12 @@ from testbed.protocol import (
     FitIns,
     FitRes,
     Framework,
+    FrameworkState,
     Payload,
     Send,
     ServerCall,
     client_round_seed,
 )
-
-
-# -- what the public batch is, and the logits on it ---------------------------------------------
-def public_batch(scenario: Scenario, public: tuple[int, ...], rnd: int) -> tuple[int, ...]:
-    """Round `rnd`'s seeded choice of public examples (dataset indices, sorted)."""
-    rng = np.random.default_rng([scenario.seed, rnd, 0x6B64])
-    picked = rng.choice(len(public), size=scenario.framework.kd.public_batch, replace=False)
-    return tuple(sorted(public[int(i)] for i in picked))
-
-
-def encode_public(encoder: TaskEncoder, texts: list[str]) -> list[EncodedExample]:
-    """Public prompts: the task's prompt format, no label (label_index is meaningless)."""
-    return [encoder.encode(t, encoder.labels[0]) for t in texts]
-
-
-def prompt_batch(encoder: TaskEncoder, examples: list[EncodedExample]) -> tuple[torch.Tensor, torch.Tensor]:
-    return _right_pad([list(ex.prompt_ids) for ex in examples], encoder.pad_id)
-
-
-def select_positions(hidden: torch.Tensor, mask: torch.Tensor, opts: KDOptions) -> torch.Tensor:
-    """(N, C) rows of hidden (B, T, C): each prompt's last token (it predicts the answer), or
-    every real token; the order matches OrtStudent.topk."""
-    if opts.positions == "answer":
-        last = (mask.sum(dim=1) - 1).to(hidden.device)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    return hidden[mask.bool().to(hidden.device)]
-
-
-def position_logits(model, encoder: TaskEncoder, examples: list[EncodedExample], opts: KDOptions) -> torch.Tensor:
-    """(N, V) logits of `model` at the distillation positions of `examples`."""
-    ids, mask = prompt_batch(encoder, examples)
-    return head_logits(model, select_positions(last_hidden(model, ids, mask), mask, opts))
-
-
-def pack_down(top: TopK, public_ids: tuple[int, ...]) -> bytes:
-    """logits_down: the teacher's top-k and which public examples they are for."""
-    arrays = np_load(serialize_topk(top))
-    arrays["public_ids"] = np.asarray(public_ids, dtype=np.int32)
-    return np_save(arrays)
-
-
-def unpack_down(data: bytes) -> tuple[TopK, tuple[int, ...]]:
-    return deserialize_topk(data), tuple(int(i) for i in np_load(data)["public_ids"])
-
-
-def distill(model, encoder: TaskEncoder, examples: list[EncodedExample], target: SparseTarget, opts: KDOptions, *,
-            steps: int, batch_size: int, optimizer: OptimizerSpec, seed: int, precision: str = "fp32") -> list[float]:
-    """`steps` optimizer steps of sparse KL toward `target` on minibatches of `examples`;
-    the target's rows follow the examples' positions in order."""
-    rows = _target_rows(encoder, examples, opts)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = optimizer.build(params)
-    order = batch_order(len(examples), steps * batch_size, seed)
-    losses = []
-    for step in range(steps):
-        picked = order[step * batch_size:(step + 1) * batch_size]
-        sel = torch.cat([rows[i] for i in picked])
-        sub = SparseTarget(target.indices[sel], target.probs[sel], target.valid[sel])
-        with autocast(precision, next(model.parameters()).device.type):
-            loss = sparse_kl(position_logits(model, encoder, [examples[i] for i in picked], opts), sub,
-                             opts.temperature)
-        losses.append(finite_loss(loss, step=step, what="distillation loss"))  # else TrainingDiverged
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    model.eval()
-    return losses
-
-
-def _target_rows(encoder: TaskEncoder, examples: list[EncodedExample], opts: KDOptions) -> list[torch.Tensor]:
-    """For each example, the target rows that belong to it (one, or one per token)."""
-    if opts.positions == "answer":
-        return [torch.tensor([i]) for i in range(len(examples))]
-    rows, start = [], 0
-    for ex in examples:
-        rows.append(torch.arange(start, start + len(ex.prompt_ids)))
-        start += len(ex.prompt_ids)
-    return rows
-
-
-def kd_tokens(examples: list[EncodedExample]) -> int:
-    return sum(len(ex.prompt_ids) for ex in examples)
 
 
 # -- the client ----------------------------------------------------------------------------------
@@ -211,6 +139,13 @@ class KDClient(Client):
         up = Payload("logits_up", serialize_topk(mine))
         return FitRes(self.spec.client_id, ins.round, (up,), n_samples=len(self.examples), metrics=metrics,
                       spans=tuple(spans))
+
+    def checkpoint_state(self) -> bytes:
+        """The student's adapters: all a KD client carries from round to round."""
+        return serialize(adapter_state(self.model))
+
+    def restore_state(self, data: bytes) -> None:
+        load_adapter_state(self.model, deserialize(data))  # the ORT twin refreshes from it before use
 
     def _train_work(self, tokens: int):
         return lora_training_workload(n_params=self.n_params, n_trainable=self.n_trainable, tokens=tokens)
@@ -391,3 +326,15 @@ class KDFedLLM(Framework):
         from safetensors.torch import save_file
 
         save_file(adapter_state(self.model), str(out_dir / "global_adapter.safetensors"))
+
+    def final_adapter(self) -> AdapterState:
+        return adapter_state(self.model)
+
+    def checkpoint(self) -> FrameworkState:
+        """The teacher's adapters (its optimizer is built afresh for every distillation)."""
+        return FrameworkState(prefixed(adapter_state(self.model), "teacher"))
+
+    def restore(self, state: FrameworkState, rnd: int) -> None:
+        load_adapter_state(self.model, unprefixed(state.tensors, "teacher"))
+        self.down = {}
+        self._prepare_down(rnd + 1)  # as aggregate_fit(rnd) left it

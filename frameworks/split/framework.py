@@ -42,6 +42,7 @@ from testbed.ml.modeling import (
     serialize,
     server_device,
 )
+from testbed.ml.statefile import load_optimizer, optimizer_tensors, prefixed, unprefixed
 from testbed.ml.task import TaskEncoder, evaluate, training_batch
 from testbed.ml.taskdata import build_task_data
 from testbed.ml.workload import forward_workload
@@ -53,6 +54,7 @@ from testbed.protocol import (
     FitIns,
     FitRes,
     Framework,
+    FrameworkState,
     Payload,
     Send,
     ServerCall,
@@ -265,6 +267,21 @@ class SplitFedLLM(Framework):
         from safetensors.torch import save_file
 
         save_file({**self.global_client, **self.global_server}, str(out_dir / "global_adapter.safetensors"))
+
+    def final_adapter(self) -> AdapterState:
+        return {**self.global_client, **self.global_server}
+
+    def checkpoint(self) -> FrameworkState:
+        """Both global halves, and v2's shared server optimizer (v1 builds one per client and round)."""
+        opt_tensors, opt_meta = optimizer_tensors(self.shared_opt, "shared_opt")
+        return FrameworkState({**prefixed(self.global_client, "client"), **prefixed(self.global_server, "server"),
+                               **opt_tensors}, {"shared_opt": opt_meta})
+
+    def restore(self, state: FrameworkState, rnd: int) -> None:
+        self.global_client = unprefixed(state.tensors, "client")
+        self.global_server = unprefixed(state.tensors, "server")
+        load_adapter_state(self.model, {**self.global_client, **self.global_server})
+        load_optimizer(self.shared_opt, state.tensors, state.meta["shared_opt"], "shared_opt")
 
 
 def quantize_blocks_first(model, cut_layer: int, scheme: str) -> None:

@@ -109,7 +109,10 @@ def _build_clients(client_class_path: str, specs: list[ClientSpec],
 def _serve(conn, clients: dict[int, Client], threads: int) -> None:
     """Answer the runner's messages until Stop."""
     while True:
-        message = conn.recv()
+        try:
+            message = conn.recv()
+        except (EOFError, ConnectionResetError):  # the runner is gone (killed outright): nobody to answer
+            return
         if isinstance(message, Stop):
             return
         if isinstance(message, Calibrate):

@@ -24,6 +24,12 @@ def add_parser(subparsers: Any) -> None:
     run.add_argument("--replay-compute", metavar="RUN_DIR",
                      help="reuse the measured compute durations of a previous run of this scenario")
     run.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", metavar="DIR",
+                       help="go on in run folder DIR after its last completed round (same scenario and --set); "
+                            "a completed run is only reported")
+    again.add_argument("--overwrite", action="store_true",
+                       help="reuse a folder that holds a run by starting it over (its files are removed)")
 
 
 def cmd_run(args) -> int:
@@ -34,6 +40,12 @@ def cmd_run(args) -> int:
     try:
         scenario = load(args)
     except ScenarioError as exc:
+        return bad_input(str(exc))
+    from testbed.results.runfolder import RunFolderError, precheck
+
+    try:  # a folder in use or holding a run: said at once, before the workers' imports start
+        precheck(Path(args.resume or args.out or scenario.output), resume=bool(args.resume), overwrite=args.overwrite)
+    except RunFolderError as exc:
         return bad_input(str(exc))
     if scenario.emulation.backend == "process":  # first: its imports overlap all that follows, ours too
         from testbed.config.registry import framework_module
@@ -46,12 +58,17 @@ def cmd_run(args) -> int:
         from testbed.sim.replay import ReplayError
         from testbed.sim.session import run_scenario
 
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        return bad_input(f"--out {args.out} and --resume {args.resume}: a resumed run goes on in its own folder")
+    if args.resume and not Path(args.resume).is_dir():
+        return bad_input(f"--resume {args.resume}: no such run folder")
     try:
-        out_dir = Path(args.out or scenario.output)
+        out_dir = Path(args.resume or args.out or scenario.output)
         if _server_container_wanted(scenario):
             return _run_in_server_container(scenario, out_dir, args)
-        summary = run_scenario(scenario, out_dir, replay_dir=args.replay_compute, quiet=args.quiet)
-    except (ScenarioError, DataError, ReplayError) as exc:
+        summary = run_scenario(scenario, out_dir, replay_dir=args.replay_compute, quiet=args.quiet,
+                               resume=bool(args.resume), overwrite=args.overwrite)
+    except (ScenarioError, DataError, ReplayError, RunFolderError) as exc:
         return bad_input(str(exc))
     except AssetError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -73,7 +90,8 @@ def _run_in_server_container(scenario, out_dir: Path, args) -> int:
     from testbed.sim.server_container import run_in_server_container
 
     try:
-        return run_in_server_container(scenario, out_dir, replay_dir=args.replay_compute, quiet=args.quiet)
+        return run_in_server_container(scenario, out_dir, replay_dir=args.replay_compute, quiet=args.quiet,
+                                       resume=bool(args.resume), overwrite=args.overwrite)
     except DockerUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -107,9 +107,16 @@ def load_tokenizer(model_dir: str):
     return tok
 
 
+def peft_config(lora: LoraConfig):
+    """PEFT's LoraConfig for the scenario's `framework.lora`."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          target_modules=list(lora.targets), task_type="CAUSAL_LM")
+
+
 def attach_lora(model, lora: LoraConfig, *, seed: int):
     """Wrap `model` with fresh LoRA adapters; the initial A matrices come from `seed`."""
-    from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
     missing = [t for t in lora.targets if not any(n == t or n.endswith("." + t) for n, _ in model.named_modules())]
@@ -117,11 +124,21 @@ def attach_lora(model, lora: LoraConfig, *, seed: int):
         raise ValueError(f"framework.lora.targets: no module named {missing} in this model")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        cfg = PeftLoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.targets), task_type="CAUSAL_LM",
-        )
-        return get_peft_model(model, cfg)
+        return get_peft_model(model, peft_config(lora))
+
+
+def save_peft_folder(folder: str | os.PathLike, lora: LoraConfig, state: AdapterState, base_model: str) -> None:
+    """`state` (PEFT state-dict keys, as adapter_state() returns them) as a standard PEFT adapter
+    folder (adapter_config.json + adapter_model.safetensors): `PeftModel.from_pretrained(base,
+    folder)` loads it."""
+    from safetensors.torch import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    cfg = peft_config(lora)
+    cfg.base_model_name_or_path = str(base_model)
+    cfg.save_pretrained(str(folder))
+    save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, "adapter_model.safetensors"),
+              metadata={"format": "pt"})
 
 
 def adapter_state(peft_model) -> AdapterState:

@@ -101,5 +101,10 @@ class RunRecorder:
             _atomic_write_text(self.out_dir / name, _table(rows, cols).to_csv(index=False))
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.out_dir / name, json.dumps(data, indent=2, default=str) + "\n")
+        write_json_atomic(self.out_dir / name, data)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """`data` as indented JSON at `path`, replaced in one step (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")

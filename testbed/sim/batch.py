@@ -23,14 +23,16 @@ from testbed.results.compare import (
     runs_table,
     seeds_summary,
 )
+from testbed.results.runfolder import holds_run
 from testbed.results.stress import Sweep, plan_stress
 from testbed.sim.session import run_scenario
 
 
-def run_one(planned: PlannedRun, quiet: bool) -> RunOutcome:
-    """Run one scenario; an exception is recorded (and its traceback kept), not raised."""
+def run_one(planned: PlannedRun, quiet: bool, *, resume: bool = False, overwrite: bool = False) -> RunOutcome:
+    """Run one scenario; an exception is recorded (and its traceback kept), not raised.
+    `resume`: a completed run is only reported, an interrupted one goes on."""
     try:
-        summary = run_scenario(planned.scenario, planned.run_dir, quiet=quiet)
+        summary = run_scenario(planned.scenario, planned.run_dir, quiet=quiet, resume=resume, overwrite=overwrite)
     except Exception as exc:  # noqa: BLE001 -- one run's failure must not stop the others
         planned.run_dir.mkdir(parents=True, exist_ok=True)
         (planned.run_dir / "error.txt").write_text(traceback.format_exc())
@@ -39,24 +41,32 @@ def run_one(planned: PlannedRun, quiet: bool) -> RunOutcome:
     return RunOutcome(planned.labels, planned.run_dir, str(summary.get("status")))
 
 
-def run_all(plan: Iterable[PlannedRun], quiet: bool) -> list[RunOutcome]:
-    """The planned runs one after the other (each run uses the host's cores itself)."""
+def run_all(plan: Iterable[PlannedRun], quiet: bool, *, resume: bool = False,
+            overwrite: bool = False) -> list[RunOutcome]:
+    """The planned runs one after the other (each run uses the host's cores itself). Runs the
+    folder already holds are refused (CompareError) unless `resume` or `overwrite`."""
+    plan = list(plan)
+    held = [str(p.run_dir) for p in plan if holds_run(p.run_dir)]
+    if held and not (resume or overwrite):
+        raise CompareError(f"{', '.join(held[:4])}{' ...' if len(held) > 4 else ''}: hold runs already; pass "
+                           "--resume to skip the completed ones and go on with the rest, or --overwrite")
     outcomes = []
     for planned in plan:
         if not quiet:
             print(f"== {label_text(planned.labels)} -> {planned.run_dir}", file=sys.stderr)
-        outcomes.append(run_one(planned, quiet))
+        outcomes.append(run_one(planned, quiet, resume=resume, overwrite=overwrite))
     return outcomes
 
 
 def compare(scenario_path: str | Path, out_dir: Path, *, frameworks: Sequence[str] = DEFAULT_FRAMEWORKS,
             seeds: Sequence[int] | None = None, overrides: Sequence[str] = (),
-            target_accuracy: float | None = None, quiet: bool = False) -> pd.DataFrame:
+            target_accuracy: float | None = None, quiet: bool = False, resume: bool = False,
+            overwrite: bool = False) -> pd.DataFrame:
     """Run every framework (x seed), write comparison.csv / .md and comparison_runs.csv, and
     return the comparison table. Bad input raises CompareError or ScenarioError before any run."""
     check_target(target_accuracy)
     plan = plan_compare(scenario_path, frameworks, seeds, overrides, out_dir)
-    runs = runs_table(run_all(plan, quiet), target_accuracy, group_by=("seed",))
+    runs = runs_table(run_all(plan, quiet, resume=resume, overwrite=overwrite), target_accuracy, group_by=("seed",))
     table = seeds_summary(runs) if seeds and len(seeds) > 1 else runs.drop(columns="seed")
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "comparison_runs.csv", index=False)
@@ -66,14 +76,15 @@ def compare(scenario_path: str | Path, out_dir: Path, *, frameworks: Sequence[st
 
 
 def stress(scenario_path: str | Path, out_dir: Path, *, sweeps: Sequence[Sweep], overrides: Sequence[str] = (),
-           target_accuracy: float | None = None, quiet: bool = False) -> pd.DataFrame:
+           target_accuracy: float | None = None, quiet: bool = False, resume: bool = False,
+           overwrite: bool = False) -> pd.DataFrame:
     """Run every grid point, write ``stress.csv`` and return it. Bad input raises
     CompareError or ScenarioError before any run."""
     check_target(target_accuracy)
     if not sweeps:
         raise CompareError("give at least one --sweep key=value1,value2,...")
     plan = plan_stress(scenario_path, sweeps, overrides, out_dir)
-    table = runs_table(run_all(plan, quiet), target_accuracy)
+    table = runs_table(run_all(plan, quiet, resume=resume, overwrite=overwrite), target_accuracy)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "stress.csv", index=False)
     return table

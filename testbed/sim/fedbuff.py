@@ -30,6 +30,7 @@ class AsyncTask:
     cid: int
     start_version: int
     ctx: RoundContext  # the client's own context: its FitIns, timeline, result or failure
+    ins_index: int = 0  # its configure_fit call in the ledger
     proc: Any = None  # its simpy process
     arrival_version: int | None = None  # the server version when its update arrived
     outcome: str = ""  # ok | failed | discarded, once accounted in a round
@@ -87,6 +88,7 @@ class FedBuffRounds(RoundPolicy):
             self.round.host_fit_s += time.perf_counter() - t0
             finished = sorted((t for t in self.active.values() if not t.proc.is_alive),
                               key=lambda t: (t.timeline.end_s, t.cid))
+            version_before = self.version
             for task in finished:
                 if self.version == fw.rounds:
                     break
@@ -96,6 +98,18 @@ class FedBuffRounds(RoundPolicy):
                     self._server_version()
                     if on_round:
                         on_round(p.recorder.rounds[-1])
+            if self.version > version_before:
+                p.checkpoints.after_round(self.version, self._open_work())
+
+    def _open_work(self) -> list[tuple[int, int, FitIns, int]]:
+        """The tasks at work now, (configure_fit call index, client, FitIns, submit round) each,
+        once their prefetched calls have answered (a checkpoint keeps those answers whole)."""
+        if not self.parts.ledger.replaying:
+            for task in self.active.values():
+                pre = task.ctx.prefetched.get(task.cid)
+                if pre is not None:
+                    pre[1].result()
+        return [(t.ins_index, t.cid, t.ins, t.ctx.rnd) for t in self.active.values()]
 
     def _fill_slots(self, concurrency: int) -> None:
         """Start clients until `concurrency` are at work: a seeded choice among the idle online ones."""
@@ -128,10 +142,10 @@ class FedBuffRounds(RoundPolicy):
         rnd = self.version + 1
         kill = {cid} if (rnd, cid) in self.kills else set()
         self.kills -= {(rnd, cid)}
-        ins = p.framework.configure_fit(self.n_tasks, [cid])  # the task's number seeds its batches
+        index, ins = p.configure_fit(self.n_tasks, [cid])  # the task's number seeds its batches
         ctx = RoundContext(rnd, ins, kill=kill, dropouts=p.selection.dropouts(self.n_tasks, [cid]))
         p.clients.prefetch(ctx)
-        task = AsyncTask(cid, self.version, ctx)
+        task = AsyncTask(cid, self.version, ctx, ins_index=index)
         task.proc = p.env.process(self._async_client(task))
         self.round.started.append(cid)
         return task

@@ -11,10 +11,12 @@ from typing import Any, ClassVar
 import simpy
 
 from testbed.config.scenario import Scenario
-from testbed.protocol import Framework
+from testbed.protocol import FitIns, Framework
 from testbed.results.recorder import RunRecorder
 from testbed.sim.client import ClientProcess
+from testbed.sim.ledger import Ledger
 from testbed.sim.recording import Recording
+from testbed.sim.resume import Checkpoints
 from testbed.sim.selection import Selection
 from testbed.sim.server import Server
 
@@ -35,6 +37,13 @@ class SimParts:
     recorder: RunRecorder
     evaluate: Callable[[int], tuple[dict, float]]  # round -> (metrics, host seconds)
     progress: Callable[[str], None]
+    ledger: Ledger  # what entered the clock: recorded, or replayed up to a resumed run's checkpoint
+    checkpoints: Checkpoints
+
+    def configure_fit(self, rnd: int, client_ids: list[int]) -> tuple[int, dict[int, FitIns]]:
+        """(call index, what each client is sent): the framework's configure_fit, recorded in
+        the ledger (replayed from it while a resumed run catches up)."""
+        return self.ledger.configure_fit(self.framework.configure_fit, rnd, client_ids)
 
     def evaluates(self, rnd: int) -> bool:
         """Whether round `rnd`'s model is evaluated (eval.every, and always the last round)."""

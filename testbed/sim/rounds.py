@@ -23,6 +23,7 @@ class SyncRounds(RoundPolicy):
             self.run_round(rnd)
             if on_round:
                 on_round(self.parts.recorder.rounds[-1])
+            self.parts.checkpoints.after_round(rnd)
 
     def selection_size(self) -> int:
         """How many clients a round selects."""
@@ -40,7 +41,7 @@ class SyncRounds(RoundPolicy):
         p = self.parts
         host_t0 = time.perf_counter()
         selected = p.selection.select(rnd, self.selection_size())
-        ins = p.framework.configure_fit(rnd, selected)
+        _, ins = p.configure_fit(rnd, selected)
         ctx = RoundContext(rnd, ins, kill={k.client for k in p.scenario.faults.kill if k.round == rnd},
                            dropouts=p.selection.dropouts(rnd, selected), keep=self.keep())
         p.progress(f"round {rnd}: {len(selected)} clients computing")

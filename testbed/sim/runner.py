@@ -26,16 +26,20 @@ from testbed.config.fleet import build_topology, expand_fleet
 from testbed.config.scenario import Scenario
 from testbed.host.calibration import HostCalibration
 from testbed.ml.memory import release_freed_memory
+from testbed.ml.modeling import save_peft_folder
 from testbed.protocol import Framework, ServerContext
 from testbed.results.recorder import RunRecorder
 from testbed.sim import startup
 from testbed.sim.client import ClientProcess
 from testbed.sim.devicetime import DeviceTime, cpu_quotas
+from testbed.sim.checkpoint import Checkpoint
 from testbed.sim.fedbuff import FedBuffRounds
 from testbed.sim.frameworks import framework_class
+from testbed.sim.ledger import Ledger, LedgerBackend
 from testbed.sim.policy import OnRound, RoundPolicy, SimParts
 from testbed.sim.recording import Recording
 from testbed.sim.replay import ComputeReplay
+from testbed.sim.resume import Checkpoints
 from testbed.sim.rounds import DeadlineRounds, SyncRounds
 from testbed.sim.selection import Selection, link_outages, schedules
 from testbed.sim.server import Server
@@ -47,8 +51,10 @@ class Runner:
     """Runs one scenario into one run directory."""
 
     def __init__(self, scenario: Scenario, out_dir: Path, *, model_dir: str,
-                 replay: ComputeReplay | None = None, progress: Callable[[str], None] | None = None) -> None:
+                 replay: ComputeReplay | None = None, progress: Callable[[str], None] | None = None,
+                 resume: Checkpoint | None = None) -> None:
         self.scenario = scenario
+        self.resume = resume  # a checkpoint of this run to go on from (testbed.sim.resume)
         self.out_dir = Path(out_dir)
         self.model_dir = model_dir
         self.replay = replay
@@ -71,6 +77,8 @@ class Runner:
         self.eval_on_group = False  # the data-parallel group evaluates (set at start())
         self.throttled: dict[int, float] = {}  # client -> CPU quota (cores) under `time: throttle`
         self.policy: RoundPolicy | None = None
+        self.ledger = resume.ledger if resume is not None else Ledger()
+        self.checkpoints: Checkpoints | None = None
 
     # -- start, run, close -----------------------------------------------------------------
     def start(self) -> None:
@@ -79,6 +87,10 @@ class Runner:
         from testbed.ml.modeling import server_device
 
         cls = framework_class(self.scenario.framework.name)
+        if self.resume is not None:  # the precision the checkpointed rounds ran in
+            fw = self.scenario.framework
+            self.scenario = self.scenario.model_copy(
+                update={"framework": fw.model_copy(update={"precision": self.resume.precision})})
         self.layout = startup.worker_layout(self.scenario, cls.client_class)
         self.scenario, self.bf16_step_speedup = startup.choose_precision(
             self.scenario, cls, layout=self.layout, model_dir=self.model_dir, progress=self.progress)
@@ -96,30 +108,61 @@ class Runner:
             launched.result()
         self.backend.start()  # calibrates, now that nothing else runs
         startup.adopt_client_state(self.framework, self.backend)
-        self._calibration = replace(self.backend.calibration, bf16_step_speedup=self.bf16_step_speedup)
+        if self.resume is not None:  # the clock goes on converting as it did before the checkpoint
+            self._calibration, self.bf16_step_speedup = self.resume.calibration, self.resume.bf16_step_speedup
+        else:
+            self._calibration = replace(self.backend.calibration, bf16_step_speedup=self.bf16_step_speedup)
         if self.scenario.emulation.time == "throttle":
-            self.throttled = self.backend.set_cpu_quotas(cpu_quotas(self.scenario, self.clients, self.calibration))
+            quotas = self.resume.throttled if self.resume is not None else \
+                cpu_quotas(self.scenario, self.clients, self.calibration)
+            self.throttled = self.backend.set_cpu_quotas(quotas)
             startup.warn_unthrottled(self.clients, self.throttled)
+        self.checkpoints = Checkpoints(
+            self.out_dir, framework=self.framework, backend=self.backend, recorder=self.recorder, ledger=self.ledger,
+            facts=self._clock_facts, clock=lambda: self.env.now, rounds=self.scenario.framework.rounds,
+            resume=self.resume, progress=self.progress)
+        self.checkpoints.restore_clients()
         self.policy = self.policy_class(self._parts())
+
+    def _clock_facts(self) -> dict[str, Any]:
+        """What the clock converted measured work with, for the checkpoint."""
+        return {"calibration": self.calibration, "bf16_step_speedup": self.bf16_step_speedup,
+                "throttled": dict(self.throttled), "precision": self.scenario.framework.precision}
 
     def _parts(self) -> SimParts:
         device_time = DeviceTime(self.scenario, self.clients, self.calibration, throttled=self.throttled,
                                  replay=self.replay)
-        server = Server(self.env, self.recorder, device_time)
-        clients = ClientProcess(self.env, self.net, self.topology, self.selection, self.framework, self.backend,
-                                self.recorder, device_time, server)
+        server = Server(self.env, self.recorder, device_time, self.ledger)
+        clients = ClientProcess(self.env, self.net, self.topology, self.selection, self.framework,
+                                LedgerBackend(self.backend, self.ledger), self.recorder, device_time, server)
+
+        def progress(message: str) -> None:  # quiet while a resumed run replays its way to the checkpoint
+            if not self.ledger.replaying:
+                self.progress(message)
+
         return SimParts(self.scenario, self.env, self.framework, self.selection, clients, server,
-                        Recording(self.recorder, self.clients, self.env), self.recorder, self.evaluate, self.progress)
+                        Recording(self.recorder, self.clients, self.env), self.recorder, self.evaluate, progress,
+                        self.ledger, self.checkpoints)
 
     def run(self, on_round: OnRound | None = None) -> list[dict[str, Any]]:
         if self.policy is None:
             raise RuntimeError("runner not started")
-        if self.scenario.eval.before_training:
+        if self.resume is not None:
+            self.progress(f"replaying rounds 1-{self.resume.round} from the checkpoint's ledger")
+        elif self.scenario.eval.before_training:
             self.policy.parts.recording.round0(*self.evaluate(0))
             if on_round:
                 on_round(self.recorder.rounds[-1])
-        self.policy.run(on_round)
+
+        def live_round(row: dict[str, Any]) -> None:  # rounds replayed on resume were reported before
+            if on_round is not None and not self.ledger.replaying:
+                on_round(row)
+
+        self.policy.run(live_round)
         self.framework.save(self.out_dir)
+        adapter = self.framework.final_adapter()
+        if adapter is not None:  # the standard form: PeftModel.from_pretrained(base, out_dir / "adapter")
+            save_peft_folder(self.out_dir / "adapter", self.scenario.framework.lora, adapter, self.model_dir)
         return self.recorder.rounds
 
     def close(self) -> None:
@@ -137,6 +180,8 @@ class Runner:
         data-parallel group where there is one and the server computes on the CPU (its ranks
         share the held-out set; the server's own threads would run ops too small to split),
         else on the server."""
+        if self.ledger.replaying:  # its rows come from the checkpoint
+            return {}, 0.0
         t0 = time.perf_counter()
         call = self.framework.client_evaluation(rnd) if self.eval_on_group else None
         metrics = self.backend.submit(min(self.backend.specs), rnd, *call).result() if call else None

@@ -5,30 +5,45 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
+from typing import Any
 
 import simpy
 
 from testbed.protocol import ServerCall
 from testbed.results.recorder import RunRecorder
 from testbed.sim.devicetime import DeviceTime
+from testbed.sim.ledger import Ledger, ServerEntry
+from testbed.sim.resume import sigkill_if_asked
 from testbed.sim.timeline import SERVER, RoundContext
 
 
 class Server:
-    def __init__(self, env: simpy.Environment, recorder: RunRecorder, device_time: DeviceTime) -> None:
+    def __init__(self, env: simpy.Environment, recorder: RunRecorder, device_time: DeviceTime, ledger: Ledger) -> None:
         self.env = env
         self.recorder = recorder
         self.device_time = device_time
+        self.ledger = ledger
         self.resource = simpy.Resource(env, capacity=1)  # server compute: one request at a time
+
+    def _work(self, rnd: int, cid: int, label: str, work: Callable[[], Any]) -> tuple[Any, float]:
+        """(answer, host seconds) of server work: done for real and recorded in the ledger, or,
+        while a resumed run replays it, as recorded."""
+        if self.ledger.replaying:
+            entry = self.ledger.replay_server(rnd, cid, label)
+            return entry.value, entry.host_s
+        sigkill_if_asked(rnd)
+        t0 = time.perf_counter()
+        value = work()
+        host_s = time.perf_counter() - t0
+        self.recorder.host_interval(rnd, "server", label, time.time(), host_s)
+        self.ledger.record_server(ServerEntry(rnd, cid, label, host_s, value))
+        return value, host_s
 
     def serve(self, ctx: RoundContext, cid: int, call: ServerCall) -> Generator:
         """Queue on the server; once served, run the real work and hold the server for it."""
         with self.resource.request() as turn:
             yield turn
-            t0 = time.perf_counter()
-            value = call.fn(*call.args)
-            host_s = time.perf_counter() - t0
-            self.recorder.host_interval(ctx.rnd, "server", call.label, time.time(), host_s)
+            value, host_s = self._work(ctx.rnd, cid, call.label, lambda: call.fn(*call.args))
             ctx.server_host_s += host_s
             host_s, device_s = self.device_time.server(ctx.rnd, cid, call.label, host_s)
             start = self.env.now
@@ -40,10 +55,7 @@ class Server:
 
     def step(self, rnd: int, work: Callable[[], dict], n_updates: int) -> tuple[dict, float]:
         """Run an aggregation for real and hold the simulated clock for its measured time."""
-        t0 = time.perf_counter()
-        metrics = work()
-        host_s = time.perf_counter() - t0
-        self.recorder.host_interval(rnd, "server", "aggregate", time.time(), host_s)
+        metrics, host_s = self._work(rnd, SERVER, "aggregate", work)
         host_s, device_s = self.device_time.aggregate(rnd, host_s)
         start = self.env.now
         self.env.run(until=self.env.timeout(device_s))

@@ -37,6 +37,7 @@ from testbed.backends.docker import (
 from testbed.config.scenario import Scenario
 
 DOCKER_SOCKET = Path("/var/run/docker.sock")
+REQUEST_FILE = ".server-request.yaml"
 STOP_TIMEOUT_S = 30  # the server's grace to close its clients after SIGTERM
 
 
@@ -49,15 +50,17 @@ def _socket_path() -> Path:
     return Path(host.removeprefix("unix://")) if host.startswith("unix://") else DOCKER_SOCKET
 
 
-def server_command(scenario_file: Path, out_dir: Path, *, replay_dir: str | None, quiet: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "testbed.cli", "run", str(scenario_file), "--out", str(out_dir)]
+def server_command(scenario_file: Path, out_dir: Path, *, replay_dir: str | None, quiet: bool,
+                   resume: bool = False, overwrite: bool = False) -> list[str]:
+    cmd = [sys.executable, "-m", "testbed.cli", "run", str(scenario_file)]
+    cmd += ["--resume", str(out_dir)] if resume else ["--out", str(out_dir)]
     if replay_dir:
         cmd += ["--replay-compute", str(Path(replay_dir).resolve())]
-    return cmd + (["--quiet"] if quiet else [])
+    return cmd + (["--quiet"] if quiet else []) + (["--overwrite"] if overwrite else [])
 
 
 def run_in_server_container(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = None,
-                            quiet: bool = False) -> int:
+                            quiet: bool = False, resume: bool = False, overwrite: bool = False) -> int:
     """Run the scenario with its server in a container; the server's exit status."""
     from testbed.ml.assets import cache_dir, resolve_model
     from testbed.sim.session import git_commit, write_resolved_scenario
@@ -66,7 +69,9 @@ def run_in_server_container(scenario: Scenario, out_dir: Path, *, replay_dir: st
     check_image(client, scenario.emulation.docker.image)
     resolve_model(scenario.model)  # build the assets here: the containers mount the cache
     out_dir = out_dir.resolve()
-    write_resolved_scenario(scenario, out_dir)
+    # the scenario as asked, for the server's `testbed run` (which claims the folder and writes
+    # scenario.yaml itself: a resumed run compares the two)
+    write_resolved_scenario(scenario, out_dir, name=REQUEST_FILE)
     cache = cache_dir().resolve()
     run_id = new_run_id(scenario.name)
     socket = _socket_path()
@@ -84,7 +89,8 @@ def run_in_server_container(scenario: Scenario, out_dir: Path, *, replay_dir: st
     try:
         container = client.containers.run(
             scenario.emulation.docker.image,
-            command=server_command(out_dir / "scenario.yaml", out_dir, replay_dir=replay_dir, quiet=quiet),
+            command=server_command(out_dir / REQUEST_FILE, out_dir, replay_dir=replay_dir, quiet=quiet,
+                                   resume=resume, overwrite=overwrite),
             detach=True, name=f"fedge-{run_id}-server", labels={LABEL_RUN: run_id, LABEL_ROLE: "server"},
             environment=env, network_mode="host", working_dir=str(Path.cwd()), volumes=volumes,
             cap_drop=["ALL"], security_opt=["no-new-privileges"], device_requests=gpu_requests(),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import socket
 import subprocess
 import time
+import traceback
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from testbed.config.scenario import Scenario
-from testbed.results.recorder import FAILED_OUTCOMES
+from testbed.config.scenario import Scenario, ScenarioError
+from testbed.results.recorder import FAILED_OUTCOMES, write_json_atomic
+from testbed.results.runfolder import claim, read_summary
 from testbed.sim.replay import ComputeReplay
 
 
@@ -44,9 +48,9 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_resolved_scenario(scenario: Scenario, out_dir: Path) -> None:
+def write_resolved_scenario(scenario: Scenario, out_dir: Path, name: str = "scenario.yaml") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scenario.yaml").write_text(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
+    (out_dir / name).write_text(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
 
 
 def _round_line(row: dict[str, Any]) -> str:
@@ -78,47 +82,133 @@ def final_table(rounds: list[dict[str, Any]]) -> Table:
     return table
 
 
-def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = None,
-                 quiet: bool = False) -> dict[str, Any]:
+def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = None, quiet: bool = False,
+                 resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Run `scenario` into `out_dir` (held for this run alone: testbed.results.runfolder) and
+    return its summary. `resume`: go on after the folder's last completed round (its
+    checkpoint); a completed run is only reported. `overwrite`: start the folder over.
+    RunFolderError: the folder is another run's, or holds a run and neither was asked for;
+    ScenarioError: `resume` with a scenario other than the folder's."""
+    console = Console(stderr=True, quiet=quiet)
+    out_dir = Path(out_dir)
+    with claim(out_dir, resume=resume, overwrite=overwrite):
+        prior = read_summary(out_dir) if resume else None
+        if prior is not None and prior.get("status") == "completed":
+            console.print(final_table(_rounds_of(out_dir)))
+            console.print(f"run directory: {out_dir}  (completed: nothing to resume)")
+            return prior
+        checkpoint = _checkpoint_to_resume(scenario, out_dir) if resume else None
+        return _run(scenario, out_dir, console, replay_dir=replay_dir, checkpoint=checkpoint, prior=prior)
+
+
+def _checkpoint_to_resume(scenario: Scenario, out_dir: Path):
+    """The folder's checkpoint (None: no round completed, the run starts over), once the
+    scenario is the folder's own."""
+    from testbed.sim.checkpoint import CheckpointError, read_checkpoint
+
+    recorded = out_dir / "scenario.yaml"
+    if recorded.is_file():
+        try:
+            before = yaml.safe_load(recorded.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ScenarioError(f"{recorded}: unreadable ({exc})") from None
+        differ = scenario_differences(before if isinstance(before, dict) else {}, scenario.model_dump(mode="json"))
+        if differ:
+            raise ScenarioError(f"{recorded}: --resume needs the same scenario; these fields differ: "
+                                f"{', '.join(differ[:12])}{' ...' if len(differ) > 12 else ''}")
+    try:
+        return read_checkpoint(out_dir)
+    except CheckpointError as exc:
+        raise ScenarioError(f"--resume: {exc}") from None
+
+
+def scenario_differences(before: Any, after: Any, where: str = "") -> list[str]:
+    """Dotted paths where two scenario dumps differ, e.g. `framework.rounds (4 -> 3)`."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [d for key in sorted(set(before) | set(after), key=str)
+                for d in scenario_differences(before.get(key), after.get(key), f"{where}.{key}" if where else str(key))]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [d for i, (b, a) in enumerate(zip(before, after, strict=True))
+                for d in scenario_differences(b, a, f"{where}.{i}")]
+    return [] if before == after else [f"{where or 'scenario'} ({before!r} -> {after!r})"]
+
+
+def _rounds_of(out_dir: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    try:
+        rows = pd.read_csv(out_dir / "rounds.csv").to_dict("records")
+    except (OSError, ValueError):
+        return []
+    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in rows]
+
+
+def _run(scenario: Scenario, out_dir: Path, console: Console, *, replay_dir: str | None, checkpoint,
+         prior: dict[str, Any] | None) -> dict[str, Any]:
     from testbed.ml.assets import resolve_model
+    from testbed.protocol import ModelDiverged
     from testbed.sim.runner import Runner
 
-    console = Console(stderr=True, quiet=quiet)
-    replay = ComputeReplay.from_run_dir(replay_dir) if replay_dir else None
-    write_resolved_scenario(scenario, out_dir)
-    model_dir = resolve_model(scenario.model)
+    host_t0 = time.perf_counter()
     summary: dict[str, Any] = {
         "scenario": scenario.name, "framework": scenario.framework.name, "model": scenario.model,
-        "model_dir": model_dir, "seed": scenario.seed, "status": "running",
+        "seed": scenario.seed, "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
         "started_at": datetime.now(timezone.utc).isoformat(), "git_commit": git_commit(), "versions": versions(),
-        "replayed_compute_from": replay.source if replay else None,
+        "replayed_compute_from": replay_dir, "resumed_after_round": checkpoint.round if checkpoint else None,
+        "resumes": (prior or {}).get("resumes", 0) + 1 if prior is not None else 0,
     }
-    host_t0 = time.perf_counter()
-    runner = Runner(scenario, out_dir, model_dir=model_dir, replay=replay, progress=lambda m: console.log(m))
+    runner = None
     try:
+        write_json_atomic(out_dir / "summary.json", summary)
+        replay = ComputeReplay.from_run_dir(replay_dir) if replay_dir else None
+        summary["replayed_compute_from"] = replay.source if replay else None
+        write_resolved_scenario(scenario, out_dir)
+        summary["model_dir"] = model_dir = resolve_model(scenario.model)
+        runner = Runner(scenario, out_dir, model_dir=model_dir, replay=replay, progress=lambda m: console.log(m),
+                        resume=checkpoint)
         runner.start()
         summary.update(_backend_facts(runner), host_setup_s=time.perf_counter() - host_t0)
         runner.recorder.write_json("summary.json", summary)
         rounds = _run_with_progress(runner, scenario, console, summary)
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed"
-        summary.update(status=status, host_wall_s=time.perf_counter() - host_t0)
-        runner.recorder.write_json("summary.json", summary)
+        summary.update(status=_status_of(exc, ModelDiverged), error=f"{type(exc).__name__}: {exc}",
+                       error_tail=traceback.format_exc().splitlines()[-20:], host_wall_s=time.perf_counter() - host_t0,
+                       finished_at=datetime.now(timezone.utc).isoformat())
+        with contextlib.suppress(OSError):  # a full disk may refuse even this: the pid tells the truth then
+            write_json_atomic(out_dir / "summary.json", summary)
+        if summary["status"] == "failed" and isinstance(exc, ModelDiverged):
+            console.print(f"[red]run failed:[/red] {exc}")
+            return summary
         raise
     finally:
-        runner.close()
+        if runner is not None:
+            runner.close()
     last = rounds[-1] if rounds else {}
     summary.update(
         status="completed", finished_at=datetime.now(timezone.utc).isoformat(),
         host_wall_s=time.perf_counter() - host_t0, sim_wall_clock_s=runner.env.now,
         final_accuracy=last.get("accuracy"), initial_accuracy=rounds[0].get("accuracy") if rounds else None,
         final_eval_loss=last.get("eval_loss"), rounds_completed=scenario.framework.rounds,
+        host_checkpoint_s=runner.checkpoints.host_s,
     )
     runner.recorder.write_json("summary.json", summary)
     console.print(final_table(rounds))
     console.print(f"run directory: {out_dir}  (simulated wall-clock {runner.env.now:.1f} s, "
                   f"host {summary['host_wall_s']:.0f} s)")
     return summary
+
+
+def _status_of(exc: BaseException, diverged: type) -> str:
+    """interrupted (Ctrl-C, SIGTERM), failed (a check ended it), or crashed."""
+    from testbed.ml.data import DataError
+    from testbed.sim.ledger import ResumeError
+    from testbed.sim.replay import ReplayError
+
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, (diverged, ScenarioError, DataError, ReplayError, ResumeError)):
+        return "failed"
+    return "crashed"
 
 
 def _backend_facts(runner) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from testbed.results.recorder import CLIENT_ROUND_COLUMNS, EVENT_COLUMNS
+from testbed.results.runfolder import run_status
 
 RUN_TABLES = ("events.csv", "rounds.csv")
 EVENT_NEEDS = [*EVENT_COLUMNS[:7], "status"]  # round .. sim_end_s, status
@@ -84,12 +85,15 @@ def load_run(path: Path) -> RunData:
     client_rounds = (_read_csv(cr_path, CLIENT_ROUND_NEEDS) if cr_path.is_file()
                      else pd.DataFrame(columns=CLIENT_ROUND_COLUMNS))
     scenario_path = path / "scenario.yaml"
+    summary = _read_summary(path / "summary.json")
+    if summary.get("status") == "running":  # left so by a process that no longer exists: interrupted
+        summary["status"] = run_status(path, summary)
     return RunData(
         path=path,
         events=_read_csv(path / "events.csv", EVENT_NEEDS),
         rounds=_read_csv(path / "rounds.csv", ROUND_NEEDS).sort_values("round", ignore_index=True),
         client_rounds=client_rounds,
-        summary=_read_summary(path / "summary.json"),
+        summary=summary,
         scenario_yaml=scenario_path.read_text() if scenario_path.is_file() else "",
     )
 
