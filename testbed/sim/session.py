@@ -98,6 +98,9 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = 
             console.print(f"run directory: {out_dir}  (completed: nothing to resume)")
             return prior
         checkpoint = _checkpoint_to_resume(scenario, out_dir) if resume else None
+        if checkpoint is not None and replay_dir is None and (prior or {}).get("replayed_compute_from"):
+            replay_dir = str(Path(prior["replayed_compute_from"]).parent)  # its rounds replayed that run's compute
+            console.log(f"--resume: replaying compute from {replay_dir}, as the rounds before the checkpoint did")
         return _run(scenario, out_dir, console, replay_dir=replay_dir, checkpoint=checkpoint, prior=prior)
 
 

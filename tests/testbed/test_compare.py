@@ -236,3 +236,24 @@ def test_compare_on_the_tiny_model(assets, tmp_path):
     for fw in table.index:
         assert (out / fw / "rounds.csv").is_file()
         assert f"| {fw} |" in (out / "comparison.md").read_text()
+
+
+def test_compare_into_a_folder_of_runs_needs_resume_or_overwrite(tmp_path, monkeypatch, capsys):
+    calls: list[dict[str, Any]] = []
+
+    def recording_run(scenario: Scenario, out_dir: Path, **kwargs: Any) -> dict[str, Any]:
+        calls.append({"framework": scenario.framework.name, **kwargs})
+        return fake_run_scenario(scenario, out_dir)
+
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", recording_run)
+    out = tmp_path / "cmp"
+    args = ["compare", str(SMOKE), "--frameworks", "fedllm,split", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    (out / "fedllm" / "summary.json").write_text('{"status": "completed"}')
+    calls.clear()
+    assert main(args) == 2  # the runs of before would be mixed with new ones
+    assert "hold runs already; pass --resume" in " ".join(capsys.readouterr().err.split())
+    assert calls == []
+    assert main([*args, "--resume"]) == 0
+    assert [(c["framework"], c["resume"], c["overwrite"]) for c in calls] == [("fedllm", True, False),
+                                                                              ("split", True, False)]
