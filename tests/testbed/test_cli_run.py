@@ -82,3 +82,26 @@ def test_the_runners_imports_run_without_the_collector_and_end_frozen():
     finally:
         gc.enable()
         gc.unfreeze()  # pytest's process lives on: let its objects be collected again
+
+
+def test_ctrl_c_then_resume_finishes_the_run(assets, tmp_path):
+    """SIGINT after round 1's checkpoint: interrupted (exit 130), then `--resume` finishes it."""
+    out = tmp_path / "run"
+    run = [sys.executable, "-m", "testbed.cli", "run", str(SMOKE), "--quiet", "--set", "framework.rounds=4"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([*run, "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (out / "checkpoint" / "state.json").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=120)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (code, summary["status"]) == (130, "interrupted")  # rounds 2-4 take seconds: the signal lands first
+    busy = subprocess.run([*run, "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert busy.returncode == 2 and "pass --resume" in " ".join(busy.stderr.split())
+    done = subprocess.run([*run, "--resume", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_after_round"] >= 1
+    assert list(pd.read_csv(out / "rounds.csv")["round"]) == [0, 1, 2, 3, 4]
