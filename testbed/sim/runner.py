@@ -99,7 +99,8 @@ class Runner:
         self.framework = cls(ServerContext(self.scenario, self.model_dir, self.out_dir,
                                            clients_evaluate=self.eval_on_group))
         specs = startup.client_specs(self.scenario, self.clients, self.model_dir)
-        self.backend = startup.build_backend(self.scenario, self.layout, cls.client_class, specs, self.clients)
+        self.backend = startup.build_backend(self.scenario, self.layout, cls.client_class, specs, self.clients,
+                                             progress=self.progress)
         server = "the clients evaluate, the server loads no model" if self.eval_on_group else "loading the server model"
         self.progress(f"{server}; starting {len(self.clients)} client workers ({self.scenario.emulation.backend})")
         with ThreadPoolExecutor(1, thread_name_prefix="launch") as pool:  # workers load beside the server
