@@ -557,9 +557,31 @@ def kinds() -> dict[str, tuple[Any, Any]]:
 # Census: many examples per kind, counting answers instead of stopping at the first bad one
 
 
-def census_of(strategy: Any, case: Any, examples: int, seed: int | None = None) -> dict[str, Any]:
+class TimeLimit(BaseException):
+    """An example that took longer than the census allows (a hang, counted apart)."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    import signal
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeLimit(f"no answer within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def census_of(strategy: Any, case: Any, examples: int, seed: int | None = None,
+              timeout_s: float = 20.0) -> dict[str, Any]:
     """Run `examples` examples of one input kind through `case`, counting answers (accepted,
-    rejected, tracebacks, bad answers) and keeping one example of each distinct failure."""
+    rejected, tracebacks, hangs past `timeout_s`, bad answers) and keeping one example of each
+    distinct failure."""
     import collections
     import tempfile
 
@@ -575,13 +597,15 @@ def census_of(strategy: Any, case: Any, examples: int, seed: int | None = None) 
                   suppress_health_check=list(HealthCheck), phases=["generate"])
         @given(strategy)
         def run(example: Any) -> None:
-            outcome = case(example, workdir)
+            with _time_limit(timeout_s):
+                outcome = case(example, workdir)
             problem = outcome.problem
             counts["examples"] += 1
             if problem is None:
                 counts["accepted" if outcome.code == 0 else "rejected"] += 1
                 return
-            counts["tracebacks" if outcome.crash else "bad answers"] += 1
+            hung = outcome.crash is not None and outcome.crash.startswith(TimeLimit.__name__)
+            counts["hangs" if hung else "tracebacks" if outcome.crash else "bad answers"] += 1
             distinct.setdefault((outcome.crash or problem)[:120], repr(example)[:300])
 
         (run if seed is None else hseed(seed)(run))()

@@ -15,13 +15,16 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_validate(args) -> int:
-    """0 and a one-line summary if the scenario is valid, 2 and the problem if not."""
+    """0 and a one-line summary if the scenario is valid, 2 and one ``error: file: field:
+    problem`` line if not: the schema, the names and files it points to, and the checks against
+    its model's config.json, its data and this host (testbed.cli.common.load), no weights loaded."""
+    from testbed.config.node import one_line
     from testbed.config.scenario import ScenarioError
 
     try:
         scenario = load(args)
     except ScenarioError as exc:
         return bad_input(str(exc))
-    print(f"{args.scenario}: ok ({scenario.framework.name}, {scenario.n_clients} clients, "
+    print(f"{one_line(args.scenario)}: ok ({scenario.framework.name}, {scenario.n_clients} clients, "
           f"{scenario.framework.rounds} rounds, model {scenario.model})")
     return 0

@@ -29,6 +29,7 @@ TRAINABLE_BYTES = 16.0  # per LoRA parameter: fp32 weight, gradient, AdamW m and
 WORKER_RUNTIME_MB = 100.0  # private to a worker process: a lower bound (a set-up tiny-model worker
 # lives under a 300 MiB cgroup limit, scenarios/oom.yaml; its torch pages are shared with the forkserver)
 PREDICTED_CLIENT_MB = 0.05  # a client that trains nowhere: its links, schedule and table rows
+PROMPT_TOKENS = 7  # "Article: ... \nTopic:" and the label around the max_tokens of text (testbed.ml.task)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,14 @@ def lora_params(facts: ModelFacts, lora: LoraConfig, targets: tuple[str, ...], b
         elif name in shapes:
             total += blocks * lora.r * sum(shapes[name])
     return total
+
+
+def activation_mb(scenario: Scenario, facts: ModelFacts) -> float:
+    """A training step's activations, at least: one fp32 hidden state per token per block the
+    client holds, kept for the backward pass (attention, MLP and logits come on top)."""
+    blocks, _, _ = client_blocks(scenario, facts)
+    tokens = scenario.framework.batch_size * (scenario.dataset.max_tokens + PROMPT_TOKENS)
+    return tokens * facts.hidden_size * max(1, blocks) * 4.0 / MIB
 
 
 def client_need(scenario: Scenario, facts: ModelFacts) -> ClientNeed:

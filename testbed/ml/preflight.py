@@ -16,7 +16,7 @@ from testbed.config.node import ScenarioError, problem_line
 from testbed.config.references import from_file
 from testbed.config.scenario import Scenario
 from testbed.config.student_layers import student_layers
-from testbed.ml.memory_need import client_blocks, client_need, fleet_memory, host_ram_mb
+from testbed.ml.memory_need import activation_mb, client_blocks, client_need, fleet_memory, host_ram_mb
 from testbed.ml.model_facts import ModelConfigError, ModelFacts, find_model_config, read_model_facts
 
 
@@ -24,10 +24,12 @@ def check_scenario(scenario: Scenario, source: str, *, ram_mb: float | None = No
     """Every check of this module, in order; the first problem raises ScenarioError."""
     facts = model_facts(scenario, source)
     known = facts if facts is not None and facts.known else None
+    ram = host_ram_mb() if ram_mb is None else ram_mb
     if known is not None:
         _check_structure(scenario, known, source)
         _check_memory_limits(scenario, known, source)
-    check_fleet_memory(scenario, known, source, ram_mb=ram_mb)
+        _check_batch(scenario, known, source, ram)
+    check_fleet_memory(scenario, known, source, ram_mb=ram)
     check_dataset(scenario, source)
 
 
@@ -96,6 +98,18 @@ def _check_memory_limits(scenario: Scenario, facts: ModelFacts, source: str) -> 
         if limit is not None and limit < need.total_mb:
             raise ScenarioError.at(source, field, f"{limit:g} MiB is below the {need.total_mb:,.1f} MiB a client's "
                                    f"model needs at least: {need.describe(facts, precision)}")
+
+
+def _check_batch(scenario: Scenario, facts: ModelFacts, source: str, ram_mb: float) -> None:
+    """A training batch whose activations alone exceed this host's RAM is no batch."""
+    need = activation_mb(scenario, facts)
+    if need > ram_mb:
+        fw, ds = scenario.framework, scenario.dataset
+        field = "dataset.max_tokens" if ds.max_tokens * 8 > fw.batch_size * 96 else "framework.batch_size"
+        raise ScenarioError.at(source, field, f"a batch of {fw.batch_size:,} x ({ds.max_tokens:,} + 7) tokens needs at "
+                               f"least {need:,.0f} MiB of activations (hidden size {facts.hidden_size:,} x "
+                               f"{client_blocks(scenario, facts)[0]} blocks x 4 B a token), more than this host's "
+                               f"{ram_mb:,.0f} MiB of RAM")
 
 
 def check_fleet_memory(scenario: Scenario, facts: ModelFacts | None, source: str, *,

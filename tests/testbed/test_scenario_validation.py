@@ -113,6 +113,15 @@ def test_a_fleet_beyond_this_hosts_ram_is_refused_with_the_estimate() -> None:
         "min_per_client 8), more than the 2,225 of dataset bbc-news")
 
 
+def test_a_batch_whose_activations_exceed_this_host_is_refused() -> None:
+    # 10^9 x (32 + 7) tokens x 64 (hidden) x 4 blocks x 4 B = 38,085,938 MiB
+    assert smoke_set("framework.batch_size=1000000000") == (
+        f"error: {S}: framework.batch_size: a batch of 1,000,000,000 x (32 + 7) tokens needs at least 38,085,938 MiB "
+        "of activations (hidden size 64 x 4 blocks x 4 B a token), more than this host's 16,384 MiB of RAM")
+    assert smoke_set("dataset.max_tokens=10000000000").startswith(f"error: {S}: dataset.max_tokens: a batch of 4 x ")
+    assert main(["validate", S, "--set=framework.batch_size=512"]) == 0  # 78 MiB
+
+
 def test_the_fleet_bound_is_a_function_of_the_compute_mode() -> None:
     """A future `emulation.compute: predicted` trains nowhere: 10,000 clients must then fit."""
     scenario = load_scenario(SMOKE, ["fleet.0.count=9998", "emulation.backend=inproc"])
