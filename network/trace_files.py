@@ -6,6 +6,7 @@ Every problem with a file raises TraceError, its message naming `file:line` wher
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 from network.trace_types import OpportunityTrace, RateTrace, TraceError
 
 MAX_TRACE_BYTES = 512 * 2**20  # the longest shipped mahimahi trace is ~2 MB
+MAX_5G_SECONDS = 10**7  # a 5Gophers run is minutes of per-second samples; seq_num past ~4 months is no run
 MAX_TIMESTAMP_MS = 2**53  # ~285,000 years; past it a float of seconds no longer holds every ms
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -29,16 +31,18 @@ def read_trace_text(path: str | Path) -> str:
         raise TraceError(f"{source!r}: (file): the path contains a NUL byte")
     try:
         info = os.stat(path)
-        if stat.S_ISDIR(info.st_mode):
-            raise TraceError(f"{source}: (file): is a folder, expected a trace file")
-        if not stat.S_ISREG(info.st_mode):
-            raise TraceError(f"{source}: (file): is not a regular file (a device, pipe or socket)")
-        if info.st_size > MAX_TRACE_BYTES:
-            raise TraceError(f"{source}: (file): is {info.st_size:,} bytes, more than the "
-                             f"{MAX_TRACE_BYTES:,} a trace may have")
-        data = Path(path).read_bytes()
     except (OSError, ValueError) as exc:
         raise TraceError(f"{source}: (file): cannot read trace: {getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise TraceError(f"{source}: (file): is a folder, expected a trace file")
+    if not stat.S_ISREG(info.st_mode):
+        raise TraceError(f"{source}: (file): is not a regular file (a device, pipe or socket)")
+    if info.st_size > MAX_TRACE_BYTES:
+        raise TraceError(f"{source}: (file): is {info.st_size:,} bytes, more than the {MAX_TRACE_BYTES:,} a trace may have")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise TraceError(f"{source}: (file): cannot read trace: {exc.strerror or exc}") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -131,19 +135,19 @@ def load_5g_throughput(
 
 def _read_5g(path: str | Path, source: str) -> list[_Sample]:
     """Every row of a 5Gophers throughput CSV, checked."""
+    text = read_trace_text(path)
     try:
-        with open(path, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                raise TraceError(f"{source}:1: empty file, expected a header")
-            missing = [c for c in FIVE_G_COLUMNS if c not in header]
-            if missing:
-                raise TraceError(f"{source}:1: missing columns {missing}")
-            cols = {name: header.index(name) for name in FIVE_G_COLUMNS}
-            return [_parse_5g_row(row, cols, f"{source}:{n}", n) for n, row in enumerate(reader, 2)]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceError(f"{source}: cannot read trace: {exc}") from exc
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if header is None:
+            raise TraceError(f"{source}:1: empty file, expected a header")
+        missing = [c for c in FIVE_G_COLUMNS if c not in header]
+        if missing:
+            raise TraceError(f"{source}:1: missing columns {missing}")
+        cols = {name: header.index(name) for name in FIVE_G_COLUMNS}
+        return [_parse_5g_row(row, cols, f"{source}:{n}", n) for n, row in enumerate(reader, 2)]
+    except csv.Error as exc:
+        raise TraceError(f"{source}: (file): not CSV: {exc}") from None
 
 
 def _parse_5g_row(row: list[str], cols: dict[str, int], where: str, lineno: int) -> _Sample:
@@ -157,6 +161,8 @@ def _parse_5g_row(row: list[str], cols: dict[str, int], where: str, lineno: int)
         raise TraceError(
             f"{where}: run_num and seq_num must be ints, throughput a number"
         ) from None
+    if seq > MAX_5G_SECONDS:
+        raise TraceError(f"{where}: seq_num {seq} is past {MAX_5G_SECONDS} s; a run is minutes of samples")
     if seq < 0 or not (math.isfinite(mbps) and mbps >= 0):
         raise TraceError(
             f"{where}: seq_num must be >= 0 and throughput_mbps >= 0, got {seq}, {mbps}"

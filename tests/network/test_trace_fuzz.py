@@ -51,3 +51,28 @@ def test_scenarios_naming_fuzzed_traces_validate_or_are_refused_in_one_line(tmp_
             assert outcome.err.endswith(f" (from {tmp_path / 's.yaml'} fleet.0.link.trace_{direction})\n"), outcome.err
 
     check()
+
+
+def test_trace_files_at_odd_paths_are_refused_naming_them(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match=r"^'a\\x00b': \(file\): the path contains a NUL byte$"):
+        load_mahimahi("a\x00b")
+    with pytest.raises(TraceError, match=rf"^{tmp_path}: \(file\): is a folder, expected a trace file$"):
+        load_mahimahi(tmp_path)
+    with pytest.raises(TraceError, match=r"^/dev/zero: \(file\): is not a regular file \(a device, pipe or socket\)$"):
+        load_mahimahi("/dev/zero")
+    (tmp_path / "t.up").write_bytes(b"5\n\xff7\n")
+    with pytest.raises(TraceError, match=r"t\.up: line 2: not text \(byte 2: invalid start byte\)$"):
+        load_mahimahi(tmp_path / "t.up")
+    (tmp_path / "t.up").write_text("5\n\u0663\n")  # an Arabic-Indic 3: int() reads it, mahimahi does not
+    with pytest.raises(TraceError, match=r"t\.up: line 2: not an integer ms timestamp: '\u0663'$"):
+        load_mahimahi(tmp_path / "t.up")
+
+
+def test_a_5gophers_sample_far_past_any_run_is_refused_not_expanded(tmp_path: Path) -> None:
+    from network.traces import FIVE_G_COLUMNS, load_5g_throughput
+
+    path = tmp_path / "5g.csv"
+    path.write_text(",".join(FIVE_G_COLUMNS) + "\nTCP,VERIZON,1,US-East,7,0,10.0\nTCP,VERIZON,1,US-East,7,"
+                    + "9" * 30 + ",5.0\n")
+    with pytest.raises(TraceError, match=r"5g\.csv:3: seq_num 9{30} is past 10000000 s; a run is minutes of samples"):
+        load_5g_throughput(path, carrier="VERIZON", run=7)
