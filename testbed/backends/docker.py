@@ -81,7 +81,8 @@ def new_run_id(name: str) -> str:
 
 
 def remove_run_containers(client, run_id: str, *, role: str | None = None) -> int:
-    """Force-remove every container labelled with `run_id` (and `role`); how many there were."""
+    """Force-remove every container labelled with `run_id` (and `role`); how many there were.
+    With the clients gone (`role` None or client), their folders of the run go too."""
     labels = [f"{LABEL_RUN}={run_id}"] + ([f"{LABEL_ROLE}={role}"] if role else [])
     removed = 0
     for container in client.containers.list(all=True, filters={"label": labels}):
@@ -91,6 +92,8 @@ def remove_run_containers(client, run_id: str, *, role: str | None = None) -> in
         except Exception as exc:  # already gone (removal in progress elsewhere) is fine
             if "No such container" not in str(exc) and "already in progress" not in str(exc):
                 warnings.warn(f"could not remove container {container.name}: {exc}", stacklevel=2)
+    if role in (None, "client"):
+        remove_run_folders(run_id)
     return removed
 
 

@@ -45,7 +45,6 @@ from testbed.backends.docker import (
     docker_client,
     new_run_id,
     remove_run_containers,
-    remove_run_folders,
     requested_limits,
     update_container,
     wait_for_exit,
@@ -200,8 +199,7 @@ class DockerBackend(WorkerBackend[_Worker]):
 
     def _remove_containers(self) -> None:
         if self._docker is not None:
-            remove_run_containers(self._docker, self.run_id, role="client")
-            remove_run_folders(self.run_id)  # the clients' writable folders, now that no container writes
+            remove_run_containers(self._docker, self.run_id, role="client")  # and the clients' run folders
 
     def facts(self) -> dict[str, Any]:
         """What summary.json records about the containers: run id, image, start-up times,

@@ -262,7 +262,7 @@ class _Handler(LimitedHandler):
         return message
 
 
-# route -> its query parameters and their parsers
+# (method, route) -> the query parameters it takes (_query parses them)
 _ROUTES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "health"): (), ("GET", "spec"): ("inc",), ("GET", "next"): ("inc", "wait_s"),
     ("POST", "ready"): ("inc",), ("POST", "result"): ("inc",),

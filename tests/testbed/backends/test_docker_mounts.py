@@ -73,6 +73,20 @@ def test_the_run_folders_go_with_the_run(cache):
     assert not (cache / "runs" / "mounts-test-0001").exists() and (cache / "runs" / "another-run").is_dir()
 
 
+def test_removing_a_runs_clients_removes_their_folders(cache):
+    class NoContainers:
+        class containers:  # noqa: N801 (the docker SDK's attribute)
+            @staticmethod
+            def list(**_):
+                return []
+
+    _kwargs(cache, run_id="gone-run", cid=0)
+    dk.remove_run_containers(NoContainers(), "gone-run", role="server")
+    assert (cache / "runs" / "gone-run" / "client-0").is_dir()  # only the server went
+    dk.remove_run_containers(NoContainers(), "gone-run")  # the host's clean-up of a whole run
+    assert not (cache / "runs" / "gone-run").exists()
+
+
 def test_a_worker_reads_token_ids_from_the_cache_and_writes_them_to_its_own_folder(cache, tmp_path, monkeypatch):
     from testbed.ml.assets import derived_dir
     from testbed.ml.tokencache import TokenCache
