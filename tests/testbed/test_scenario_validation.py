@@ -341,3 +341,17 @@ def test_every_bundled_scenario_still_validates(path: Path) -> None:
     assert outcome.out.startswith(f"{path}: ok (")
     raw = yaml.safe_load(path.read_text())
     assert load_scenario(path).n_clients == sum(e.get("count", 1) for e in raw["fleet"])
+
+
+def test_validate_checks_the_model_without_loading_it() -> None:
+    """config.json is all `testbed validate` reads of a model: torch and transformers stay unimported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from testbed.cli.main import main; "
+            "assert main(['validate', 'scenarios/quickstart.yaml', '--set=fleet.0.memory_limit_mb=600']) == 0; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'safetensors') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=SMOKE.parents[1], capture_output=True, text=True,
+                          timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
