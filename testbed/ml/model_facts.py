@@ -22,7 +22,10 @@ from testbed.ml.assets import MODEL_NAMES, cache_dir
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
 BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MAX_CONFIG_BYTES = 2**20
-MAX_SIZE = 2**31 - 1  # no config size (vocabulary, width, blocks) of a real model comes near
+# generous bounds on a real model's sizes (the largest published: ~260k vocabulary, width 25,600,
+# 126 blocks): past them a config.json is nonsense, and loops over blocks would not end
+MAX_SIZES = {"vocab_size": 2**24, "hidden_size": 2**17, "intermediate_size": 2**20, "num_hidden_layers": 1024,
+             "num_attention_heads": 1024, "num_key_value_heads": 1024, "head_dim": 2**14}
 
 
 class ModelConfigError(ValueError):
@@ -159,6 +162,8 @@ def _size(raw: dict, key: str, path: Path, default: int | None = None) -> int:
     value = raw.get(key, default)
     if value is None and default is not None:
         value = default
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SIZE:
-        raise ModelConfigError(f"{path}: {key}: expected a whole number in 1..{MAX_SIZE}, got {value!r:.40}", path)
+    top = MAX_SIZES[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= top:
+        shown = repr(value) if not isinstance(value, int) or value.bit_length() < 64 else f"{value.bit_length()} bits"
+        raise ModelConfigError(f"{path}: {key}: expected a whole number in 1..{top:,}, got {shown[:40]}", path)
     return value

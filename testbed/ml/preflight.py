@@ -57,13 +57,21 @@ def _read_facts(path: str, mtime_ns: int, size: int) -> ModelFacts:
     return read_model_facts(Path(path))
 
 
-def module_paths(facts: ModelFacts, blocks: int) -> list[str]:
-    """Every module path a LoRA target may name, in a model of `blocks` decoder blocks."""
-    attn, mlp = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
-    paths = ["model.embed_tokens", "lm_head"]
-    for i in range(blocks):
-        paths += [f"model.layers.{i}.self_attn.{n}" for n in attn] + [f"model.layers.{i}.mlp.{n}" for n in mlp]
-    return paths
+_MODULE_PATHS = (("model", "embed_tokens"), ("lm_head",),
+                 *(("model", "layers", "#", "self_attn", n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")),
+                 *(("model", "layers", "#", "mlp", n) for n in ("gate_proj", "up_proj", "down_proj")))
+
+
+def is_module(target: str, blocks: int) -> bool:
+    """Whether a LoRA target names a module of a Llama-family model of `blocks` decoder blocks:
+    the target is a module path, or the end of one at a dot (peft's rule), `#` a block index."""
+    parts = target.split(".")
+    for path in _MODULE_PATHS:
+        if len(parts) <= len(path) and all(
+                p == q or (q == "#" and p.isascii() and p.isdigit() and str(int(p)) == p and int(p) < blocks)
+                for p, q in zip(parts, path[len(path) - len(parts):])):
+            return True
+    return False
 
 
 def _check_structure(scenario: Scenario, facts: ModelFacts, source: str) -> None:
@@ -82,9 +90,8 @@ def _check_structure(scenario: Scenario, facts: ModelFacts, source: str) -> None
                                    f"of {facts.vocab_size:,} tokens ({facts.config_path})")
     blocks, _, targets = client_blocks(scenario, facts)
     field = "framework.kd.student_targets" if fw.name == "kd" and fw.kd.student_targets else "framework.lora.targets"
-    paths = module_paths(facts, blocks)
     for i, target in enumerate(targets):
-        if not any(p == target or p.endswith("." + target) for p in paths):
+        if not is_module(target, blocks):
             raise ScenarioError.at(source, f"{field}.{i}", f"{target!r} is not a module LoRA can adapt in this model "
                                    f"({where}, {blocks} on the client); names: {', '.join(facts.module_names)}")
 
