@@ -17,7 +17,7 @@ PROFILE_LINE = re.compile(r"^\S+\.yaml: [^\n]+?: [^\n]+$")
 
 
 def test_fuzzed_profiles_load_or_fail_naming_file_and_field(tmp_path: Path) -> None:
-    @share(1 / 3)
+    @share(2 / 3)
     @given(profile_text())
     def check(example: tuple[str, str, bytes]) -> None:
         kind, stem, content = example
@@ -34,7 +34,7 @@ def test_fuzzed_profiles_load_or_fail_naming_file_and_field(tmp_path: Path) -> N
 
 
 def test_a_fuzzed_catalog_profile_is_refused_by_validate_in_one_line(tmp_path: Path, assets) -> None:
-    @share(1 / 10)
+    @share(1 / 5)
     @given(profile_text())
     def check(example: tuple[str, str, bytes]) -> None:
         assert_clean(profile_case(example, tmp_path), example)

@@ -24,7 +24,7 @@ def test_real_trace_slices_are_there_to_mutate() -> None:
 
 
 def test_trace_files_load_or_fail_with_one_line_naming_file_and_line(tmp_path: Path) -> None:
-    @share(1 / 3)
+    @share(1)
     @given(trace_bytes())
     def check(content: bytes) -> None:
         path = tmp_path / "t.up"
@@ -40,7 +40,7 @@ def test_trace_files_load_or_fail_with_one_line_naming_file_and_line(tmp_path: P
 
 
 def test_scenarios_naming_fuzzed_traces_validate_or_are_refused_in_one_line(tmp_path: Path, assets) -> None:
-    @share(1 / 3)
+    @share(2 / 3)
     @given(trace_bytes(), st.sampled_from(["up", "down"]))
     def check(content: bytes, direction: str) -> None:
         outcome = trace_case(content, direction, tmp_path)

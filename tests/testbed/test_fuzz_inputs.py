@@ -39,7 +39,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, assets) -> Path:
 
 
 def test_mutated_bundled_scenarios_validate_or_are_refused_in_one_line(workdir: Path) -> None:
-    @share(1 / 3)
+    @share(2 / 3)
     @given(mutated_scenario())
     def check(raw) -> None:
         assert_clean(scenario_case(raw, workdir), raw)
@@ -48,7 +48,7 @@ def test_mutated_bundled_scenarios_validate_or_are_refused_in_one_line(workdir: 
 
 
 def test_files_that_are_not_scenarios_are_refused_in_one_line(workdir: Path) -> None:
-    @share(1 / 3)
+    @share(2 / 3)
     @given(scenario_bytes)
     def check(content: bytes) -> None:
         outcome = scenario_bytes_case(content, workdir)
@@ -70,7 +70,7 @@ def test_odd_paths_are_refused_in_one_line(workdir: Path) -> None:
 
 
 def test_set_strings_are_applied_or_refused_in_one_line(workdir: Path) -> None:
-    @share(1 / 3)
+    @share(1)
     @given(set_strings())
     def check(assignments: list[str]) -> None:
         assert_clean(set_case(assignments, workdir), assignments)
@@ -79,7 +79,7 @@ def test_set_strings_are_applied_or_refused_in_one_line(workdir: Path) -> None:
 
 
 def test_availability_files_are_read_or_refused_in_one_line(workdir: Path) -> None:
-    @share(1 / 3)
+    @share(1)
     @given(availability_bytes())
     def check(content: bytes) -> None:
         assert_clean(availability_case(content, workdir), content)
@@ -88,7 +88,7 @@ def test_availability_files_are_read_or_refused_in_one_line(workdir: Path) -> No
 
 
 def test_datasets_are_read_or_refused_in_one_line(workdir: Path) -> None:
-    @share(1 / 3)
+    @share(2 / 3)
     @given(dataset_file())
     def check(example: tuple[str, bytes]) -> None:
         assert_clean(dataset_case(example, workdir), example)
@@ -97,7 +97,7 @@ def test_datasets_are_read_or_refused_in_one_line(workdir: Path) -> None:
 
 
 def test_model_configs_are_read_or_refused_in_one_line(workdir: Path) -> None:
-    @share(1 / 3)
+    @share(2 / 3)
     @given(model_config(tiny_config()))
     def check(content: bytes) -> None:
         assert_clean(model_config_case(content, workdir), content)
