@@ -47,6 +47,7 @@ def _link_problems(scenario: Scenario, source: object) -> list[str]:
 
     problems: list[str | None] = []
     seen: set[str] = set()  # a catalog file that does not load fails every lookup: report it once
+    traces: dict[str, str | None] = {}
 
     def profile(get, name: str, field: str):
         try:
@@ -70,7 +71,9 @@ def _link_problems(scenario: Scenario, source: object) -> list[str]:
                 field = f"fleet.{i}.link.trace_{direction}"
                 if not isinstance(entry.link, LinkSpec):
                     field = f"fleet.{i}.link ({entry.link}: trace_{direction})"
-                problems.append(_trace_problem(str(path), source, field))
+                if str(path) not in traces:  # entries sharing a trace file read it once
+                    traces[str(path)] = _trace_problem(str(path), source, field)
+                problems.append(traces[str(path)])
     return [p for p in problems if p is not None]
 
 
@@ -119,6 +122,6 @@ def check_references(scenario: Scenario, source: str) -> None:
             problems.append(str(exc))
     if scenario.availability.kind == "fedscale":
         problems.append(_availability_problem(scenario, source))
-    problems = [p for p in problems if p is not None]
+    problems = list(dict.fromkeys(p for p in problems if p is not None))  # a shared file's problem once
     if problems:
         raise ScenarioError(first_problem(problems))
