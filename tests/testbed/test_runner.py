@@ -148,7 +148,7 @@ def test_bad_trace_in_scenario_names_field_and_line(tmp_path):
     bad.write_text("5\n3\n")
     from testbed.config.scenario import ScenarioError
 
-    with pytest.raises(ScenarioError, match=r"fleet.0.link.trace_up: .*bad.up:2"):
+    with pytest.raises(ScenarioError, match=r"bad.up: line 2: timestamp 3 decreases .*fleet.0.link.trace_up"):
         load_scenario(SMOKE, ["framework.clients_per_round=1",
                               f"fleet=[{{device: pixel-7, link: {{trace_up: {bad}, down_mbps: 5}}}}]"])
 
