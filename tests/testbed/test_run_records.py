@@ -130,3 +130,17 @@ def test_a_diverged_global_model_ends_the_run_failed_exit_1(tmp_path, monkeypatc
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed"
     assert "round 3" in summary["error"] and "lora_A" in summary["error"]
+
+
+def test_the_report_reads_a_dead_runs_folder_as_interrupted(tmp_path):
+    from testbed.results.report.load import load_run
+    from testbed.results.recorder import RunRecorder
+
+    out = tmp_path / "run"
+    recorder = RunRecorder(out)
+    recorder.round(round=0, sim_start_s=0.0, sim_end_s=0.0, sim_duration_s=0.0, selected="", participants=0,
+                   failures=0)
+    recorder.flush()
+    (out / "summary.json").write_text(json.dumps({"status": "running", "pid": 2**22 + 12345,
+                                                  "host": socket.gethostname()}))
+    assert load_run(out).summary["status"] == "interrupted"
