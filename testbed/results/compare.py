@@ -53,6 +53,7 @@ import pandas as pd
 
 from testbed.config.registry import framework_names
 from testbed.config.scenario import Scenario, load_scenario
+from testbed.ml.preflight import check_scenario
 
 DEFAULT_FRAMEWORKS = ("fedllm", "kd", "split")
 DEFAULT_TARGET_FRACTION = 0.9  # default target = this x the best final accuracy compared
@@ -151,6 +152,7 @@ def plan_compare(scenario_path: str | Path, frameworks: Sequence[str], seeds: Se
         for seed in seeds or (None,):
             extra = [f"framework.name={fw}"] + ([f"seed={seed}"] if seed is not None else [])
             scenario = load_scenario(scenario_path, list(overrides) + extra)
+            check_scenario(scenario, str(scenario_path))  # what `testbed run` checks before starting
             run_dir = out_dir / fw / f"seed{seed}" if seeds and len(seeds) > 1 else out_dir / fw
             plan.append(PlannedRun({"framework": fw, "seed": scenario.seed}, scenario, run_dir))
     return plan

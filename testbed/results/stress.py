@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from testbed.config.scenario import load_scenario
+from testbed.ml.preflight import check_scenario
 from testbed.results.compare import CompareError, PlannedRun
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
@@ -73,5 +74,6 @@ def plan_stress(scenario_path: str | Path, sweeps: Sequence[Sweep], overrides: S
             raise CompareError(f"--sweep: two grid points map to the same folder name {name}")
         folders.add(name)
         scenario = load_scenario(scenario_path, list(overrides) + [f"{k}={v}" for k, v in point])
+        check_scenario(scenario, str(scenario_path))  # what `testbed run` checks before starting
         plan.append(PlannedRun({k: _scalar(v) for k, v in point}, scenario, out_dir / name))
     return plan

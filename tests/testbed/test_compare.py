@@ -257,3 +257,13 @@ def test_compare_into_a_folder_of_runs_needs_resume_or_overwrite(tmp_path, monke
     assert main([*args, "--resume"]) == 0
     assert [(c["framework"], c["resume"], c["overwrite"]) for c in calls] == [("fedllm", True, False),
                                                                               ("split", True, False)]
+
+
+def test_compare_checks_each_planned_run_like_run_does(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_run_scenario)
+    code = main(["compare", str(SMOKE), "--frameworks", "fedllm,split", "--out", str(tmp_path / "cmp"),
+                 "--set", "framework.lora.targets=[no_such_proj]", "--quiet"])
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "framework.lora.targets" in err and "no_such_proj" in err
+    assert not (tmp_path / "cmp").exists()
