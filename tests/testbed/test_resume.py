@@ -1,5 +1,6 @@
 """Checkpoint and resume: a run killed with SIGKILL in round 2 of 4 and resumed ends with the
-tables of a run never interrupted, for FedLLM, KD, Split and FedBuff.
+tables of a run never interrupted, for FedLLM, KD, Split and FedBuff, and under a deadline
+with over-selection and under availability with dropouts.
 
 Each case replays the compute durations of its golden run (tests/golden, GoldenReplay), so
 the uninterrupted run is deterministic; the killed run and its resumption run as separate
@@ -28,6 +29,11 @@ CASES = {
     "kd": ("kd", ("framework.name=kd",)),
     "split": ("split_v2", ("framework.name=split", "framework.split.variant=v2")),
     "fedbuff": ("fedbuff", ("policy.kind=fedbuff", "policy.buffer_size=2", "policy.concurrency=3")),
+    # stragglers past the deadline still on the network when the next round starts
+    "deadline": ("deadline", ("policy.kind=deadline", "policy.over_selection=0.5")),
+    # offline windows and dropouts: link outages and seeded draws across the round boundary
+    "availability": ("availability", ("availability.kind=fedscale", f"availability.path={GOLDEN / 'avail.json'}",
+                                      "availability.dropout=0.5")),
 }
 DRIVER = """
 import sys
