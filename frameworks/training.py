@@ -4,7 +4,8 @@ FedProx's proximal term), block quantization and the model's size."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,16 @@ def batch_order(n_examples: int, n_needed: int, seed: int) -> list[int]:
     return order[:n_needed]
 
 
+@contextmanager
+def seeded_draws(seed: int) -> Iterator[None]:
+    """Torch's random draws (LoRA dropout) seeded by the work's own seed, and the process's
+    generator left as it was: a client's round is a function of its seed, in a fresh worker
+    (a resumed run) as in one that trained before."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed % 2**63)
+        yield
+
+
 def proximal_term(model, global_params: dict[str, torch.Tensor]) -> torch.Tensor:
     """sum ||w - w_global||^2 over the trainable (adapter) parameters."""
     terms = [((p - global_params[n]) ** 2).sum() for n, p in model.named_parameters() if p.requires_grad]
@@ -92,7 +103,8 @@ def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, 
                 batch_size: int, optimizer: OptimizerSpec, seed: int, precision: str = "fp32",
                 prox_mu: float = 0.0) -> tuple[list[float], int]:
     """Run `steps` optimizer steps; returns per-step losses and tokens processed. A loss that
-    is not finite raises frameworks.divergence.TrainingDiverged before its step."""
+    is not finite raises frameworks.divergence.TrainingDiverged before its step. Batches and
+    dropout are drawn from `seed`."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer.build(params)
@@ -100,21 +112,22 @@ def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, 
     order = batch_order(len(examples), steps * batch_size, seed)
     rank, world = dataparallel.group()  # (0, 1) unless the batch is split across ranks
     losses, tokens = [], 0
-    for step in range(steps):
-        batch = training_batch(encoder, [examples[i] for i in order[step * batch_size:(step + 1) * batch_size]])
-        tokens += int(batch["attention_mask"].sum())
-        share = 1.0
-        if world > 1:  # this rank's rows; its loss weighted by its share of the supervised tokens
-            full, batch = batch, dataparallel.shard(batch, rank, world)
-            share = dataparallel.supervised_tokens(batch) / dataparallel.supervised_tokens(full)
-        with autocast(precision):
-            loss = label_loss(model, batch) * share
-        total = loss + (0.5 * prox_mu / world) * proximal_term(model, anchor) if prox_mu else loss
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        step_loss = dataparallel.sum_across_ranks(params, loss) if world > 1 else float(loss.detach())
-        finite_loss(step_loss, step=step)  # every rank holds the summed loss: all stop at the same step
-        opt.step()
-        losses.append(step_loss)
+    with seeded_draws(seed):
+        for step in range(steps):
+            batch = training_batch(encoder, [examples[i] for i in order[step * batch_size:(step + 1) * batch_size]])
+            tokens += int(batch["attention_mask"].sum())
+            share = 1.0
+            if world > 1:  # this rank's rows; its loss weighted by its share of the supervised tokens
+                full, batch = batch, dataparallel.shard(batch, rank, world)
+                share = dataparallel.supervised_tokens(batch) / dataparallel.supervised_tokens(full)
+            with autocast(precision):
+                loss = label_loss(model, batch) * share
+            total = loss + (0.5 * prox_mu / world) * proximal_term(model, anchor) if prox_mu else loss
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            step_loss = dataparallel.sum_across_ranks(params, loss) if world > 1 else float(loss.detach())
+            finite_loss(step_loss, step=step)  # every rank holds the summed loss: all stop at the same step
+            opt.step()
+            losses.append(step_loss)
     model.eval()
     return losses, tokens

@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
 from testbed.config.wiretypes import wire_type
 
 if TYPE_CHECKING:
@@ -197,7 +198,8 @@ class Client(ABC):
 
     def checkpoint_state(self) -> bytes | None:
         """What this client carries from round to round (e.g. a KD student), as bytes; None:
-        nothing (it starts every round from what the server sends)."""
+        nothing (it starts every round from what the server sends; its random draws are
+        seeded by the round's own seed)."""
         return None
 
     def restore_state(self, data: bytes) -> None:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from frameworks.aggregate import mean_metrics
 from frameworks.divergence import fails_on_divergence, global_training
@@ -49,10 +51,8 @@ from testbed.ml.modeling import (
     adapter_state,
     attach_lora,
     count_parameters,
-    deserialize,
     load_adapter_state,
     load_base_model,
-    serialize,
     server_device,
 )
 from testbed.ml.statefile import prefixed, unprefixed
@@ -142,10 +142,10 @@ class KDClient(Client):
 
     def checkpoint_state(self) -> bytes:
         """The student's adapters: all a KD client carries from round to round."""
-        return serialize(adapter_state(self.model))
+        return st_save(adapter_state(self.model))
 
     def restore_state(self, data: bytes) -> None:
-        load_adapter_state(self.model, deserialize(data))  # the ORT twin refreshes from it before use
+        load_adapter_state(self.model, st_load(data))  # the ORT twin refreshes from it before use
 
     def _train_work(self, tokens: int):
         return lora_training_workload(n_params=self.n_params, n_trainable=self.n_trainable, tokens=tokens)

@@ -10,7 +10,7 @@ from safetensors.numpy import save as np_save
 
 from frameworks.divergence import finite_loss
 from frameworks.kd.logits import SparseTarget, TopK, deserialize_topk, serialize_topk, sparse_kl
-from frameworks.training import batch_order
+from frameworks.training import batch_order, seeded_draws
 from testbed.config.scenario import KDOptions, Scenario
 from testbed.ml.modeling import OptimizerSpec
 from testbed.ml.task import (
@@ -75,17 +75,18 @@ def distill(model, encoder: TaskEncoder, examples: list[EncodedExample], target:
     opt = optimizer.build(params)
     order = batch_order(len(examples), steps * batch_size, seed)
     losses = []
-    for step in range(steps):
-        picked = order[step * batch_size:(step + 1) * batch_size]
-        sel = torch.cat([rows[i] for i in picked])
-        sub = SparseTarget(target.indices[sel], target.probs[sel], target.valid[sel])
-        with autocast(precision, next(model.parameters()).device.type):
-            loss = sparse_kl(position_logits(model, encoder, [examples[i] for i in picked], opts), sub,
-                             opts.temperature)
-        losses.append(finite_loss(loss, step=step, what="distillation loss"))  # else TrainingDiverged
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with seeded_draws(seed):  # dropout too
+        for step in range(steps):
+            picked = order[step * batch_size:(step + 1) * batch_size]
+            sel = torch.cat([rows[i] for i in picked])
+            sub = SparseTarget(target.indices[sel], target.probs[sel], target.valid[sel])
+            with autocast(precision, next(model.parameters()).device.type):
+                loss = sparse_kl(position_logits(model, encoder, [examples[i] for i in picked], opts), sub,
+                                 opts.temperature)
+            losses.append(finite_loss(loss, step=step, what="distillation loss"))  # else TrainingDiverged
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     model.eval()
     return losses
 

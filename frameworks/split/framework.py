@@ -29,7 +29,7 @@ from frameworks.split.model import (
     unpack_activations,
     unpack_tensor,
 )
-from frameworks.training import batch_order, model_mb, quantize_blocks, task_encoder
+from frameworks.training import batch_order, model_mb, quantize_blocks, seeded_draws, task_encoder
 from testbed.config.scenario import Scenario, ScenarioError
 from testbed.ml.modeling import (
     AdapterState,
@@ -63,6 +63,11 @@ from testbed.protocol import (
 )
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+def step_seed(round_seed: int, step: int, side: str) -> int:
+    """The seed of one split step's random draws (dropout) on one side of the cut."""
+    return (round_seed * 4099 + step * 2 + (side == "server")) % 2**63
 
 
 def layer_of(key: str) -> int:
@@ -109,6 +114,7 @@ class SplitClient(Client):
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = OptimizerSpec(fw.optimizer, fw.lr, fw.weight_decay).build(params)
         self.order = batch_order(len(self.examples), fw.local_steps * fw.batch_size, ins.seed)
+        self.seed = ins.seed
         self.model.train()
         return StepRes()
 
@@ -117,7 +123,8 @@ class SplitClient(Client):
         t0 = time.perf_counter()
         picked = self.order[step * fw.batch_size:(step + 1) * fw.batch_size]
         batch = training_batch(self.encoder, [self.examples[i] for i in picked])
-        acts = self.part(batch["input_ids"], batch["attention_mask"])  # hidden (B, T, C)
+        with seeded_draws(step_seed(self.seed, step, "client")):  # dropout: a function of round and step
+            acts = self.part(batch["input_ids"], batch["attention_mask"])  # hidden (B, T, C)
         self.hidden = acts.hidden
         message = CutActivations(acts.hidden.detach(), acts.attention_mask, acts.position_ids, batch["labels"])
         data = pack_activations(message, dtype=fw.split.compression)
@@ -192,8 +199,8 @@ class SplitFedLLM(Framework):
         self.step_losses: dict[int, list[float]] = {cid: [] for cid in client_ids}
         self.client_server_state = {cid: dict(self.global_server) for cid in client_ids}
         self.client_opts = {cid: self.opt_spec.build(list(self.server_params.values())) for cid in client_ids}
-        return {cid: FitIns(round=rnd, payloads=(down,), seed=client_round_seed(seed, rnd, cid))
-                for cid in client_ids}
+        self.client_seeds = {cid: client_round_seed(seed, rnd, cid) for cid in client_ids}
+        return {cid: FitIns(round=rnd, payloads=(down,), seed=self.client_seeds[cid]) for cid in client_ids}
 
     def prefetch(self, rnd: int, cid: int, ins: FitIns) -> ClientCall | None:
         return None  # every step waits for the server: nothing to start ahead
@@ -225,7 +232,8 @@ class SplitFedLLM(Framework):
         hidden = acts.hidden.to(self.device, self.part.dtype).requires_grad_(True)  # (B, T, C)
         batch = {"attention_mask": acts.attention_mask, "labels": acts.labels, "position_ids": acts.position_ids}
         self.model.train()
-        loss = server_label_loss(self.part, hidden, batch)
+        with seeded_draws(step_seed(self.client_seeds[cid], len(self.step_losses[cid]), "server")):
+            loss = server_label_loss(self.part, hidden, batch)
         if not math.isfinite(value := float(loss.detach())):
             self.model.eval()
             return Diverged(f"training loss is {value} at step {len(self.step_losses[cid])}")

@@ -87,3 +87,4 @@ def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
     """The tensors named `<prefix>.<name>`, as `<name>`, in sorted order."""
     start = prefix + "."
     return {k[len(start):]: tensors[k] for k in sorted(tensors) if k.startswith(start)}
+

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from testbed.backends import Backend
-from testbed.protocol import Client, FitIns, Framework
+from testbed.protocol import Client, Failure, FitIns, Framework
 from testbed.results.recorder import RunRecorder
 from testbed.sim.checkpoint import Checkpoint, write_checkpoint
 from testbed.sim.ledger import Ledger, ResumeError
@@ -63,8 +63,9 @@ class Checkpoints:
                    for cid, data in sorted(self.resume.clients.items()) if data]
         for fut in futures:
             outcome = fut.result()
-            if outcome is not None:
-                raise ResumeError(f"restoring a client's state failed: {outcome}")
+            if isinstance(outcome, Failure):
+                raise ResumeError(f"client {outcome.client_id}: restoring its state failed: {outcome.cause}: "
+                                  f"{outcome.detail}")
 
     def after_round(self, rnd: int, open_work: OpenWork = ()) -> None:
         """Round (server version) `rnd` is complete. `open_work`: (configure_fit call index,

@@ -27,6 +27,8 @@ FP32 = ("framework.precision=fp32", "framework.rounds=4")
 CASES = {
     "fedllm": ("fedllm", ()),
     "kd": ("kd", ("framework.name=kd",)),
+    # LoRA dropout draws from each process's RNG: the workers' and the server's come back too
+    "fedllm_dropout": ("fedllm", ("framework.lora.dropout=0.1",)),
     "split": ("split_v2", ("framework.name=split", "framework.split.variant=v2")),
     "fedbuff": ("fedbuff", ("policy.kind=fedbuff", "policy.buffer_size=2", "policy.concurrency=3")),
     # stragglers past the deadline still on the network when the next round starts
