@@ -246,7 +246,8 @@ def _run_with_progress(runner, scenario: Scenario, console: Console, summary: di
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False, disable=console.quiet) as progress:
-        task = progress.add_task(f"{scenario.framework.name} rounds", total=scenario.framework.rounds)
+        done = runner.resume.round if runner.resume is not None else 0  # rounds of before a resume
+        task = progress.add_task(f"{scenario.framework.name} rounds", total=scenario.framework.rounds, completed=done)
 
         def on_round(row: dict[str, Any]) -> None:
             console.log(_round_line(row) + _failed_clients(runner.recorder.client_rounds, row["round"]))
