@@ -252,6 +252,33 @@ def test_a_failing_run_removes_every_container(assets, tmp_path):
 
 @pytest.mark.docker
 @pytest.mark.usefixtures("no_leftovers")
+def test_a_run_with_its_server_in_a_container_resumes_after_sigterm(assets, tmp_path):
+    """The server container holds the run folder; interrupted after round 1's checkpoint, the
+    host's `--resume` has a new server container go on from it."""
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(_cli(out, "framework.rounds=4"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint" / "state.json").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    cmd = _cli(out, "framework.rounds=4")
+    cmd[cmd.index("--out")] = "--resume"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=480)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_after_round"] >= 1
+    assert list(pd.read_csv(out / "rounds.csv")["round"]) == [0, 1, 2, 3, 4]
+    assert not _labelled()
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("no_leftovers")
 def test_cpu_quotas_update_a_running_container_and_its_worker_sees_them(assets, tmp_path):
     from testbed.backends import make_backend
     from testbed.config.scenario import load_scenario
