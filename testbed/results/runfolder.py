@@ -41,16 +41,18 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+def _owner_alive(run_dir: Path, pid: Any) -> bool:
+    """Whether the run's recorded process still runs (a reused pid is not it:
+    testbed.host.ownership.owner_alive, against the time summary.json last changed)."""
+    from testbed.host.ownership import owner_alive
+
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
-        import psutil
-
-        proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except Exception:  # noqa: BLE001 - NoSuchProcess, AccessDenied: not a process we can see alive
-        return False
+        changed_unix = (Path(run_dir) / "summary.json").stat().st_mtime
+    except OSError:
+        changed_unix = 0.0
+    return owner_alive(pid, changed_unix)
 
 
 def run_status(run_dir: Path, summary: dict[str, Any] | None = None) -> str:
@@ -60,7 +62,8 @@ def run_status(run_dir: Path, summary: dict[str, Any] | None = None) -> str:
     if summary is None:
         return "interrupted" if (Path(run_dir) / "scenario.yaml").is_file() else "none"
     status = str(summary.get("status", "none"))
-    if status == "running" and summary.get("host") == socket.gethostname() and not _pid_alive(summary.get("pid")):
+    if status == "running" and summary.get("host") == socket.gethostname() and \
+            not _owner_alive(run_dir, summary.get("pid")):
         return "interrupted"
     return status
 

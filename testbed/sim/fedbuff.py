@@ -19,6 +19,7 @@ from testbed.protocol import FitIns, FitRes
 from testbed.results.recorder import FAILED_OUTCOMES, failure_outcome
 from testbed.sim.policy import OnRound, RoundPolicy
 from testbed.sim.recording import traffic
+from testbed.sim.resume import OpenWork
 from testbed.sim.timeline import ClientTimeline, RoundContext
 
 
@@ -101,7 +102,7 @@ class FedBuffRounds(RoundPolicy):
             if self.version > version_before:
                 p.checkpoints.after_round(self.version, self._open_work())
 
-    def _open_work(self) -> list[tuple[int, int, FitIns, int]]:
+    def _open_work(self) -> OpenWork:
         """The tasks at work now, (configure_fit call index, client, FitIns, submit round) each,
         once their prefetched calls have answered (a checkpoint keeps those answers whole)."""
         if not self.parts.ledger.replaying:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from testbed.backends import Backend
-from testbed.protocol import Client, Failure, FitIns, Framework
+from testbed.protocol import Client, Failure, FitIns, Framework, FrameworkState
 from testbed.results.recorder import RunRecorder
 from testbed.sim.checkpoint import Checkpoint, write_checkpoint
 from testbed.sim.ledger import Ledger, ResumeError
@@ -50,10 +50,7 @@ class Checkpoints:
         self.resume = resume
         self.progress = progress
         self.host_s = 0.0  # host seconds spent writing checkpoints
-
-    @property
-    def replaying(self) -> bool:
-        return self.ledger.replaying
+        self.enabled = True  # False once the framework says it cannot be checkpointed
 
     def restore_clients(self) -> None:
         """Give the client workers back what they carried (before anything runs)."""
@@ -75,13 +72,19 @@ class Checkpoints:
             if self.resume is not None and rnd == self.resume.round:
                 self._go_live()
             return
-        if rnd >= self.rounds:  # the run is complete: its final artefacts are what is left
+        if rnd >= self.rounds or not self.enabled:  # complete: its final artefacts are what is left
             return
         t0 = time.perf_counter()
-        self._write(rnd, list(open_work))
+        try:
+            framework_state = self.framework.checkpoint()
+        except NotImplementedError as exc:  # a framework that cannot be checkpointed: the run goes on
+            self.enabled = False
+            self.progress(f"no checkpoints in this run ({exc}): --resume will start it over")
+            return
+        self._write(rnd, list(open_work), framework_state)
         self.host_s += time.perf_counter() - t0
 
-    def _write(self, rnd: int, open_work: OpenWork) -> None:
+    def _write(self, rnd: int, open_work: OpenWork, framework_state: FrameworkState) -> None:
         open_ins: dict[int, dict[int, FitIns]] = {}
         for index, cid, ins, _ in open_work:
             open_ins.setdefault(index, {})[cid] = ins
@@ -92,7 +95,7 @@ class Checkpoints:
             bf16_step_speedup=facts["bf16_step_speedup"], precision=facts["precision"], throttled=facts["throttled"],
             tables={"events": self.recorder.events, "client_rounds": self.recorder.client_rounds,
                     "rounds": self.recorder.rounds, "host_timeline": self.recorder.host_timeline},
-            framework=self.framework.checkpoint(), clients=self._client_states(rnd), ledger=self.ledger,
+            framework=framework_state, clients=self._client_states(rnd), ledger=self.ledger,
             torch_rng=torch.get_rng_state(),
         ))
 

@@ -174,7 +174,7 @@ def _run(scenario: Scenario, out_dir: Path, console: Console, *, replay_dir: str
         runner.recorder.write_json("summary.json", summary)
         rounds = _run_with_progress(runner, scenario, console, summary)
     except BaseException as exc:
-        summary.update(status=_status_of(exc, ModelDiverged), error=f"{type(exc).__name__}: {exc}",
+        summary.update(status=_status_of(exc), error=f"{type(exc).__name__}: {exc}",
                        error_tail=traceback.format_exc().splitlines()[-20:], host_wall_s=time.perf_counter() - host_t0,
                        finished_at=datetime.now(timezone.utc).isoformat())
         with contextlib.suppress(OSError):  # a full disk may refuse even this: the pid tells the truth then
@@ -201,15 +201,16 @@ def _run(scenario: Scenario, out_dir: Path, console: Console, *, replay_dir: str
     return summary
 
 
-def _status_of(exc: BaseException, diverged: type) -> str:
+def _status_of(exc: BaseException) -> str:
     """interrupted (Ctrl-C, SIGTERM), failed (a check ended it), or crashed."""
     from testbed.ml.data import DataError
+    from testbed.protocol import ModelDiverged
     from testbed.sim.ledger import ResumeError
     from testbed.sim.replay import ReplayError
 
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
-    if isinstance(exc, (diverged, ScenarioError, DataError, ReplayError, ResumeError)):
+    if isinstance(exc, (ModelDiverged, ScenarioError, DataError, ReplayError, ResumeError)):
         return "failed"
     return "crashed"
 

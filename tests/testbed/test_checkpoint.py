@@ -136,3 +136,20 @@ def test_disk_full_in_round_2_loses_only_that_round(tmp_path):
     saved = load_file(str(tmp_path / "run" / "global_adapter.safetensors"))
     assert sorted(loaded) == sorted(saved) and len(saved) > 0
     assert all(torch.equal(loaded[k].float(), saved[k]) for k in saved)
+
+
+def test_a_framework_that_cannot_be_checkpointed_runs_on_without_checkpoints(tmp_path):
+    from testbed.results.recorder import RunRecorder
+    from testbed.sim.resume import Checkpoints
+
+    class Uncheckpointable:
+        def checkpoint(self):
+            raise NotImplementedError("Uncheckpointable cannot be checkpointed")
+
+    said: list[str] = []
+    points = Checkpoints(tmp_path, framework=Uncheckpointable(), backend=None, recorder=RunRecorder(tmp_path),
+                         ledger=Ledger(), facts=dict, clock=lambda: 0.0, rounds=3, progress=said.append)
+    points.after_round(1)
+    points.after_round(2)
+    assert said == ["no checkpoints in this run (Uncheckpointable cannot be checkpointed): --resume will start it over"]
+    assert read_checkpoint(tmp_path) is None
