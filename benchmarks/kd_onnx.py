@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario = load_scenario(REPO / "scenarios" / "kd_quickstart.yaml", [f"model={args.model}"])
     data = build_task_data(scenario)
     encoder = TaskEncoder(load_tokenizer(model_dir), data.dataset.labels, max_tokens=scenario.dataset.max_tokens)
-    public = encode_public(encoder, data.texts(data.splits.public[: args.public]))
+    public = encode_public(encoder, data.at(data.splits.public[: args.public]))
     ids, mask = prompt_batch(encoder, public)
     opts = KDOptions(top_k=args.top_k, positions=args.positions)
     student = load_student(model_dir, args.student)

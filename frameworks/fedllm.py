@@ -11,7 +11,6 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from frameworks.aggregate import buffered_step, fedavg, mean_metrics, staleness_weight
 from frameworks.divergence import fails_on_divergence, finite_global
@@ -28,8 +27,9 @@ from testbed.ml.modeling import (
     server_device,
 )
 from testbed.ml.statefile import prefixed, unprefixed
-from testbed.ml.task import EncodedExample, evaluate
+from testbed.ml.task import EncodedExample
 from testbed.ml.taskdata import build_task_data
+from testbed.ml.tasks import evaluate_model
 from testbed.ml.workload import lora_training_workload
 from testbed.protocol import (
     Client,
@@ -91,24 +91,16 @@ class FedLLMClient(Client):
             spans=(ComputeSpan("train", host_s, work, precision=fw.precision),),
         )
 
-    def evaluate_global(self, adapter: bytes) -> dict[str, float]:
+    def evaluate_global(self, adapter: bytes) -> dict:
         """The global adapter's held-out evaluation, this rank's contiguous share of the test
         set, the sums combined across the group (testbed.ml.dataparallel): FedLLM.evaluate's result."""
         scenario = self.spec.scenario
         if self._test_examples is None:
             data = build_task_data(scenario)
-            self._test_examples = self.encoder.encode_many(data.texts(data.splits.test), data.labels(data.splits.test))
+            self._test_examples = self.encoder.encode_examples(data.at(data.splits.test))
         rank, world = dataparallel.group()
-        share = self._test_examples[dataparallel.share(len(self._test_examples), rank, world)]
         load_adapter_state(self.model, deserialize(adapter))
-        res = evaluate(self.model, self.encoder, share, batch_size=scenario.eval.batch_size,
-                       precision=scenario.framework.precision)
-        sums = torch.tensor([res.loss * res.n_examples, res.accuracy * res.n_examples, float(res.n_examples)],
-                            dtype=torch.float64)
-        if world > 1:
-            dataparallel.all_reduce_sum(sums)
-        nll, correct, n = sums.tolist()
-        return {"eval_loss": nll / n, "accuracy": correct / n}
+        return evaluate_model(self.model, self.encoder, self._test_examples, scenario, rank=rank, world=world)
 
 
 class FedLLM(Framework):
@@ -174,10 +166,7 @@ class FedLLM(Framework):
         if self.model is None:  # the clients' group was to evaluate, and could not
             self._load_model()
         load_adapter_state(self.model, self.global_state)
-        scenario = self.ctx.scenario
-        res = evaluate(self.model, self.encoder, self.test_examples, batch_size=scenario.eval.batch_size,
-                       precision=scenario.framework.precision)
-        return {"eval_loss": res.loss, "accuracy": res.accuracy}
+        return evaluate_model(self.model, self.encoder, self.test_examples, self.ctx.scenario)
 
     def save(self, out_dir: Path) -> None:
         from safetensors.torch import save_file

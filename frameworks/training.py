@@ -15,14 +15,15 @@ from frameworks.divergence import finite_loss
 from testbed.config.scenario import Scenario
 from testbed.ml import dataparallel
 from testbed.ml.memory import release_freed_memory
-from testbed.ml.modeling import OptimizerSpec, attach_lora, load_base_model, load_tokenizer
-from testbed.ml.task import EncodedExample, TaskEncoder, autocast, label_loss, training_batch
+from testbed.ml.modeling import OptimizerSpec, attach_lora, load_base_model
+from testbed.ml.task import EncodedExample, Encoder, autocast, label_loss, training_batch
 from testbed.ml.taskdata import TaskData, build_task_data
+from testbed.ml.tasks import scenario_encoder
 
 
 @dataclass
 class LoraTask:
-    encoder: TaskEncoder
+    encoder: Encoder
     examples: list[EncodedExample]  # the examples `pick` chose, encoded
     model: object  # the base model with fresh LoRA adapters (seeded by the scenario)
 
@@ -35,25 +36,15 @@ def load_lora_task(scenario: Scenario, model_dir: str, pick: Callable[[TaskData]
     data = build_task_data(scenario)
     encoder = task_encoder(scenario, model_dir, data)
     idx = pick(data)
-    examples = encoder.encode_many(data.texts(idx), data.labels(idx))
+    examples = encoder.encode_examples(data.at(idx))
     if model is None:
         model = attach_lora(load_base_model(model_dir), scenario.framework.lora, seed=scenario.seed)
     return LoraTask(encoder, examples, model)
 
 
-def task_encoder(scenario: Scenario, model_dir: str, data: TaskData) -> TaskEncoder:
-    """The scenario's encoder, its token ids cached on disk per tokenizer where the model
-    folder has a tokenizer.json (testbed.ml.tokencache)."""
-    from pathlib import Path
-
-    from testbed.ml.assets import cache_dir, derived_dir
-    from testbed.ml.tokencache import TokenCache
-
-    max_tokens = scenario.dataset.max_tokens
-    tokenizer_file = Path(model_dir) / "tokenizer.json"
-    cache = TokenCache.for_tokenizer(derived_dir(), tokenizer_file, max_tokens, seed_dir=cache_dir()) \
-        if tokenizer_file.is_file() else None
-    return TaskEncoder(load_tokenizer(model_dir), data.dataset.labels, max_tokens=max_tokens, cache=cache)
+def task_encoder(scenario: Scenario, model_dir: str, data: TaskData) -> Encoder:
+    """The encoder of the scenario's task kind (testbed.ml.tasks.scenario_encoder)."""
+    return scenario_encoder(scenario, model_dir, data.dataset.labels)
 
 
 def quantize_blocks(model, scheme: str) -> None:
@@ -99,7 +90,7 @@ def proximal_term(model, global_params: dict[str, torch.Tensor]) -> torch.Tensor
     return torch.stack(terms).sum()
 
 
-def train_local(model, encoder: TaskEncoder, examples: list[EncodedExample], *, steps: int,
+def train_local(model, encoder: Encoder, examples: list[EncodedExample], *, steps: int,
                 batch_size: int, optimizer: OptimizerSpec, seed: int, precision: str = "fp32",
                 prox_mu: float = 0.0) -> tuple[list[float], int]:
     """Run `steps` optimizer steps; returns per-step losses and tokens processed. A loss that

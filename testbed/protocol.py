@@ -246,7 +246,9 @@ class Framework(ABC):
 
     @abstractmethod
     def evaluate(self, rnd: int) -> dict[str, float]:
-        """Held-out evaluation of the global model: at least eval_loss and accuracy."""
+        """Held-out evaluation of the global model: the task's metrics (testbed.ml.tasks.evaluate_model:
+        eval_loss and accuracy, or eval_loss, perplexity, rouge_l and exact_match), and where
+        generations were made, their list under ``generations`` (kept out of the rounds table)."""
 
     def client_evaluation(self, rnd: int) -> tuple[str, tuple] | None:
         """(client method, args) that evaluates the global model of round `rnd` on a client's

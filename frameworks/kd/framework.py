@@ -33,8 +33,10 @@ from frameworks.aggregate import mean_metrics
 from frameworks.divergence import fails_on_divergence, global_training
 from frameworks.kd.logits import SparseTarget, TopK, aggregate, deserialize_topk, serialize_topk, top_k_of
 from frameworks.kd.public import (
+    all_positions,
     distill,
     encode_public,
+    kd_rows,
     kd_tokens,
     pack_down,
     position_logits,
@@ -56,14 +58,9 @@ from testbed.ml.modeling import (
     server_device,
 )
 from testbed.ml.statefile import prefixed, unprefixed
-from testbed.ml.task import (
-    EncodedExample,
-    TaskEncoder,
-    autocast,
-    causal_lm,
-    evaluate,
-)
+from testbed.ml.task import EncodedExample, Encoder, autocast, causal_lm
 from testbed.ml.taskdata import build_task_data
+from testbed.ml.tasks import evaluate_model
 from testbed.ml.workload import forward_workload, lora_training_workload
 from testbed.protocol import (
     Client,
@@ -113,13 +110,13 @@ class KDClient(Client):
             top, public_ids = unpack_down(down.data)
         else:
             public_ids = tuple(ins.config["public_ids"])
-        public = encode_public(self.encoder, self.data.texts(public_ids))
+        public = encode_public(self.encoder, self.data.at(public_ids))
         if down is not None and opts.client_distill_steps:
             t0 = time.perf_counter()
             losses = distill(self.model, self.encoder, public, SparseTarget.from_topk(top), opts,
                              steps=opts.client_distill_steps, batch_size=fw.batch_size, optimizer=self.optimizer,
                              seed=ins.seed + 1, precision=fw.precision)
-            tokens = kd_tokens(public) * opts.client_distill_steps * fw.batch_size // len(public)
+            tokens = kd_tokens(self.encoder, public) * opts.client_distill_steps * fw.batch_size // len(public)
             spans.append(ComputeSpan("distill", time.perf_counter() - t0, self._train_work(tokens), fw.precision))
             metrics["distill_loss"] = float(np.mean(losses))
         t0 = time.perf_counter()
@@ -131,7 +128,7 @@ class KDClient(Client):
         t0 = time.perf_counter()
         mine = self._logits(public)
         spans.append(ComputeSpan("logits", time.perf_counter() - t0,
-                                 forward_workload(n_params=self.n_params, tokens=kd_tokens(public))))
+                                 forward_workload(n_params=self.n_params, tokens=kd_tokens(self.encoder, public))))
         if ins.config.get("evaluate"):
             metrics.update(self._evaluate(public))
         if ins.round == 1 and self.ort is not None:
@@ -153,19 +150,18 @@ class KDClient(Client):
     def _logits(self, public: list[EncodedExample]) -> TopK:
         if self.ort is not None:
             self.ort.refresh()
-            ids, mask = prompt_batch(self.encoder, public)
-            return self.ort.topk(ids, mask)
+            return ort_topk(self.ort, self.encoder, public, self.opts)
         with torch.no_grad():
             return top_k_of(position_logits(self.model, self.encoder, public, self.opts), self.opts.top_k,
                             self.opts.temperature)
 
     def _evaluate(self, public: list[EncodedExample]) -> dict[str, float]:
         """Not on the clock: the student on the test set, and ORT against torch on P_r."""
-        test = self.data.splits.test
         scenario = self.spec.scenario
-        res = evaluate(self.model, self.encoder, self.encoder.encode_many(self.data.texts(test), self.data.labels(test)),
-                       batch_size=scenario.eval.batch_size, precision=scenario.framework.precision)
-        out = {"student_accuracy": res.accuracy, "student_eval_loss": res.loss}
+        test = self.encoder.encode_examples(self.data.at(self.data.splits.test))
+        scores = self.encoder.score(self.model, test, batch_size=scenario.eval.batch_size,
+                                    precision=scenario.framework.precision)  # no generations on a device
+        out = {f"student_{k}": v for k, v in self.encoder.metrics(scores.sums).items()}
         if self.ort is not None:
             out.update(ort_agreement(self.ort, self.model, self.encoder, public, self.opts))
         return out
@@ -176,7 +172,7 @@ def task_examples(scenario: Scenario, model_dir: str, pick) -> tuple:
     data = build_task_data(scenario)
     encoder = task_encoder(scenario, model_dir, data)
     idx = pick(data)
-    return data, encoder, encoder.encode_many(data.texts(idx), data.labels(idx))
+    return data, encoder, encoder.encode_examples(data.at(idx))
 
 
 def student_lora(scenario: Scenario):
@@ -199,12 +195,13 @@ def ort_student(model, scenario: Scenario, model_dir: str, *, threads: int):
     from frameworks.kd.onnx_student import OrtStudent
 
     opts = scenario.framework.kd
-    return OrtStudent(model, k=opts.top_k, temperature=opts.temperature, all_positions=opts.positions == "all",
+    return OrtStudent(model, k=opts.top_k, temperature=opts.temperature,
+                      all_positions=opts.positions == "all" or scenario.task.generative,
                       int8=opts.onnx_int8, threads=threads, optimize=opts.onnx_optimize,
-                      cache_key=onnx_cache_key(model_dir, opts, student_lora(scenario)))
+                      cache_key=onnx_cache_key(model_dir, opts, student_lora(scenario), scenario.task.generative))
 
 
-def onnx_cache_key(model_dir: str, opts: KDOptions, lora) -> str:
+def onnx_cache_key(model_dir: str, opts: KDOptions, lora, every_token: bool = False) -> str:
     """What makes two exported student graphs the same: the model's files, the student's
     blocks, quantization and adapters, the logit head, and the exporter's versions."""
     import onnxruntime
@@ -212,15 +209,25 @@ def onnx_cache_key(model_dir: str, opts: KDOptions, lora) -> str:
     files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(model_dir).iterdir() if p.is_file())
     parts = [str(Path(model_dir).resolve()), files, opts.student_layers, opts.student_quantization, lora.r, lora.alpha,
              list(lora.targets), opts.top_k, opts.temperature, opts.positions, opts.onnx_int8, torch.__version__,
-             onnxruntime.__version__]
+             onnxruntime.__version__] + (["every-token"] if every_token else [])
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
-def ort_agreement(ort_student, model, encoder: TaskEncoder, examples: list[EncodedExample],
+def ort_topk(ort, encoder: Encoder, examples: list[EncodedExample], opts: KDOptions) -> TopK:
+    """The ORT student's top-k at the distillation positions (generative kinds: its every-token
+    top-k, the positions that predict the reference picked out)."""
+    ids, mask = prompt_batch(encoder, examples)
+    top = ort.topk(ids, mask)
+    if not all_positions(encoder):
+        return top
+    rows = kd_rows(encoder, examples, opts.positions).numpy()
+    return TopK(top.logprobs[rows], None if top.indices is None else top.indices[rows], top.vocab_size)
+
+
+def ort_agreement(ort_student, model, encoder: Encoder, examples: list[EncodedExample],
                   opts: KDOptions) -> dict[str, float]:
     """Top-1 agreement and mean KL(torch || ORT) over the ORT top-k support, per position."""
-    ids, mask = prompt_batch(encoder, examples)
-    fast = ort_student.topk(ids, mask)
+    fast = ort_topk(ort_student, encoder, examples, opts)
     with torch.no_grad():
         ref_logits = position_logits(model, encoder, examples, opts)
     ref = top_k_of(ref_logits, max(opts.top_k, 1), opts.temperature)
@@ -264,7 +271,7 @@ class KDFedLLM(Framework):
 
     def _public(self, rnd: int) -> tuple[tuple[int, ...], list[EncodedExample]]:
         ids = public_batch(self.ctx.scenario, self.data.splits.public, rnd)
-        return ids, encode_public(self.encoder, self.data.texts(ids))
+        return ids, encode_public(self.encoder, self.data.at(ids))
 
     def _prepare_down(self, rnd: int) -> None:
         """The teacher's top-k on round `rnd`'s public batch, if that round sends any."""
@@ -312,15 +319,13 @@ class KDFedLLM(Framework):
                                  seed=self.ctx.scenario.seed * 7919 + rnd, precision=self.fw.precision)
             metrics["teacher_distill_loss"] = float(np.mean(losses))
         self._prepare_down(rnd + 1)
-        metrics.update(mean_metrics(results, ("student_accuracy", "student_eval_loss", "ort_top1_agreement", "ort_kl",
+        metrics.update(mean_metrics(results, ("student_accuracy", "student_perplexity", "student_eval_loss",
+                                              "ort_top1_agreement", "ort_kl",
                                               "distill_loss", "onnx_export_s", "client_model_mb")))
         return metrics
 
     def evaluate(self, rnd: int) -> dict[str, float]:
-        scenario = self.ctx.scenario
-        res = evaluate(self.model, self.encoder, self.test_examples, batch_size=scenario.eval.batch_size,
-                       precision=self.fw.precision)
-        return {"eval_loss": res.loss, "accuracy": res.accuracy}
+        return evaluate_model(self.model, self.encoder, self.test_examples, self.ctx.scenario)
 
     def save(self, out_dir: Path) -> None:
         from safetensors.torch import save_file

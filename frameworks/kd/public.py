@@ -15,7 +15,7 @@ from testbed.config.scenario import KDOptions, Scenario
 from testbed.ml.modeling import OptimizerSpec
 from testbed.ml.task import (
     EncodedExample,
-    TaskEncoder,
+    Encoder,
     _right_pad,
     autocast,
     head_logits,
@@ -30,28 +30,49 @@ def public_batch(scenario: Scenario, public: tuple[int, ...], rnd: int) -> tuple
     return tuple(sorted(public[int(i)] for i in picked))
 
 
-def encode_public(encoder: TaskEncoder, texts: list[str]) -> list[EncodedExample]:
-    """Public prompts: the task's prompt format, no label (label_index is meaningless)."""
-    return [encoder.encode(t, encoder.labels[0]) for t in texts]
+def encode_public(encoder: Encoder, examples: list) -> list[EncodedExample]:
+    """Public examples in the task's format. Classification distils at the prompt only (the
+    label is never used); generative kinds teacher-force the public reference after the prompt."""
+    return encoder.encode_examples(examples)
 
 
-def prompt_batch(encoder: TaskEncoder, examples: list[EncodedExample]) -> tuple[torch.Tensor, torch.Tensor]:
-    return _right_pad([list(ex.prompt_ids) for ex in examples], encoder.pad_id)
+def prompt_batch(encoder: Encoder, examples: list[EncodedExample]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) ids and mask of what distillation feeds: encoder.kd_sequence of each example."""
+    return _right_pad([encoder.kd_sequence(ex) for ex in examples], encoder.pad_id)
 
 
-def select_positions(hidden: torch.Tensor, mask: torch.Tensor, opts: KDOptions) -> torch.Tensor:
+def all_positions(encoder: Encoder) -> bool:
+    """Whether distillation needs logits at every real token (then picked by kd_rows)."""
+    return encoder.kind != "classification"
+
+
+def kd_rows(encoder: Encoder, examples: list[EncodedExample], positions: str) -> torch.Tensor:
+    """Indices of the distilled positions among every real token of prompt_batch, row-major
+    (the order OrtStudent.topk returns with all_positions)."""
+    rows, start = [], 0
+    for ex in examples:
+        rows += [start + p for p in encoder.kd_positions(ex, positions)]
+        start += len(encoder.kd_sequence(ex))
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def select_positions(hidden: torch.Tensor, mask: torch.Tensor, opts: KDOptions,
+                     encoder: Encoder | None = None, examples: list[EncodedExample] | None = None) -> torch.Tensor:
     """(N, C) rows of hidden (B, T, C): each prompt's last token (it predicts the answer), or
-    every real token; the order matches OrtStudent.topk."""
+    every real token, or (generative kinds) every position that predicts a reference token;
+    the order matches OrtStudent.topk."""
+    if encoder is not None and all_positions(encoder):
+        return hidden[mask.bool().to(hidden.device)][kd_rows(encoder, examples, opts.positions).to(hidden.device)]
     if opts.positions == "answer":
         last = (mask.sum(dim=1) - 1).to(hidden.device)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     return hidden[mask.bool().to(hidden.device)]
 
 
-def position_logits(model, encoder: TaskEncoder, examples: list[EncodedExample], opts: KDOptions) -> torch.Tensor:
+def position_logits(model, encoder: Encoder, examples: list[EncodedExample], opts: KDOptions) -> torch.Tensor:
     """(N, V) logits of `model` at the distillation positions of `examples`."""
     ids, mask = prompt_batch(encoder, examples)
-    return head_logits(model, select_positions(last_hidden(model, ids, mask), mask, opts))
+    return head_logits(model, select_positions(last_hidden(model, ids, mask), mask, opts, encoder, examples))
 
 
 def pack_down(top: TopK, public_ids: tuple[int, ...]) -> bytes:
@@ -65,7 +86,7 @@ def unpack_down(data: bytes) -> tuple[TopK, tuple[int, ...]]:
     return deserialize_topk(data), tuple(int(i) for i in np_load(data)["public_ids"])
 
 
-def distill(model, encoder: TaskEncoder, examples: list[EncodedExample], target: SparseTarget, opts: KDOptions, *,
+def distill(model, encoder: Encoder, examples: list[EncodedExample], target: SparseTarget, opts: KDOptions, *,
             steps: int, batch_size: int, optimizer: OptimizerSpec, seed: int, precision: str = "fp32") -> list[float]:
     """`steps` optimizer steps of sparse KL toward `target` on minibatches of `examples`;
     the target's rows follow the examples' positions in order."""
@@ -91,16 +112,16 @@ def distill(model, encoder: TaskEncoder, examples: list[EncodedExample], target:
     return losses
 
 
-def _target_rows(encoder: TaskEncoder, examples: list[EncodedExample], opts: KDOptions) -> list[torch.Tensor]:
-    """For each example, the target rows that belong to it (one, or one per token)."""
-    if opts.positions == "answer":
-        return [torch.tensor([i]) for i in range(len(examples))]
+def _target_rows(encoder: Encoder, examples: list[EncodedExample], opts: KDOptions) -> list[torch.Tensor]:
+    """For each example, the target rows that belong to it (one per distilled position)."""
     rows, start = [], 0
     for ex in examples:
-        rows.append(torch.arange(start, start + len(ex.prompt_ids)))
-        start += len(ex.prompt_ids)
+        n = len(encoder.kd_positions(ex, opts.positions))
+        rows.append(torch.arange(start, start + n))
+        start += n
     return rows
 
 
-def kd_tokens(examples: list[EncodedExample]) -> int:
-    return sum(len(ex.prompt_ids) for ex in examples)
+def kd_tokens(encoder: Encoder, examples: list[EncodedExample]) -> int:
+    """Tokens a pass over `examples` feeds (what distillation and logit work is timed by)."""
+    return sum(len(encoder.kd_sequence(ex)) for ex in examples)

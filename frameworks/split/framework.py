@@ -43,8 +43,9 @@ from testbed.ml.modeling import (
     server_device,
 )
 from testbed.ml.statefile import load_optimizer, optimizer_tensors, prefixed, unprefixed
-from testbed.ml.task import TaskEncoder, evaluate, training_batch
+from testbed.ml.task import Encoder, training_batch
 from testbed.ml.taskdata import build_task_data
+from testbed.ml.tasks import evaluate_model
 from testbed.ml.workload import forward_workload
 from testbed.protocol import (
     Client,
@@ -85,7 +86,7 @@ def server_side(state: AdapterState, cut_layer: int) -> AdapterState:
     return {k: v for k, v in state.items() if layer_of(k) >= cut_layer}
 
 
-def _encoder(scenario: Scenario, model_dir: str, data) -> TaskEncoder:
+def _encoder(scenario: Scenario, model_dir: str, data) -> Encoder:
     return task_encoder(scenario, model_dir, data)
 
 
@@ -98,7 +99,7 @@ class SplitClient(Client):
         data = build_task_data(scenario)
         self.encoder = _encoder(scenario, self.spec.model_dir, data)
         idx = self.spec.train_indices
-        self.examples = self.encoder.encode_many(data.texts(idx), data.labels(idx))
+        self.examples = self.encoder.encode_examples(data.at(idx))
         base = load_base_model(self.spec.model_dir, num_hidden_layers=opts.cut_layer)
         self.block_params = sum(p.numel() for p in base.get_decoder().layers.parameters())
         quantize_blocks(base, opts.quantization)
@@ -171,7 +172,7 @@ class SplitFedLLM(Framework):
         data = build_task_data(scenario)
         self.encoder = _encoder(scenario, self.ctx.model_dir, data)
         test = data.splits.test
-        self.test_examples = self.encoder.encode_many(data.texts(test), data.labels(test))
+        self.test_examples = self.encoder.encode_examples(data.at(test))
         base = load_base_model(self.ctx.model_dir)
         n_layers = len(base.get_decoder().layers)
         if self.opts.cut_layer >= n_layers:
@@ -266,10 +267,7 @@ class SplitFedLLM(Framework):
 
     def evaluate(self, rnd: int) -> dict[str, float]:
         load_adapter_state(self.model, {**self.global_client, **self.global_server})
-        scenario = self.ctx.scenario
-        res = evaluate(self.model, self.encoder, self.test_examples, batch_size=scenario.eval.batch_size,
-                       precision=scenario.framework.precision)
-        return {"eval_loss": res.loss, "accuracy": res.accuracy}
+        return evaluate_model(self.model, self.encoder, self.test_examples, self.ctx.scenario)
 
     def save(self, out_dir: Path) -> None:
         from safetensors.torch import save_file

@@ -80,8 +80,13 @@ def add_multi_run_options(cmd: argparse.ArgumentParser, out_help: str) -> None:
     cmd.add_argument("--out", required=True, help=out_help)
     cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario field in every run (repeatable)")
-    cmd.add_argument("--target-accuracy", type=float,
-                     help="accuracy for time_to_target_s (default: 0.9 x the best final accuracy compared)")
+    cmd.add_argument("--target", metavar="METRIC=VALUE",
+                     help="time_to_target_s: the first round whose METRIC reaches VALUE (>= for accuracy, rouge_l, "
+                          "exact_match, student_accuracy; <= for perplexity, eval_loss, student_perplexity), e.g. "
+                          "perplexity=20 or rouge_l=0.3 (default: the task's metric, accuracy or perplexity, at "
+                          "0.9 x the best final value compared, 1.1 x the lowest for perplexity)")
+    cmd.add_argument("--target-accuracy", type=float, metavar="X",
+                     help="the same as --target accuracy=X (not with --target)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bars or tables of the runs")
     again = cmd.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",

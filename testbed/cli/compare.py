@@ -31,7 +31,7 @@ def cmd_compare(args) -> int:
     try:
         table = compare(args.scenario, out_dir, frameworks=parse_frameworks(args.frameworks),
                         seeds=parse_seeds(args.seeds), overrides=args.overrides,
-                        target_accuracy=args.target_accuracy, quiet=args.quiet,
+                        target_accuracy=args.target_accuracy, target=args.target, quiet=args.quiet,
                         resume=args.resume, overwrite=args.overwrite)
     except (CompareError, ScenarioError) as exc:
         return bad_input(str(exc))

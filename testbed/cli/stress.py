@@ -31,7 +31,7 @@ def cmd_stress(args) -> int:
     try:
         sweeps = [parse_sweep(text) for text in args.sweeps]
         table = stress(args.scenario, out_dir, sweeps=sweeps, overrides=args.overrides,
-                       target_accuracy=args.target_accuracy, quiet=args.quiet,
+                       target_accuracy=args.target_accuracy, target=args.target, quiet=args.quiet,
                        resume=args.resume, overwrite=args.overwrite)
     except (CompareError, ScenarioError) as exc:
         return bad_input(str(exc))

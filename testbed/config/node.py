@@ -42,14 +42,18 @@ class Node(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+    # fields whose text may hold line breaks (a prompt template); other control characters stay refused
+    multiline_fields: typing.ClassVar[frozenset[str]] = frozenset()
+
     @field_validator("*", mode="before")
     @classmethod
     def _plain_values(cls, value: Any, info: ValidationInfo) -> Any:
-        _check_plain(value, bool_ok=_accepts_bool(cls, info.field_name))
+        _check_plain(value, bool_ok=_accepts_bool(cls, info.field_name),
+                     allowed=" \t\n" if info.field_name in cls.multiline_fields else " \t")
         return value
 
 
-def _check_plain(value: Any, *, bool_ok: bool) -> None:
+def _check_plain(value: Any, *, bool_ok: bool, allowed: str = " \t") -> None:
     """ValueError for a boolean where no boolean is meant, an integer past int64, or text with
     control characters; lists are looked into (mappings are nodes that check themselves)."""
     # ValueError throughout, not TypeError: pydantic reports only ValueError as a validation error
@@ -60,13 +64,13 @@ def _check_plain(value: Any, *, bool_ok: bool) -> None:
         if not -INT64_MAX - 1 <= value <= INT64_MAX:
             raise ValueError(f"an integer of {value.bit_length()} bits is outside the 64-bit range")
     elif isinstance(value, str):
-        if not all(c.isprintable() or c in " \t" for c in value):
+        if not all(c.isprintable() or c in allowed for c in value):
             raise ValueError(f"'{one_line(value)[:80]}' contains control characters")
     elif isinstance(value, (bytes, bytearray)):
         raise ValueError("binary data (!!binary) is not a valid value here")  # noqa: TRY004
     elif isinstance(value, (list, tuple, set, frozenset)):
         for item in value:
-            _check_plain(item, bool_ok=bool_ok)
+            _check_plain(item, bool_ok=bool_ok, allowed=allowed)
 
 
 @functools.cache

@@ -65,7 +65,16 @@ class FaultsConfig(Node):
     kill: tuple[KillFault, ...] = ()  # SIGKILL these clients' workers mid-round
 
 
+class GenerateConfig(Node):
+    """Greedy generation on a fixed, seeded subset of the held-out set (generative tasks)."""
+
+    samples: int = Field(32, ge=0)  # held-out examples generated for (0: none)
+    max_new_tokens: int = Field(32, gt=0)
+
+
 class EvalConfig(Node):
     before_training: bool = True  # evaluate the initial global model (round 0)
     every: int = Field(1, gt=0)  # evaluate after every n-th round (and always after the last)
     batch_size: int = Field(16, gt=0)
+    # null: 32 samples of 32 new tokens for instruction tasks, none for language modelling
+    generate: GenerateConfig | None = None

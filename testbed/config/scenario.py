@@ -23,19 +23,27 @@ from testbed.config.loading import (
     validate_raw,
 )
 from testbed.config.node import ScenarioError
+from testbed.config.dataset import ColumnsConfig
 from testbed.config.rounds import (
     AvailabilityConfig,
     EvalConfig,
     FaultsConfig,
+    GenerateConfig,
     KillFault,
     NetworkConfig,
     PolicyConfig,
 )
-from testbed.config.schema import DEFAULT_KD_PUBLIC_SIZE, Scenario
+from testbed.config.schema import BUNDLED_KINDS, DEFAULT_KD_PUBLIC_SIZE, Scenario
+from testbed.config.task import TaskConfig, TaskKind
 from testbed.config.topology import FleetEntry, LinkSpec, ServerConfig, ServerLinkConfig
 
 __all__ = [
+    "BUNDLED_KINDS",
     "DEFAULT_KD_PUBLIC_SIZE",
+    "ColumnsConfig",
+    "GenerateConfig",
+    "TaskConfig",
+    "TaskKind",
     "AvailabilityConfig",
     "DatasetConfig",
     "DockerConfig",

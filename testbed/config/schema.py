@@ -8,10 +8,14 @@ from testbed.config.dataset import DatasetConfig, PartitionConfig
 from testbed.config.emulation import EmulationConfig
 from testbed.config.framework import FrameworkConfig
 from testbed.config.node import Node
-from testbed.config.rounds import AvailabilityConfig, EvalConfig, FaultsConfig, NetworkConfig, PolicyConfig
+from testbed.config.rounds import AvailabilityConfig, EvalConfig, FaultsConfig, GenerateConfig, NetworkConfig, PolicyConfig
+from testbed.config.task import TaskConfig
 from testbed.config.topology import FleetEntry, ServerConfig
 from testbed.config.wiretypes import wire_type
 
+# bundled dataset -> the task kinds it serves (bbc-news: topic labels or article text; bbc-headlines:
+# article body -> its headline, grouped by topic)
+BUNDLED_KINDS = {"bbc-news": ("classification", "language_modeling"), "bbc-headlines": ("instruction",)}
 DEFAULT_KD_PUBLIC_SIZE = 200  # public examples held out when kd leaves dataset.public_size unset
 MAX_SEED = 2**32 - 1  # numpy's legacy seeds; seed x 1_000_003 (protocol.client_round_seed) stays in int64
 
@@ -28,6 +32,7 @@ class Scenario(Node):
     name: str = "scenario"
     seed: int = Field(0, ge=0, le=MAX_SEED)
     model: str = "smollm2-135m"  # bundled name, local Hugging Face folder, or hub id
+    task: TaskConfig = TaskConfig()
     dataset: DatasetConfig = DatasetConfig()
     partition: PartitionConfig = PartitionConfig()
     framework: FrameworkConfig = FrameworkConfig()
@@ -83,6 +88,32 @@ class Scenario(Node):
             raise field_error(("dataset", "public_size"), size,
                               f"dataset.public_size={size} is smaller than framework.kd.public_batch="
                               f"{self.framework.kd.public_batch}: kd needs that many public examples per round")
+        return self
+
+    @model_validator(mode="after")
+    def _task_and_data(self) -> Scenario:
+        """A bundled dataset serves the kinds it has columns for; instruction-only limits; the
+        generation default of the task's kind."""
+        kind, ds = self.task.kind, self.dataset
+        if ds.path is None and ds.name in BUNDLED_KINDS and kind not in BUNDLED_KINDS[ds.name]:
+            other = [n for n, kinds in BUNDLED_KINDS.items() if kind in kinds]
+            raise field_error(("dataset", "name"), ds.name,
+                              f"dataset {ds.name} serves task.kind {' or '.join(BUNDLED_KINDS[ds.name])}, not {kind}"
+                              + (f"; for {kind} use {', '.join(other)}" if other else ""))
+        for name in ("max_prompt_tokens", "max_response_tokens"):
+            value = getattr(ds, name)
+            if value is not None and kind != "instruction":
+                raise field_error(("dataset", name), value, f"dataset.{name} applies to task.kind instruction")
+            if value is not None and value >= ds.max_tokens:
+                raise field_error(("dataset", name), value,
+                                  f"dataset.{name}={value} must be below dataset.max_tokens={ds.max_tokens} "
+                                  "(the whole sequence)")
+        if self.eval.generate is None:
+            default = GenerateConfig() if kind == "instruction" else GenerateConfig(samples=0)
+            object.__setattr__(self, "eval", self.eval.model_copy(update={"generate": default}))
+        elif kind == "classification" and self.eval.generate.samples:
+            raise field_error(("eval", "generate"), None, "eval.generate applies to generative tasks "
+                              "(task.kind instruction or language_modeling); classification scores labels")
         return self
 
     @property

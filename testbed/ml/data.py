@@ -1,52 +1,84 @@
-"""The task's data: labelled texts, seeded stratified splits and client partitions.
+"""The task's data: examples of a task kind, seeded stratified splits and client partitions.
 
-A dataset is a tuple of ``Example(text, label)``. Splits and partitions are tuples of sorted
-indices into it, so every split is reproducible from ``(dataset, seed)`` and cheap to log.
+A dataset is a tuple of ``Example``: a text and its label (classification), a prompt and its
+response (instruction), or a text (language_modeling), each with an optional group. Files are
+read by testbed.ml.formats. Splits and partitions are tuples of sorted indices into the
+examples, stratified and grouped by the examples' groups, so every split is reproducible from
+``(dataset, seed)`` and cheap to log.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from testbed.config.files import FileProblem, input_path, read_text, regular_file
+from testbed.config.dataset import ColumnsConfig
+from testbed.config.files import FileProblem, input_path, regular_file
+from testbed.config.schema import BUNDLED_KINDS
 from testbed.ml.assets import bbc_news_dir
+from testbed.ml.formats import TABLE_SUFFIXES, TASK_KINDS, DataError, read_rows
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
 PartitionKind = Literal["iid", "dirichlet"]
 _DIRICHLET_MAX_TRIES = 1000
 
 
-class DataError(ValueError):
-    """Data that cannot be loaded, split or partitioned as asked; says where and why."""
+@dataclass(frozen=True)
+class ChatTurn:
+    role: str  # system | user | assistant
+    content: str
 
 
 @dataclass(frozen=True)
 class Example:
+    """One example of any task kind. classification: `text` and its `label`; instruction: the
+    prompt in `text` (or as chat `turns`, ending with a user turn) and the reference response
+    in `label`; language_modeling: `text` alone."""
+
     text: str
-    label: str
+    label: str = ""
+    group: str | None = None  # what splits stratify and dirichlet groups by (None: classification's label)
+    turns: tuple[ChatTurn, ...] = ()  # an instruction's prompt as chat turns (from a `messages` list)
+
+    @property
+    def response(self) -> str:
+        return self.label
+
+    @property
+    def group_key(self) -> str | None:
+        return self.group if self.group is not None else (self.label or None)
 
 
 @dataclass(frozen=True)
 class TextDataset:
     name: str  # "bbc-news", or the file name for bring-your-own data
     examples: tuple[Example, ...]
-    labels: tuple[str, ...]  # sorted, unique
+    labels: tuple[str, ...]  # sorted, unique (classification; empty for generative data)
+    kind: str = "classification"  # the task kind the examples were read for
 
     def __len__(self) -> int:
         return len(self.examples)
 
     @property
     def example_labels(self) -> tuple[str, ...]:
-        """The label of every example, in order (what ``partition`` takes)."""
+        """The label of every example, in order."""
         return tuple(example.label for example in self.examples)
+
+    @property
+    def groups(self) -> tuple[str, ...] | None:
+        """Every example's partition group, in order (what ``partition`` takes): its group, else
+        (classification) its label; None where the data has none (the dirichlet partition then
+        falls back to iid). A generative example's label is its response: never a group."""
+        if self.kind == "classification":
+            keys = tuple(example.group_key for example in self.examples)
+        else:
+            keys = tuple(example.group for example in self.examples)
+        return None if any(k is None for k in keys) else keys
 
 
 @dataclass(frozen=True)
@@ -81,112 +113,58 @@ def _article_text(raw: str) -> str:
     return f"{_collapse(title)}\n{body}" if body else _collapse(title)
 
 
-def _make_dataset(name: str, examples: list[Example], where: str) -> TextDataset:
+def _make_dataset(name: str, examples: list[Example], where: str, kind: str = "classification") -> TextDataset:
     if not examples:
         raise DataError(f"{where}: (file): no rows")
+    if kind != "classification":
+        return TextDataset(name=name, examples=tuple(examples), labels=(), kind=kind)
     labels = tuple(sorted({example.label for example in examples}))
     if len(labels) < 2:
         raise DataError(f"{where}: (labels): needs at least 2 distinct labels, found 1: {labels[0][:80]!r}")
     return TextDataset(name=name, examples=tuple(examples), labels=labels)
 
 
-def load_bbc_news() -> TextDataset:
-    """BBC News: 2,225 articles, label = topic folder (business, entertainment, politics,
-    sports, tech), files read in sorted order."""
+def _bbc_articles(name: str, kind: str) -> tuple[Path, list[tuple[str, str]]]:
+    """``(topic folder, text)`` of every BBC article, folders and files in sorted order."""
+    if kind not in BUNDLED_KINDS[name]:
+        raise DataError(f"dataset {name} serves task.kind {' or '.join(BUNDLED_KINDS[name])}, not {kind}")
     root = bbc_news_dir()
-    examples = [
-        Example(text=_article_text(_decode(path.read_bytes())), label=folder.name)
-        for folder in sorted(p for p in root.iterdir() if p.is_dir())
-        for path in sorted(folder.glob("*.txt"))
-    ]
-    return _make_dataset("bbc-news", examples, str(root))
+    return root, [(folder.name, _decode(path.read_bytes()))
+                  for folder in sorted(p for p in root.iterdir() if p.is_dir()) for path in sorted(folder.glob("*.txt"))]
 
 
-def _is_blank(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
-
-
-def _check_columns(where: str, found: Sequence[str], text: str, label: str) -> None:
-    for role, column in (("text", text), ("label", label)):
-        if column not in found:
-            shown = repr(list(found)) if len(found) <= 20 else f"{list(found)[:20]!r} and {len(found) - 20} more"
-            raise DataError(f"{where}: missing {role} column {column!r}; columns found: {shown}")
-
-
-def _row_example(where: str, row: dict[str, Any], text: str, label: str) -> Example:
-    for role, column in (("text", text), ("label", label)):
-        if _is_blank(row[column]):
-            raise DataError(f"{where}: empty {role} in column {column!r}")
-    if not isinstance(row[text], str):
-        raise DataError(f"{where}: text in column {text!r} must be a string, got {type(row[text]).__name__}")
-    value = row[label]
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise DataError(f"{where}: label in column {label!r} must be a string or a number, got {type(value).__name__}")
-    return Example(text=row[text], label=str(value))
-
-
-def _read_csv(path: Path, text: str, label: str) -> list[Example]:
-    import pandas as pd
-
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: (file): empty file, expected a header row and data rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OverflowError) as error:
-        detail = " ".join(str(error).split())[:200]
-        raise DataError(f"{path}: (file): cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {detail}") from None
-    _check_columns(f"{path}: (header)", [str(c) for c in frame.columns], text, label)
-    rows = frame[[text, label]].to_dict("records")
-    return [_row_example(f"{path}: row {i}", row, text, label) for i, row in enumerate(rows, start=1)]
-
-
-def _json_objects(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """``(where, object)`` for each record: a JSON array of objects, or one object per line."""
-    try:
-        content = read_text(path)
-    except FileProblem as error:
-        raise DataError(f"{error.path}: (file): {error.problem}") from None
-    if path.suffix.lower() == ".json" and content.lstrip().startswith("["):
-        records = _json(content, path, 0)
-        located = [(f"{path}: item {i}", record) for i, record in enumerate(records, start=1)]
+def load_bbc_news(kind: str = "classification") -> TextDataset:
+    """BBC News: 2,225 articles ``"<title>\\n<body>"``, files read in sorted order. classification:
+    label = topic folder (business, entertainment, politics, sports, tech); language_modeling:
+    the text alone, grouped by topic."""
+    root, articles = _bbc_articles("bbc-news", kind)
+    if kind == "classification":
+        examples = [Example(text=_article_text(raw), label=topic) for topic, raw in articles]
     else:
-        located = [(f"{path}: line {lineno}", _json(line, path, lineno))
-                   for lineno, line in enumerate(content.splitlines(), start=1) if line.strip()]
-    for where, record in located:
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    return located
+        examples = [Example(text=_article_text(raw), group=topic) for topic, raw in articles]
+    return _make_dataset("bbc-news", examples, str(root), kind)
 
 
-def _json(text: str, path: Path, lineno: int) -> Any:
-    """One JSON value: the whole file (lineno 0) or one line of it; DataError names the line."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        line = error.lineno if lineno == 0 else lineno
-        raise DataError(f"{path}: line {line}: invalid JSON (column {error.colno}: {error.msg})") from None
-    except RecursionError:
-        raise DataError(f"{path}: line {max(lineno, 1)}: invalid JSON here: nested too deeply") from None
-
-
-def _read_jsonl(path: Path, text: str, label: str) -> list[Example]:
+def load_bbc_headlines(kind: str = "instruction") -> TextDataset:
+    """The BBC News articles as instructions: the body (whitespace collapsed) -> its headline
+    (the first line), grouped by topic folder; bbc-news's order."""
+    root, articles = _bbc_articles("bbc-headlines", kind)
     examples = []
-    for where, record in _json_objects(path):
-        _check_columns(where, list(record), text, label)
-        examples.append(_row_example(where, record, text, label))
-    return examples
+    for topic, raw in articles:
+        title, _, body = raw.strip().partition("\n")
+        if body.strip():
+            examples.append(Example(text=_collapse(body), label=_collapse(title), group=topic))
+    return _make_dataset("bbc-headlines", examples, str(root), kind)
 
 
-def load_table(path: str | Path, *, text: str = "text", label: str = "label") -> TextDataset:
-    """Bring-your-own data: a CSV/TSV with a header, or JSON lines (one object per line).
+def load_table(path: str | Path, *, text: str = "text", label: str = "label", kind: str = "classification",
+               columns: ColumnsConfig | None = None) -> TextDataset:
+    """Bring-your-own data: CSV/TSV with a header, JSON lines, a JSON array of objects, or
+    Parquet, read for task `kind` (testbed.ml.formats: the columns each kind reads).
 
-    ``text`` and ``label`` name the columns (keys); labels become strings. Empty texts or
-    labels are errors naming the row, not silently dropped.
+    ``text`` and ``label`` name the classification columns (``columns`` overrides them and
+    names the others); labels become strings. Empty texts, labels, prompts or responses are
+    errors naming the row, not silently dropped.
     """
     try:
         path = input_path(path)
@@ -197,27 +175,35 @@ def load_table(path: str | Path, *, text: str = "text", label: str = "label") ->
         path = regular_file(path)
     except FileProblem as error:
         raise DataError(f"{error.path}: (file): {error.problem}") from None
+    if kind not in TASK_KINDS:
+        raise DataError(f"{path}: (kind): unknown task kind {kind!r}; expected one of {', '.join(TASK_KINDS)}")
     if path.stat().st_size == 0:
-        expected = "a header row and data rows" if suffix in (".csv", ".tsv") else "one JSON object per line"
+        expected = {".csv": "a header row and data rows", ".tsv": "a header row and data rows",
+                    ".parquet": "a Parquet file"}.get(suffix, "one JSON object per line")
         raise DataError(f"{path}: (file): empty file, expected {expected}")
-    reader = _read_csv if suffix in (".csv", ".tsv") else _read_jsonl
-    return _make_dataset(path.name, reader(path, text, label), str(path))
+    rows = read_rows(path, kind=kind, columns=columns or ColumnsConfig(), text=text, label=label)
+    examples = [Example(text=r.text, label=r.label, group=r.group, turns=tuple(ChatTurn(*t) for t in r.turns))
+                for r in rows]
+    return _make_dataset(path.name, examples, str(path), kind)
 
 
-DATASETS: dict[str, Callable[[], TextDataset]] = {"bbc-news": load_bbc_news}
+# a bundled dataset's name -> its loader, taking the task kind (BUNDLED_KINDS: the kinds it serves)
+DATASETS: dict[str, Callable[[str], TextDataset]] = {"bbc-news": load_bbc_news, "bbc-headlines": load_bbc_headlines}
 
 
 def load_dataset(
-    *, name: str | None = None, path: str | Path | None = None, text: str = "text", label: str = "label"
+    *, name: str | None = None, path: str | Path | None = None, text: str = "text", label: str = "label",
+    kind: str = "classification", columns: ColumnsConfig | None = None,
 ) -> TextDataset:
-    """A built-in dataset by ``name`` or a table file by ``path`` (exactly one of them)."""
+    """A built-in dataset by ``name`` or a data file by ``path`` (exactly one of them), read
+    for task ``kind``; ``columns`` names a file's columns (testbed.ml.formats)."""
     if (name is None) == (path is None):
-        raise DataError("give exactly one of name= (a built-in dataset) or path= (a CSV/JSONL file)")
+        raise DataError("give exactly one of name= (a built-in dataset) or path= (a data file)")
     if path is not None:
-        return load_table(path, text=text, label=label)
+        return load_table(path, text=text, label=label, kind=kind, columns=columns)
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} (or pass path= to a CSV/JSONL file)")
-    return DATASETS[name]()
+        raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} (or pass path= to a data file)")
+    return DATASETS[name](kind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,10 +226,23 @@ def _allocate(total: int, weights: Sequence[int], caps: Sequence[int]) -> list[i
     return shares
 
 
+def _strata(ds: TextDataset) -> dict[str, list[int]]:
+    """What a split stratifies by: the examples' groups (classification: the labels, unless a
+    group column was given), sorted; data without groups is one stratum."""
+    groups = ds.groups
+    if groups is None:
+        return {"": list(range(len(ds.examples)))}
+    strata: dict[str, list[int]] = {name: [] for name in sorted(set(groups))}
+    for i, name in enumerate(groups):
+        strata[name].append(i)
+    return strata
+
+
 def split_dataset(ds: TextDataset, *, test_size: int, public_size: int = 0, seed: int) -> Splits:
     """Seeded, stratified, disjoint train/test/public splits of exact sizes.
 
-    Each label's share of ``test`` (and of ``public``) is within one example of proportional.
+    Each group's (classification: label's) share of ``test`` (and of ``public``) is within one
+    example of proportional; data without groups is split unstratified.
     """
     n = len(ds.examples)
     if test_size < 0 or public_size < 0:
@@ -253,16 +252,16 @@ def split_dataset(ds: TextDataset, *, test_size: int, public_size: int = 0, seed
             f"{ds.name}: test_size {test_size} + public_size {public_size} leaves {n - test_size - public_size} "
             f"training examples of {n}; need at least 2"
         )
-    by_label = {lab: [i for i, e in enumerate(ds.examples) if e.label == lab] for lab in ds.labels}
-    sizes = [len(by_label[lab]) for lab in ds.labels]
+    strata = _strata(ds)
+    sizes = [len(members) for members in strata.values()]
     test_counts = _allocate(test_size, sizes, sizes)
     public_counts = _allocate(public_size, sizes, [s - t for s, t in zip(sizes, test_counts)])
     rng = np.random.default_rng(seed)
     train: list[int] = []
     test: list[int] = []
     public: list[int] = []
-    for lab, n_test, n_public in zip(ds.labels, test_counts, public_counts):
-        order = rng.permutation(by_label[lab]).tolist()
+    for members, n_test, n_public in zip(strata.values(), test_counts, public_counts):
+        order = rng.permutation(members).tolist()
         test += order[:n_test]
         public += order[n_test : n_test + n_public]
         train += order[n_test + n_public :]
@@ -327,7 +326,7 @@ def _dirichlet(
 
 
 def partition(
-    labels: Sequence[str],
+    groups: Sequence[str],
     indices: Sequence[int],
     *,
     n_clients: int,
@@ -336,22 +335,46 @@ def partition(
     seed: int,
     min_per_client: int = 1,
 ) -> list[tuple[int, ...]]:
-    """Share ``indices`` (into ``labels``) among ``n_clients``; one sorted tuple per client.
+    """Share ``indices`` (into ``groups``: each example's group key, e.g. its label) among
+    ``n_clients``; one sorted tuple per client.
 
     ``iid``: a seeded shuffle cut into near-equal chunks (sizes differ by at most 1).
-    ``dirichlet``: per label, proportions over clients ~ Dir(alpha) (small alpha = skewed),
+    ``dirichlet``: per group, proportions over clients ~ Dir(alpha) (small alpha = skewed),
     redrawn until every client holds at least ``min_per_client`` examples.
-    The result depends only on the set of indices, the labels and the seed.
+    The result depends only on the set of indices, the groups and the seed.
     """
-    ordered = _check_partition_args(labels, indices, n_clients, alpha, min_per_client)
+    ordered = _check_partition_args(groups, indices, n_clients, alpha, min_per_client)
     rng = np.random.default_rng(seed)
     if kind == "iid":
         clients = _iid(ordered, n_clients, rng)
     elif kind == "dirichlet":
-        clients = _dirichlet(labels, ordered, n_clients, alpha, min_per_client, rng)
+        clients = _dirichlet(groups, ordered, n_clients, alpha, min_per_client, rng)
     else:
         raise DataError(f'unknown partition kind {kind!r}; expected "iid" or "dirichlet"')
     return [tuple(sorted(client)) for client in clients]
+
+
+def partition_dataset(
+    ds: TextDataset,
+    indices: Sequence[int],
+    *,
+    n_clients: int,
+    kind: PartitionKind,
+    alpha: float = 0.5,
+    seed: int,
+    min_per_client: int = 1,
+) -> tuple[list[tuple[int, ...]], str | None]:
+    """``partition`` by the dataset's groups (``TextDataset.groups``: classification's labels,
+    unless a group column was given), and a one-line notice where dirichlet was asked of data
+    without groups: that data is partitioned iid instead."""
+    groups, notice = ds.groups, None
+    if groups is None:
+        groups = ("",) * len(ds.examples)
+        if kind == "dirichlet":
+            kind, notice = "iid", f"{ds.name}: no group column (dataset.columns.group): partitioned iid instead of dirichlet"
+    parts = partition(groups, indices, n_clients=n_clients, kind=kind, alpha=alpha, seed=seed,
+                      min_per_client=min_per_client)
+    return parts, notice
 
 
 def label_counts(ds: TextDataset, indices: Sequence[int]) -> dict[str, int]:

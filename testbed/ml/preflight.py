@@ -1,8 +1,10 @@
 """The checks a valid scenario passes before anything starts, beyond its schema and names:
 against its model's config.json (LoRA targets, blocks, vocabulary, the memory a client needs)
-and this host (the memory the fleet needs), and its dataset's content. Nothing is loaded but
-config.json and the data file, so `testbed validate` runs them in a fraction of a second and
-`testbed run` runs the same before it starts a worker (testbed.cli.common.load).
+and this host (the memory the fleet needs), its dataset's content, and the chat template an
+instruction task's `template: chat` needs. Nothing is loaded but config.json (and the
+tokenizer's config, for a chat template) and the data file, so `testbed validate` runs them
+in a fraction of a second and `testbed run` runs the same before it starts a worker
+(testbed.cli.common.load).
 
 `check_scenario(scenario, source)` raises ScenarioError with one ``file: field: problem`` line.
 """
@@ -10,8 +12,10 @@ config.json and the data file, so `testbed validate` runs them in a fraction of 
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
+from testbed.config.files import FileProblem, read_text
 from testbed.config.node import ScenarioError, problem_line
 from testbed.config.references import from_file
 from testbed.config.scenario import Scenario
@@ -30,6 +34,7 @@ def check_scenario(scenario: Scenario, source: str, *, ram_mb: float | None = No
         _check_memory_limits(scenario, known, source)
         _check_batch(scenario, known, source, ram)
     check_fleet_memory(scenario, known, source, ram_mb=ram)
+    check_chat_template(scenario, source)
     check_dataset(scenario, source)
 
 
@@ -143,17 +148,18 @@ def rows_needed(scenario: Scenario) -> tuple[int, str]:
 
 
 def check_dataset(scenario: Scenario, source: str) -> None:
-    """The data file loads (columns, types, labels), and holds enough rows for the splits."""
+    """The data file loads for the task's kind (columns, types, labels, chat lists), and holds
+    enough rows for the splits."""
     from testbed.ml.data import DATASETS, DataError, load_table
 
     need, parts = rows_needed(scenario)
     ds = scenario.dataset
     if ds.path is None and ds.name not in DATASETS:
         raise ScenarioError.at(source, "dataset.name", f"unknown dataset {ds.name!r}; known: {', '.join(DATASETS)} "
-                                                       "(or give `path` to a CSV/JSONL file)")
+                                                       "(or give `path` to a CSV/JSONL/JSON/Parquet file)")
     if ds.path is not None:
         try:
-            rows = len(load_table(ds.path, text=ds.text, label=ds.label))
+            rows = len(load_table(ds.path, text=ds.text, label=ds.label, kind=scenario.task.kind, columns=ds.columns))
         except DataError as exc:
             raise ScenarioError(from_file(str(exc), source, "dataset.path")) from None
         if rows < need:
@@ -168,12 +174,38 @@ def check_dataset(scenario: Scenario, source: str) -> None:
                                f"{rows:,} of dataset {ds.name}")
 
 
+def check_chat_template(scenario: Scenario, source: str) -> None:
+    """An instruction task rendered with `template: chat` needs the model's chat template:
+    chat_template.jinja, or a `chat_template` in tokenizer_config.json (no weights loaded)."""
+    task = scenario.task
+    if task.kind != "instruction" or task.template != "chat":
+        return
+    try:
+        config = find_model_config(scenario.model)
+    except ModelConfigError:
+        return  # model_facts reports it
+    if config is None or has_chat_template(config.parent):
+        return
+    raise ScenarioError.at(source, "task.template", f"the model has no chat template ({config.parent} has no "
+                           "chat_template.jinja, nor a chat_template in tokenizer_config.json); use template: plain")
+
+
+def has_chat_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file():
+        return True
+    try:
+        tokenizer = json.loads(read_text(folder / "tokenizer_config.json", max_bytes=64 * 2**20))
+    except (FileProblem, ValueError, RecursionError):
+        return False
+    return isinstance(tokenizer, dict) and bool(tokenizer.get("chat_template"))
+
+
 @functools.cache
 def bundled_rows(name: str | None) -> int | None:
     """Examples of a bundled dataset where it is built (one file per article), else None."""
     from testbed.ml.assets import cache_dir
 
-    if name != "bbc-news":
+    if name not in ("bbc-news", "bbc-headlines"):  # both: one example per article (none has an empty body)
         return None
     root = cache_dir() / "data" / "bbc-news"
     return sum(1 for _ in root.glob("*/*.txt")) if root.is_dir() else None

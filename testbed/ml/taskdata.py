@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 from testbed.config.scenario import Scenario
-from testbed.ml.data import Splits, TextDataset, load_dataset, partition, split_dataset
+from testbed.ml.data import Example, Splits, TextDataset, load_dataset, partition_dataset, split_dataset
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class TaskData:
     dataset: TextDataset
     splits: Splits
     client_indices: tuple[tuple[int, ...], ...]  # training examples of client i
+    notice: str | None = None  # one line for the run's log (e.g. dirichlet asked of data without groups)
 
     @cached_property
     def labels_of(self) -> tuple[str, ...]:
@@ -32,25 +33,31 @@ class TaskData:
     def labels(self, indices: tuple[int, ...]) -> list[str]:
         return [self.dataset.examples[i].label for i in indices]
 
+    def at(self, indices: tuple[int, ...]) -> list[Example]:
+        """The examples at `indices`, in that order."""
+        return [self.dataset.examples[i] for i in indices]
+
 
 def load_task_dataset(scenario: Scenario) -> TextDataset:
-    cfg = scenario.dataset
-    return load_dataset(name=cfg.name, path=cfg.path, text=cfg.text, label=cfg.label)
+    cfg = scenario.dataset  # a file's `path` wins over a bundled `name` (as testbed validate reads it)
+    return load_dataset(name=None if cfg.path else cfg.name, path=cfg.path, text=cfg.text, label=cfg.label, kind=scenario.task.kind,
+                        columns=cfg.columns)
 
 
 _BUILT: dict[str, TaskData] = {}  # a process builds each scenario's data once (a pool worker hosts several clients)
 
 
 def _data_key(scenario: Scenario) -> str:
-    """What the task data depends on; a file dataset's size and modification time included."""
+    """What the task data depends on (the task kind reads other columns); a file dataset's size
+    and modification time included."""
     cfg = scenario.dataset
     stamp = None
     if cfg.path:
         with contextlib.suppress(OSError):
             st = Path(cfg.path).stat()
             stamp = (st.st_size, st.st_mtime_ns)
-    return json.dumps([cfg.model_dump(mode="json"), scenario.partition.model_dump(mode="json"), scenario.seed,
-                       scenario.n_clients, stamp])
+    return json.dumps([scenario.task.kind, cfg.model_dump(mode="json"), scenario.partition.model_dump(mode="json"),
+                       scenario.seed, scenario.n_clients, stamp])
 
 
 def build_task_data(scenario: Scenario, dataset: TextDataset | None = None) -> TaskData:
@@ -65,12 +72,13 @@ def build_task_data(scenario: Scenario, dataset: TextDataset | None = None) -> T
 
 
 def _build(scenario: Scenario, ds: TextDataset) -> TaskData:
+    """Splits stratified and partitions grouped by the examples' groups (testbed.ml.data); the
+    notice says where dirichlet fell back to iid (data without groups)."""
     splits = split_dataset(
         ds, test_size=scenario.dataset.test_size, public_size=scenario.dataset.public_size, seed=scenario.seed
     )
-    labels = [ex.label for ex in ds.examples]
-    parts = partition(
-        labels,
+    parts, notice = partition_dataset(
+        ds,
         splits.train,
         n_clients=scenario.n_clients,
         kind=scenario.partition.kind,
@@ -78,4 +86,4 @@ def _build(scenario: Scenario, ds: TextDataset) -> TaskData:
         seed=scenario.seed,
         min_per_client=scenario.partition.min_per_client,
     )
-    return TaskData(dataset=ds, splits=splits, client_indices=tuple(tuple(p) for p in parts))
+    return TaskData(dataset=ds, splits=splits, client_indices=tuple(tuple(p) for p in parts), notice=notice)

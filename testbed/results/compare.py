@@ -10,12 +10,24 @@ becomes a row; ``testbed stress`` uses it too.
 Metrics of one run (``rounds.csv`` has one row per round, round 0 = before training;
 ``client_rounds.csv`` one row per selected client per round):
 
-- ``final_accuracy``: ``accuracy`` of the last row of rounds.csv.
+- ``final_accuracy``: ``accuracy`` of the last row of rounds.csv (NaN for generative tasks).
+- ``final_perplexity`` / ``final_rouge_l`` / ``final_exact_match`` (generative tasks, i.e.
+  ``task.kind`` instruction or language_modeling, only): ``perplexity`` / ``rouge_l`` /
+  ``exact_match`` of the last row of rounds.csv; NaN where the run has no such column (no
+  generation: no ROUGE-L, no exact match).
+- ``initial_perplexity`` / ``initial_rouge_l`` (generative tasks only): the same in round 0's
+  row (the model before training); NaN without round 0.
 - ``time_to_target_s``: ``sim_end_s`` (simulated seconds) of the first row of rounds.csv,
-  round 0 included, whose accuracy >= the target accuracy; NaN when never reached. The target
-  is ``--target-accuracy``, by default 0.9 x the best final accuracy among the runs compared
-  with the same seed (``testbed stress``: among all grid points), so that it is always
-  reachable by at least one of them. The target used is in the ``target_accuracy`` column.
+  round 0 included, whose target metric reaches the target value: >= it for a metric where
+  higher is better (accuracy, rouge_l, exact_match, student_accuracy), <= it where lower is
+  better (perplexity, eval_loss, student_perplexity); NaN when never reached. The target is ``--target
+  METRIC=VALUE`` (``--target-accuracy X`` means ``--target accuracy=X``); by default the
+  task's headline metric (testbed.results.metrics: accuracy, perplexity for generative tasks)
+  at 0.9 x the best final value (perplexity: 1.1 x the lowest final value) among the runs
+  compared with the same seed (``testbed stress``: among all grid points), so that it is
+  always reachable by at least one of them. The target used is in the ``target_metric`` and
+  ``target_value`` columns; ``target_accuracy`` repeats the value when the metric is accuracy
+  (else NaN).
 - ``sim_wall_clock_s``: ``sim_end_s`` of the last row of rounds.csv.
 - ``bytes_up_per_client_round`` / ``bytes_down_per_client_round``: mean ``bytes_up`` /
   ``bytes_down`` (payload bytes) over the client-rounds whose outcome is ok.
@@ -35,8 +47,8 @@ exception in ``error`` (its traceback in ``<run folder>/error.txt``); the other 
 
 With several seeds, comparison.csv has ``<metric>_mean`` and ``<metric>_ci95`` (half-width of
 the 95% Student-t confidence interval of the mean, ``t(0.975, n-1) x s / sqrt(n)``) over the
-seeds whose run completed and whose value is finite, ``n_seeds`` (completed runs) and
-``targets_reached`` (runs that reached their target).
+seeds whose run completed and whose value is finite, ``n_seeds`` (completed runs),
+``targets_reached`` (runs that reached their target) and ``target_metric``.
 """
 
 from __future__ import annotations
@@ -54,21 +66,41 @@ import pandas as pd
 from testbed.config.registry import framework_names
 from testbed.config.scenario import Scenario, load_scenario
 from testbed.ml.preflight import check_scenario
+from testbed.results.metrics import (
+    GENERATIVE_METRICS,
+    TASK_METRICS,
+    MetricError,
+    Target,
+    checked_target,
+    final_value,
+    generative_values,
+    is_generative,
+    parse_target,
+    read_rounds,
+    run_headline_metric,
+    time_to_target_s,
+)
 
 DEFAULT_FRAMEWORKS = ("fedllm", "kd", "split")
-DEFAULT_TARGET_FRACTION = 0.9  # default target = this x the best final accuracy compared
 METRICS = (
     "final_accuracy", "time_to_target_s", "sim_wall_clock_s", "bytes_up_per_client_round",
     "bytes_down_per_client_round", "client_compute_s_per_round", "client_peak_mem_mb", "server_compute_s",
     "failures",
 )
 EXTRA_METRICS = ("student_accuracy", "client_model_mb", "host_s")
-ALL_METRICS = METRICS + EXTRA_METRICS
+ALL_METRICS = METRICS + EXTRA_METRICS  # every run's; generative runs add GENERATIVE_METRICS
+TABLE_METRICS = ALL_METRICS[:1] + GENERATIVE_METRICS + ALL_METRICS[1:]  # the order of the tables' columns
+TARGET_COLUMNS = ("target_accuracy", "target_metric", "target_value")
 COMPLETED = "completed"
 
 # Markdown headers (with units) and the factor from the CSV unit to the displayed one.
 _MARKDOWN_COLUMNS: dict[str, tuple[str, float]] = {
     "final_accuracy": ("final accuracy", 1.0),
+    "final_perplexity": ("final perplexity", 1.0),
+    "final_rouge_l": ("final ROUGE-L", 1.0),
+    "final_exact_match": ("final exact match", 1.0),
+    "initial_perplexity": ("initial perplexity", 1.0),
+    "initial_rouge_l": ("initial ROUGE-L", 1.0),
     "time_to_target_s": ("time to target (s)", 1.0),
     "sim_wall_clock_s": ("sim wall-clock (s)", 1.0),
     "bytes_up_per_client_round": ("up / client-round (kB)", 1e-3),
@@ -138,10 +170,22 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
     return seeds
 
 
-def check_target(target_accuracy: float | None) -> None:
-    """An explicit target must be an accuracy, in [0, 1]."""
+def check_target(target_accuracy: float | None = None, target: str | None = None) -> Target | None:
+    """The explicit target: ``--target METRIC=VALUE``, or ``--target-accuracy X`` (an accuracy in
+    [0, 1], the same as ``--target accuracy=X``); None (neither given) for the default."""
+    if target is not None and target_accuracy is not None:
+        raise CompareError(f"--target {target} and --target-accuracy {target_accuracy}: give one of them "
+                           "(--target-accuracy X means --target accuracy=X)")
     if target_accuracy is not None and not 0.0 <= target_accuracy <= 1.0:
         raise CompareError(f"--target-accuracy {target_accuracy}: must be between 0 and 1")
+    try:
+        if target is not None:
+            return parse_target(target)
+        if target_accuracy is not None:
+            return checked_target("accuracy", target_accuracy, f"--target-accuracy {target_accuracy}")
+    except MetricError as exc:
+        raise CompareError(str(exc)) from None
+    return None
 
 
 def plan_compare(scenario_path: str | Path, frameworks: Sequence[str], seeds: Sequence[int] | None,
@@ -169,33 +213,24 @@ def _last(series: pd.Series) -> float:
     return float(values.iloc[-1]) if len(values) else math.nan
 
 
-def final_accuracy(run_dir: Path) -> float:
-    """``accuracy`` of the last row of the run's rounds.csv."""
-    return float(pd.read_csv(run_dir / "rounds.csv")["accuracy"].iloc[-1])
-
-
-def time_to_target_s(rounds: pd.DataFrame, target_accuracy: float) -> float:
-    """Simulated seconds (``sim_end_s``) of the first round reaching the target; NaN if none."""
-    reached = rounds[rounds["accuracy"] >= target_accuracy]
-    return float(reached["sim_end_s"].iloc[0]) if len(reached) else math.nan
-
-
 def server_compute_s(run_dir: Path) -> float:
     """Device seconds of the server's `aggregate` and `server_compute` events."""
     events = pd.read_csv(run_dir / "events.csv", usecols=["kind", "device_s"])
     return float(events.loc[events["kind"].isin(("aggregate", "server_compute")), "device_s"].sum())
 
 
-def run_metrics(run_dir: Path, target_accuracy: float) -> dict[str, float]:
-    """The metrics of one completed run folder (see the module docstring for definitions)."""
+def run_metrics(run_dir: Path, target: Target) -> dict[str, float]:
+    """The metrics of one completed run folder (see the module docstring for definitions);
+    a generative run's add GENERATIVE_METRICS."""
     rounds = pd.read_csv(run_dir / "rounds.csv")
     clients = pd.read_csv(run_dir / "client_rounds.csv")
     ok = clients[clients["outcome"] == "ok"]
     summary = json.loads((run_dir / "summary.json").read_text())
     nan_column = pd.Series(dtype=float)
     return {
-        "final_accuracy": float(rounds["accuracy"].iloc[-1]),
-        "time_to_target_s": time_to_target_s(rounds, target_accuracy),
+        "final_accuracy": final_value(rounds, "accuracy"),
+        **(generative_values(rounds) if is_generative(rounds, summary) else {}),
+        "time_to_target_s": time_to_target_s(rounds, target.value, target.metric),
         "sim_wall_clock_s": float(rounds["sim_end_s"].iloc[-1]),
         "bytes_up_per_client_round": float(ok["bytes_up"].mean()),
         "bytes_down_per_client_round": float(ok["bytes_down"].mean()),
@@ -209,33 +244,34 @@ def run_metrics(run_dir: Path, target_accuracy: float) -> dict[str, float]:
     }
 
 
-def default_target(outcomes: Iterable[RunOutcome]) -> float:
-    """0.9 x the best final accuracy among the completed runs (NaN when none completed)."""
-    finals = [final_accuracy(o.run_dir) for o in outcomes if o.completed]
-    finals = [a for a in finals if math.isfinite(a)]
-    return DEFAULT_TARGET_FRACTION * max(finals) if finals else math.nan
+def default_target(outcomes: Iterable[RunOutcome], metric: str) -> Target:
+    """The metric at 0.9 x its best final value among the completed runs, 1.1 x the lowest
+    where lower is better (NaN when none has one)."""
+    finals = [final_value(rounds, metric) for o in outcomes if o.completed
+              and (rounds := read_rounds(o.run_dir)) is not None]
+    return Target(metric, TASK_METRICS[metric].default_target(finals))
 
 
-def outcome_row(outcome: RunOutcome, target_accuracy: float) -> dict[str, Any]:
+def outcome_row(outcome: RunOutcome, target: Target) -> dict[str, Any]:
     """Labels, metrics (NaN for a run that did not complete), target, status, error, folder."""
-    metrics = (run_metrics(outcome.run_dir, target_accuracy) if outcome.completed
+    metrics = (run_metrics(outcome.run_dir, target) if outcome.completed
                else dict.fromkeys(ALL_METRICS, math.nan))
-    return {**outcome.labels, **metrics, "target_accuracy": target_accuracy, "status": outcome.status,
+    return {**outcome.labels, **metrics, "target_accuracy": target.value if target.metric == "accuracy" else math.nan,
+            "target_metric": target.metric, "target_value": target.value, "status": outcome.status,
             "error": outcome.error, "run_dir": str(outcome.run_dir)}
 
 
-def runs_table(outcomes: Sequence[RunOutcome], target_accuracy: float | None,
-               group_by: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per run. Without an explicit target, each group of runs (same values of the
-    ``group_by`` labels) gets the default target of its own completed runs."""
+def runs_table(outcomes: Sequence[RunOutcome], target: Target | None, group_by: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per run. Without an explicit target, each run gets its headline metric's default
+    target over its group (the runs with the same values of the ``group_by`` labels)."""
     rows = []
     for outcome in outcomes:
         group = [o for o in outcomes if all(o.labels[k] == outcome.labels[k] for k in group_by)]
-        target = default_target(group) if target_accuracy is None else target_accuracy
-        rows.append(outcome_row(outcome, target))
+        rows.append(outcome_row(outcome, target or default_target(group, run_headline_metric(outcome.run_dir))))
     table = pd.DataFrame(rows)
     table["failures"] = table["failures"].astype("Int64")
-    return table
+    labels = list(dict.fromkeys(k for o in outcomes for k in o.labels))
+    return table[labels + [m for m in TABLE_METRICS if m in table] + [*TARGET_COLUMNS, "status", "error", "run_dir"]]
 
 
 # -- several seeds -------------------------------------------------------------------------------
@@ -285,14 +321,15 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
 
 def seeds_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per framework from the per-run rows: ``<metric>_mean``, ``<metric>_ci95`` over
-    its completed seeds, ``n_seeds``, ``targets_reached``, status and errors."""
+    its completed seeds, ``n_seeds``, ``targets_reached``, ``target_metric``, status and errors."""
     rows = []
     for fw, group in runs.groupby("framework", sort=False):
         done = group[group["status"] == COMPLETED]
         row: dict[str, Any] = {"framework": fw, "n_seeds": len(done)}
-        for metric in ALL_METRICS:
+        for metric in (m for m in TABLE_METRICS if m in runs):
             row[f"{metric}_mean"], row[f"{metric}_ci95"] = mean_ci95(done[metric].astype(float))
         row["targets_reached"] = int(done["time_to_target_s"].notna().sum())
+        row["target_metric"] = ",".join(dict.fromkeys(str(m) for m in group["target_metric"]))
         row["status"] = COMPLETED if len(done) == len(group) else f"{len(done)}/{len(group)} completed"
         row["error"] = "; ".join(f"seed {r.seed}: {r.error}" for r in group.itertuples() if r.error)
         rows.append(row)
@@ -327,8 +364,8 @@ def _has_values(table: pd.DataFrame, metric: str) -> bool:
 
 def markdown_table(table: pd.DataFrame, label_columns: Sequence[str]) -> str:
     """A Markdown table of the labels, the metrics that have a value somewhere, and status,
-    followed by the errors of runs that failed."""
-    metrics = [m for m in ALL_METRICS if _has_values(table, m)]
+    followed by the target where it is not an accuracy and the errors of runs that failed."""
+    metrics = [m for m in TABLE_METRICS if _has_values(table, m)]
     counts = [c for c in _COUNT_HEADERS if c in table]
     headers = (list(label_columns) + [_MARKDOWN_COLUMNS[m][0] for m in metrics] + [_COUNT_HEADERS[c] for c in counts]
                + ["status"])
@@ -339,4 +376,16 @@ def markdown_table(table: pd.DataFrame, label_columns: Sequence[str]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     errors = [f"- {', '.join(str(row[c]) for c in label_columns)}: {row['error']}"
               for row in table.to_dict("records") if row["error"]]
-    return "\n".join(lines + ([""] + errors if errors else [])) + "\n"
+    return "\n".join(lines + _target_note(table) + ([""] + errors if errors else [])) + "\n"
+
+
+def _target_note(table: pd.DataFrame) -> list[str]:
+    """``time to target: the first round with perplexity <= 22.4`` where the target metric is
+    not accuracy (tables of accuracy targets stay as they were)."""
+    goals = []
+    for row in (table.drop_duplicates("target_metric").to_dict("records") if "target_metric" in table else []):
+        metric, value = str(row["target_metric"]), row.get("target_value", math.nan)
+        if metric in TASK_METRICS and metric != "accuracy":
+            goals.append(Target(metric, value).describe() if pd.notna(value)
+                         else f"{metric} {TASK_METRICS[metric].comparison} each seed's target (comparison_runs.csv)")
+    return ["", f"time to target: the first round with {' / '.join(goals)}"] if goals else []

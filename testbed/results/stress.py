@@ -5,8 +5,9 @@ grid point runs into ``DIR/<key=value,...>/`` (characters other than letters, di
 ``._=,+-`` become ``_``) with its overrides applied after the fixed ``--set`` ones, and
 ``DIR/stress.csv`` gets one row per point: the swept keys as columns (their values, parsed
 as YAML scalars like ``--set``), then the metrics of :mod:`testbed.results.compare` (same
-definitions, same code; the default target accuracy is 0.9 x the best final accuracy over
-the whole grid), ``target_accuracy``, ``status``, ``error`` and ``run_dir``.
+definitions, same code; the default target is the task's headline metric at 0.9 x the best
+final accuracy, or 1.1 x the lowest final perplexity, over the whole grid), ``target_accuracy``,
+``target_metric``, ``target_value``, ``status``, ``error`` and ``run_dir``.
 """
 
 from __future__ import annotations

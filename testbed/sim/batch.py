@@ -60,13 +60,14 @@ def run_all(plan: Iterable[PlannedRun], quiet: bool, *, resume: bool = False,
 
 def compare(scenario_path: str | Path, out_dir: Path, *, frameworks: Sequence[str] = DEFAULT_FRAMEWORKS,
             seeds: Sequence[int] | None = None, overrides: Sequence[str] = (),
-            target_accuracy: float | None = None, quiet: bool = False, resume: bool = False,
-            overwrite: bool = False) -> pd.DataFrame:
+            target_accuracy: float | None = None, target: str | None = None, quiet: bool = False,
+            resume: bool = False, overwrite: bool = False) -> pd.DataFrame:
     """Run every framework (x seed), write comparison.csv / .md and comparison_runs.csv, and
-    return the comparison table. Bad input raises CompareError or ScenarioError before any run."""
-    check_target(target_accuracy)
+    return the comparison table. ``target``: ``METRIC=VALUE`` (``target_accuracy`` X: the same
+    as ``accuracy=X``; not both). Bad input raises CompareError or ScenarioError before any run."""
+    explicit = check_target(target_accuracy, target)
     plan = plan_compare(scenario_path, frameworks, seeds, overrides, out_dir)
-    runs = runs_table(run_all(plan, quiet, resume=resume, overwrite=overwrite), target_accuracy, group_by=("seed",))
+    runs = runs_table(run_all(plan, quiet, resume=resume, overwrite=overwrite), explicit, group_by=("seed",))
     table = seeds_summary(runs) if seeds and len(seeds) > 1 else runs.drop(columns="seed")
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "comparison_runs.csv", index=False)
@@ -76,15 +77,15 @@ def compare(scenario_path: str | Path, out_dir: Path, *, frameworks: Sequence[st
 
 
 def stress(scenario_path: str | Path, out_dir: Path, *, sweeps: Sequence[Sweep], overrides: Sequence[str] = (),
-           target_accuracy: float | None = None, quiet: bool = False, resume: bool = False,
-           overwrite: bool = False) -> pd.DataFrame:
-    """Run every grid point, write ``stress.csv`` and return it. Bad input raises
-    CompareError or ScenarioError before any run."""
-    check_target(target_accuracy)
+           target_accuracy: float | None = None, target: str | None = None, quiet: bool = False,
+           resume: bool = False, overwrite: bool = False) -> pd.DataFrame:
+    """Run every grid point, write ``stress.csv`` and return it. ``target`` as in compare().
+    Bad input raises CompareError or ScenarioError before any run."""
+    explicit = check_target(target_accuracy, target)
     if not sweeps:
         raise CompareError("give at least one --sweep key=value1,value2,...")
     plan = plan_stress(scenario_path, sweeps, overrides, out_dir)
-    table = runs_table(run_all(plan, quiet, resume=resume, overwrite=overwrite), target_accuracy)
+    table = runs_table(run_all(plan, quiet, resume=resume, overwrite=overwrite), explicit)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "stress.csv", index=False)
     return table

@@ -14,6 +14,7 @@ import torch
 
 from testbed.backends import Backend
 from testbed.protocol import Client, Failure, FitIns, Framework, FrameworkState
+from testbed.results.generations import keep_rounds_through
 from testbed.results.recorder import RunRecorder
 from testbed.sim.checkpoint import Checkpoint, write_checkpoint
 from testbed.sim.ledger import Ledger, ResumeError
@@ -123,5 +124,6 @@ class Checkpoints:
         for name in ("events", "client_rounds", "rounds", "host_timeline"):
             getattr(self.recorder, name)[:] = ckpt.tables[name]
         self.recorder.flush()
+        keep_rounds_through(self.recorder.out_dir, ckpt.round)
         self.ledger.replaying = False
         self.progress(f"resumed after round {ckpt.round} (simulated {now:.1f} s)")

@@ -27,7 +27,9 @@ from testbed.config.scenario import Scenario
 from testbed.host.calibration import HostCalibration
 from testbed.ml.memory import release_freed_memory
 from testbed.ml.modeling import save_peft_folder
+from testbed.ml.tasks import GENERATIONS_KEY
 from testbed.protocol import Framework, ServerContext
+from testbed.results.generations import append_generations
 from testbed.results.recorder import RunRecorder
 from testbed.sim import startup
 from testbed.sim.client import ClientProcess
@@ -190,6 +192,8 @@ class Runner:
         if on_server:  # no group, or its evaluation failed: the server evaluates
             metrics = self.framework.evaluate(rnd)
         host_s = time.perf_counter() - t0
+        metrics = dict(metrics)
+        append_generations(self.out_dir, rnd, metrics.pop(GENERATIONS_KEY, None) or [])
         self.recorder.host_interval(rnd, "server", "eval", time.time(), host_s)
         if on_server:
             release_freed_memory()  # the server holds its model while clients train, not evaluation's batches

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import socket
@@ -53,9 +54,34 @@ def write_resolved_scenario(scenario: Scenario, out_dir: Path, name: str = "scen
     (out_dir / name).write_text(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
 
 
+# (rounds.csv column, header, format) of the task's metrics in the end-of-run table
+CLASSIFICATION_COLUMNS = (("accuracy", "accuracy", "{:.3f}"),)
+GENERATIVE_COLUMNS = (("perplexity", "perplexity", "{:.2f}"), ("rouge_l", "rouge-L", "{:.3f}"),
+                      ("exact_match", "exact match", "{:.3f}"))
+
+
+def _generative(rows: list[dict[str, Any]]) -> bool:
+    """Rows of a generative task (instruction, language modelling): they carry `perplexity`."""
+    return any("perplexity" in row for row in rows)
+
+
+def _value(row: dict[str, Any], key: str) -> Any:
+    """The row's value, None where missing or NaN (not evaluated)."""
+    value = row.get(key)
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _metric_text(row: dict[str, Any], key: str, label: str, fmt: str) -> str:
+    value = _value(row, key)
+    return f"{label} {fmt.format(value)}" if value is not None else f"{label} -"
+
+
 def _round_line(row: dict[str, Any]) -> str:
-    acc = row.get("accuracy")
-    acc_txt = f"acc {acc:.3f}" if acc is not None else "acc -"
+    if _generative([row]):  # ppl, and rouge-L when the round generated
+        acc_txt = _metric_text(row, "perplexity", "ppl", "{:.2f}") + (
+            "  " + _metric_text(row, "rouge_l", "rouge-L", "{:.3f}") if _value(row, "rouge_l") is not None else "")
+    else:
+        acc_txt = _metric_text(row, "accuracy", "acc", "{:.3f}")
     loss = row.get("train_loss")
     loss_txt = f" train loss {loss:.3f}" if loss is not None else ""
     return (f"round {row['round']}: {acc_txt}{loss_txt}  sim {row['sim_end_s']:.1f} s  "
@@ -70,15 +96,22 @@ def _failed_clients(client_rounds: list[dict[str, Any]], rnd: int) -> str:
 
 
 def final_table(rounds: list[dict[str, Any]]) -> Table:
+    """The rounds with the task's metrics: accuracy, or perplexity (and rouge_l, exact_match
+    where the run generated) for a generative task."""
+    metrics = ([c for c in GENERATIVE_COLUMNS
+                if c[0] == "perplexity" or any(_value(r, c[0]) is not None for r in rounds)]
+               if _generative(rounds) else CLASSIFICATION_COLUMNS)
     table = Table(title="rounds")
-    for col in ("round", "sim end s", "participants", "failures", "train loss", "eval loss", "accuracy", "up MB"):
+    for col in ("round", "sim end s", "participants", "failures", "train loss", "eval loss",
+                *(header for _, header, _ in metrics), "up MB"):
         table.add_column(col, justify="right")
     for r in rounds:
         def f(key: str, fmt: str = "{:.3f}") -> str:
-            v = r.get(key)
+            v = _value(r, key)
             return fmt.format(v) if v is not None else "-"
         table.add_row(str(r["round"]), f("sim_end_s", "{:.1f}"), str(r["participants"]), str(r["failures"]),
-                      f("train_loss"), f("eval_loss"), f("accuracy"), f"{(r.get('bytes_up') or 0) / 1e6:.2f}")
+                      f("train_loss"), f("eval_loss"), *(f(key, fmt) for key, _, fmt in metrics),
+                      f"{(r.get('bytes_up') or 0) / 1e6:.2f}")
     return table
 
 
@@ -154,9 +187,10 @@ def _run(scenario: Scenario, out_dir: Path, console: Console, *, replay_dir: str
 
     host_t0 = time.perf_counter()
     summary: dict[str, Any] = {
-        "scenario": scenario.name, "framework": scenario.framework.name, "model": scenario.model,
-        "seed": scenario.seed, "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
-        "started_at": datetime.now(timezone.utc).isoformat(), "git_commit": git_commit(), "versions": versions(),
+        "scenario": scenario.name, "task": scenario.task.kind, "framework": scenario.framework.name,
+        "model": scenario.model, "seed": scenario.seed, "status": "running", "pid": os.getpid(),
+        "host": socket.gethostname(), "started_at": datetime.now(timezone.utc).isoformat(),
+        "git_commit": git_commit(), "versions": versions(),
         "replayed_compute_from": replay_dir, "resumed_after_round": checkpoint.round if checkpoint else None,
         "resumes": (prior or {}).get("resumes", 0) + 1 if prior is not None else 0,
     }
@@ -194,6 +228,10 @@ def _run(scenario: Scenario, out_dir: Path, console: Console, *, replay_dir: str
         final_eval_loss=last.get("eval_loss"), rounds_completed=scenario.framework.rounds,
         host_checkpoint_s=runner.checkpoints.host_s,
     )
+    if scenario.task.generative:  # the round 0 values stay None when the run did not evaluate before training
+        before = rounds[0] if rounds and rounds[0].get("round") == 0 else {}
+        summary.update({f"{when}_{key}": row.get(key) for key in ("perplexity", "rouge_l")
+                        for when, row in (("final", last), ("initial", before))})
     runner.recorder.write_json("summary.json", summary)
     console.print(final_table(rounds))
     console.print(f"run directory: {out_dir}  (simulated wall-clock {runner.env.now:.1f} s, "

@@ -19,9 +19,26 @@ from testbed.protocol import ClientSpec, Failure, Framework
 
 def client_specs(scenario: Scenario, clients: list[FleetClient], model_dir: str) -> list[ClientSpec]:
     data = build_task_data(scenario)
+    if data.notice:  # the server's start-up says it once; client workers build the same data silently
+        _to_stderr(data.notice)
+    if scenario.task.generative:
+        line = truncation_line(scenario, model_dir, data)
+        if line:
+            _to_stderr(line)
     threads = scenario.emulation.threads_per_client
     return [ClientSpec(c.client_id, scenario, model_dir, data.client_indices[c.client_id],
                        threads=min(c.device.cpu_cores, threads)) for c in clients]
+
+
+def truncation_line(scenario: Scenario, model_dir: str, data) -> str | None:
+    """What encoding cuts, over every set the run encodes (each client's partition, the test and
+    public sets), said once at start-up; None where nothing is cut."""
+    from testbed.ml.tasks import scenario_encoder
+
+    encoder = scenario_encoder(scenario, model_dir, data.dataset.labels)
+    for indices in (*data.client_indices, data.splits.test, data.splits.public):
+        encoder.encode_examples(data.at(indices))
+    return encoder.truncation.line(scenario.task.kind, scenario.dataset.max_tokens)
 
 
 def worker_layout(scenario: Scenario, client_class: type) -> str:

@@ -14,6 +14,7 @@ from frameworks.kd.logits import SparseTarget, sparse_kl, top_k_of
 from frameworks.kd.student import load_student
 from testbed.config.scenario import KDOptions, LoraConfig, ScenarioError, load_scenario
 from testbed.ml.modeling import OptimizerSpec, attach_lora, load_tokenizer
+from testbed.ml.data import Example
 from testbed.ml.task import TaskEncoder
 from testbed.sim.session import run_scenario
 
@@ -76,7 +77,7 @@ def test_distillation_lowers_the_kl_to_the_target(assets, positions):
     torch.manual_seed(0)
     encoder = TaskEncoder(load_tokenizer(str(assets.tiny)), ("business", "sport"), max_tokens=16)
     texts = [f"Report number {i} on markets, matches and new gadgets." for i in range(8)]
-    examples = encode_public(encoder, texts)
+    examples = encode_public(encoder, [Example(t, "business") for t in texts])
     model = attach_lora(load_student(str(assets.tiny), "first:4"),
                         LoraConfig(r=4, alpha=8, targets=("q_proj", "v_proj", "lm_head")), seed=0)
     opts = KDOptions(positions=positions, temperature=2.0)

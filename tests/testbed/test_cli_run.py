@@ -105,3 +105,36 @@ def test_ctrl_c_then_resume_finishes_the_run(assets, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumed_after_round"] >= 1
     assert list(pd.read_csv(out / "rounds.csv")["round"]) == [0, 1, 2, 3, 4]
+
+
+def _columns(rows) -> dict[str, list[str]]:
+    """final_table's columns: header -> cells."""
+    from testbed.sim.session import final_table
+
+    return {str(c.header): [str(cell) for cell in c.cells] for c in final_table(rows).columns}
+
+
+def test_round_lines_and_the_table_show_the_tasks_metric():
+    from testbed.sim.session import _round_line
+
+    base = {"round": 2, "train_loss": 1.25, "sim_end_s": 31.04, "participants": 2, "failures": 0, "eval_loss": 2.9,
+            "bytes_up": 2_000_000}
+    classification = {**base, "accuracy": 0.625}
+    assert _round_line(classification) == ("round 2: acc 0.625 train loss 1.250  sim 31.0 s  participants 2  "
+                                           "failures 0")
+    assert _round_line({**base, "accuracy": None}).startswith("round 2: acc - train loss")
+    generative = {**base, "accuracy": None, "perplexity": 18.174, "rouge_l": 0.4129, "exact_match": 0.25}
+    assert _round_line(generative) == ("round 2: ppl 18.17  rouge-L 0.413 train loss 1.250  sim 31.0 s  "
+                                       "participants 2  failures 0")
+    no_generation = {**generative, "rouge_l": None, "exact_match": None}
+    assert _round_line(no_generation).startswith("round 2: ppl 18.17 train loss")
+    assert _round_line({**generative, "perplexity": float("nan")}).startswith("round 2: ppl -  rouge-L 0.413")
+
+    assert _columns([classification]) == {
+        "round": ["2"], "sim end s": ["31.0"], "participants": ["2"], "failures": ["0"], "train loss": ["1.250"],
+        "eval loss": ["2.900"], "accuracy": ["0.625"], "up MB": ["2.00"]}
+    columns = _columns([{**generative, "round": 0, "perplexity": 200.0, "rouge_l": None}, generative])
+    assert list(columns)[-4:] == ["perplexity", "rouge-L", "exact match", "up MB"] and "accuracy" not in columns
+    assert columns["perplexity"] == ["200.00", "18.17"] and columns["rouge-L"] == ["-", "0.413"]
+    assert columns["exact match"] == ["0.250", "0.250"]
+    assert list(_columns([no_generation]))[-2:] == ["perplexity", "up MB"]

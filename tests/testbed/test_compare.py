@@ -19,12 +19,21 @@ from testbed.config.scenario import Scenario
 from testbed.results.compare import (
     ALL_METRICS,
     METRICS,
+    CompareError,
+    check_target,
     format_number,
     mean_ci95,
     run_metrics,
     student_t_quantile,
     student_t_two_sided_mass,
     time_to_target_s,
+)
+from testbed.results.metrics import (
+    GENERATIVE_METRICS,
+    TASK_METRICS,
+    Target,
+    run_headline_metric,
+    task_metrics,
 )
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
@@ -62,7 +71,7 @@ def test_run_metrics_reads_every_metric(tmp_path):
                        client("failed", up=0, down=1000, device_s=9.0, peak_mb=900)],
               host_s=42.0, server_steps_s=(0.25, 0.25), client_model_mb=[math.nan, 12.0, 12.5],
               student_accuracy=[0.1, 0.3, 0.4])
-    row = run_metrics(tmp_path, target_accuracy=0.45)
+    row = run_metrics(tmp_path, Target("accuracy", 0.45))
     assert row == {
         "final_accuracy": 0.6, "time_to_target_s": 10.0, "sim_wall_clock_s": 25.0,
         "bytes_up_per_client_round": 200.0, "bytes_down_per_client_round": 2000.0,  # ok client-rounds only
@@ -74,7 +83,7 @@ def test_run_metrics_reads_every_metric(tmp_path):
 
 def test_run_metrics_without_framework_extras(tmp_path):
     write_run(tmp_path, [0.2, 0.3], [0.0, 4.0], [math.nan, 0.5], [client()])
-    row = run_metrics(tmp_path, target_accuracy=0.9)
+    row = run_metrics(tmp_path, Target("accuracy", 0.9))
     assert math.isnan(row["student_accuracy"]) and math.isnan(row["client_model_mb"])
     assert math.isnan(row["time_to_target_s"])
 
@@ -266,4 +275,202 @@ def test_compare_checks_each_planned_run_like_run_does(tmp_path, monkeypatch, ca
     assert code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "framework.lora.targets" in err and "no_such_proj" in err
+    assert not (tmp_path / "cmp").exists()
+
+
+# -- generative tasks: perplexity (lower is better), ROUGE-L, exact match ---------------------------
+def write_generative_run(run_dir: Path, perplexity: list[float], sim_end_s: list[float],
+                         rouge_l: list[float] | None = None, exact_match: list[float] | None = None,
+                         task: str | None = "instruction", first_round: int = 0) -> None:
+    """A fake run folder of a generative task: rounds.csv with an empty accuracy column,
+    eval_loss = log(perplexity) and, when given, rouge_l / exact_match; summary.json's `task`
+    (None: not recorded, the kind then comes from the rounds.csv columns)."""
+    write_run(run_dir, [math.nan] * len(perplexity), sim_end_s, [math.nan] + [1.0] * (len(perplexity) - 1),
+              [client()], eval_loss=[math.log(p) for p in perplexity], perplexity=perplexity,
+              **({"rouge_l": rouge_l} if rouge_l else {}), **({"exact_match": exact_match} if exact_match else {}))
+    if first_round:
+        rounds = pd.read_csv(run_dir / "rounds.csv")
+        rounds.assign(round=rounds["round"] + first_round).to_csv(run_dir / "rounds.csv", index=False)
+    if task is not None:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        (run_dir / "summary.json").write_text(json.dumps({**summary, "task": task}))
+
+
+def test_time_to_target_of_a_lower_is_better_metric_is_the_first_row_at_or_below_it():
+    rounds = pd.DataFrame({"round": [0, 1, 2, 3, 4], "sim_end_s": [0.0, 10.0, 20.0, 30.0, 40.0],
+                           "perplexity": [80.0, 30.0, 19.0, math.nan, 18.0]})
+    assert time_to_target_s(rounds, 20.0, "perplexity") == 20.0  # 19 <= 20 first, in round 2
+    assert time_to_target_s(rounds, 19.0, "perplexity") == 20.0  # equal counts
+    assert time_to_target_s(rounds, 18.5, "perplexity") == 40.0
+    assert time_to_target_s(rounds, 80.0, "perplexity") == 0.0  # the initial model already reaches it
+    assert math.isnan(time_to_target_s(rounds, 17.9, "perplexity"))
+    assert math.isnan(time_to_target_s(rounds, 0.5))  # no accuracy column: never reached
+
+
+def test_run_metrics_of_a_generative_run(tmp_path):
+    write_generative_run(tmp_path, perplexity=[200.0, 21.0, 18.0], sim_end_s=[0.0, 10.0, 20.0],
+                         rouge_l=[0.05, 0.2, 0.4], exact_match=[0.0, 0.1, 0.25])
+    row = run_metrics(tmp_path, Target("perplexity", 20.0))
+    assert math.isnan(row["final_accuracy"])
+    assert {k: row[k] for k in GENERATIVE_METRICS} == {
+        "final_perplexity": 18.0, "final_rouge_l": 0.4, "final_exact_match": 0.25,
+        "initial_perplexity": 200.0, "initial_rouge_l": 0.05}
+    assert row["time_to_target_s"] == 20.0 and row["sim_wall_clock_s"] == 20.0
+    assert set(row) == set(ALL_METRICS) | set(GENERATIVE_METRICS)
+    assert run_metrics(tmp_path, Target("rouge_l", 0.2))["time_to_target_s"] == 10.0
+
+
+def test_a_generative_run_without_generation_or_round_0_has_nans_there(tmp_path):
+    write_generative_run(tmp_path, perplexity=[40.0, 30.0], sim_end_s=[10.0, 20.0], task=None, first_round=1)
+    row = run_metrics(tmp_path, Target("perplexity", 35.0))  # kind from the perplexity column
+    assert row["final_perplexity"] == 30.0 and row["time_to_target_s"] == 20.0
+    for key in ("final_rouge_l", "final_exact_match", "initial_perplexity", "initial_rouge_l"):
+        assert math.isnan(row[key]), key
+
+
+def test_headline_metric_from_summary_or_rounds_columns(tmp_path):
+    write_generative_run(tmp_path / "gen", [50.0, 20.0], [0.0, 5.0], task=None)
+    write_generative_run(tmp_path / "lm", [50.0, 20.0], [0.0, 5.0], task="language_modeling")
+    write_run(tmp_path / "cls", [0.2, 0.5], [0.0, 5.0], [math.nan, 1.0], [client()])
+    assert [run_headline_metric(tmp_path / d) for d in ("gen", "lm", "cls")] == ["perplexity", "perplexity",
+                                                                               "accuracy"]
+    assert run_headline_metric(tmp_path / "missing") == "accuracy"
+    assert task_metrics(pd.read_csv(tmp_path / "gen" / "rounds.csv")) == ("perplexity", "eval_loss")
+    assert task_metrics(pd.read_csv(tmp_path / "cls" / "rounds.csv")) == ("accuracy",)
+
+
+def test_default_targets_by_direction():
+    assert TASK_METRICS["perplexity"].default_target([25.0, 18.0, math.nan]) == pytest.approx(19.8)  # 1.1 x lowest
+    assert TASK_METRICS["accuracy"].default_target([0.5, 0.8]) == pytest.approx(0.72)  # 0.9 x highest
+    assert TASK_METRICS["rouge_l"].default_target([0.4, 0.25]) == pytest.approx(0.36)
+    assert math.isnan(TASK_METRICS["perplexity"].default_target([math.nan]))
+
+
+def test_check_target_parses_metric_equals_value():
+    assert check_target(target="perplexity=20") == Target("perplexity", 20.0)
+    assert check_target(target=" rouge_l = 0.3") == Target("rouge_l", 0.3)
+    assert check_target(target="accuracy=0.8") == check_target(0.8) == Target("accuracy", 0.8)
+    assert check_target() is None
+
+
+@pytest.mark.parametrize("accuracy, target, message", [
+    (None, "bogus=1", "--target bogus=1: unknown metric 'bogus'; one of accuracy, perplexity, rouge_l"),
+    (None, "perplexity=abc", "--target perplexity=abc: 'abc' is not a number"),
+    (None, "perplexity", "--target perplexity: expected METRIC=VALUE"),
+    (None, "perplexity=0.5", "--target perplexity=0.5: perplexity must be a number at least 1"),
+    (None, "perplexity=nan", "--target perplexity=nan: perplexity must be a number at least 1"),
+    (None, "rouge_l=1.5", "--target rouge_l=1.5: rouge_l must be a number between 0 and 1"),
+    (1.5, None, "--target-accuracy 1.5: must be between 0 and 1"),  # as before --target
+    (0.5, "perplexity=20", "--target perplexity=20 and --target-accuracy 0.5: give one of them"),
+])
+def test_bad_targets_name_the_option(accuracy, target, message):
+    with pytest.raises(CompareError) as caught:
+        check_target(accuracy, target)
+    assert str(caught.value).startswith(message)
+
+
+FAKE_PPL = {"fedllm": (18.0, 0.4), "split": (25.0, 0.25)}  # final perplexity at seed 0, final ROUGE-L
+
+
+def fake_generative_scenario(scenario: Scenario, out_dir: Path, **_: Any) -> dict[str, Any]:
+    """Perplexity 200 before training (ROUGE-L 0.05), final + 3 at 10 s (ROUGE-L 0.2 / 0.3), final
+    (final perplexity + seed) at 20 s."""
+    final, rouge = FAKE_PPL[scenario.framework.name]
+    final += scenario.seed
+    write_generative_run(out_dir, [200.0, final + 3, final], [0.0, 10.0, 20.0],
+                         rouge_l=[0.05, 0.2 if rouge > 0.3 else 0.3, rouge], exact_match=[0.0, 0.05, 0.1])
+    return {"status": "completed"}
+
+
+def _compare(tmp_path, monkeypatch, *args: str) -> tuple[int, pd.DataFrame, Path]:
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_generative_scenario)
+    out = tmp_path / "cmp"
+    code = main(["compare", str(SMOKE), "--frameworks", "fedllm,split", "--out", str(out), "--quiet", *args])
+    return code, pd.read_csv(out / "comparison.csv").set_index("framework"), out
+
+
+def test_compare_generative_default_target_is_1_1_x_the_lowest_final_perplexity(tmp_path, monkeypatch, capsys):
+    code, table, out = _compare(tmp_path, monkeypatch)
+    assert code == 0
+    assert table["target_metric"].tolist() == ["perplexity", "perplexity"]
+    assert table["target_value"].tolist() == pytest.approx([19.8, 19.8])  # 1.1 x 18
+    assert table["target_accuracy"].isna().all() and table["final_accuracy"].isna().all()
+    assert table.loc["fedllm", "time_to_target_s"] == 20.0  # 18 <= 19.8 in round 2; 21 in round 1 is not
+    assert math.isnan(table.loc["split", "time_to_target_s"])  # 28, then 25: never <= 19.8
+    assert table["final_perplexity"].tolist() == [18.0, 25.0]
+    assert table["initial_perplexity"].tolist() == [200.0, 200.0]
+    assert table["final_rouge_l"].tolist() == [0.4, 0.25] and table["initial_rouge_l"].tolist() == [0.05, 0.05]
+    assert table["final_exact_match"].tolist() == [0.1, 0.1]
+    assert list(table.columns[:7]) == ["final_accuracy", "final_perplexity", "final_rouge_l", "final_exact_match",
+                                       "initial_perplexity", "initial_rouge_l", "time_to_target_s"]
+    markdown = (out / "comparison.md").read_text()
+    assert markdown.startswith("| framework | final perplexity | final ROUGE-L | final exact match "
+                               "| initial perplexity | initial ROUGE-L | time to target (s) |")
+    assert "| fedllm | 18 | 0.400 | 0.100 | 200 | 0.0500 | 20 |" in markdown
+    assert "time to target: the first round with perplexity <= 19.8" in markdown
+    assert "final accuracy" not in markdown
+    assert "final perplexity" in capsys.readouterr().out
+
+
+def test_compare_target_perplexity_picks_the_first_row_at_or_below_it(tmp_path, monkeypatch):
+    code, table, _ = _compare(tmp_path, monkeypatch, "--target", "perplexity=30")
+    assert code == 0
+    assert table["time_to_target_s"].tolist() == [10.0, 10.0]  # 21 and 28 in round 1 (10 s)
+    assert (table["target_metric"] == "perplexity").all() and (table["target_value"] == 30.0).all()
+    _, table, _ = _compare(tmp_path / "b", monkeypatch, "--target", "perplexity=20")
+    assert table.loc["fedllm", "time_to_target_s"] == 20.0 and math.isnan(table.loc["split", "time_to_target_s"])
+
+
+def test_compare_target_rouge_l(tmp_path, monkeypatch):
+    code, table, out = _compare(tmp_path, monkeypatch, "--target", "rouge_l=0.3")
+    assert code == 0
+    assert table.loc["fedllm", "time_to_target_s"] == 20.0  # 0.2, then 0.4
+    assert table.loc["split", "time_to_target_s"] == 10.0  # 0.3 first, 0.25 last: the first reach counts
+    assert (table["target_metric"] == "rouge_l").all() and table["target_accuracy"].isna().all()
+    assert "time to target: the first round with rouge_l >= 0.3" in (out / "comparison.md").read_text()
+
+
+def test_compare_generative_seeds_summary(tmp_path, monkeypatch):
+    code, table, out = _compare(tmp_path, monkeypatch, "--seeds", "0,1,2")
+    assert code == 0
+    t2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))
+    fedllm = table.loc["fedllm"]
+    assert fedllm["final_perplexity_mean"] == pytest.approx(19.0)  # 18, 19, 20
+    assert fedllm["final_perplexity_ci95"] == pytest.approx(t2 * 1.0 / math.sqrt(3))
+    assert fedllm["initial_perplexity_mean"] == 200.0 and fedllm["initial_perplexity_ci95"] == 0.0
+    assert fedllm["final_rouge_l_mean"] == pytest.approx(0.4) and fedllm["target_metric"] == "perplexity"
+    assert fedllm["targets_reached"] == 3  # each seed's target is 1.1 x its own lowest final: fedllm's
+    assert table.loc["split", "targets_reached"] == 0
+    runs = pd.read_csv(out / "comparison_runs.csv").set_index(["framework", "seed"])
+    assert runs["target_value"].xs("fedllm", level="framework").tolist() == pytest.approx([19.8, 20.9, 22.0])
+    markdown = (out / "comparison.md").read_text()
+    assert "| fedllm | 19 ± 2.48 | 0.400 ± 0 |" in markdown
+    assert "perplexity <= each seed's target (comparison_runs.csv)" in markdown
+
+
+def test_classification_rows_name_accuracy_as_their_target(tmp_path, monkeypatch):
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_run_scenario)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(SMOKE), "--frameworks", "fedllm,split", "--out", str(out), "--quiet",
+                 "--target-accuracy", "0.5"]) == 0
+    table = pd.read_csv(out / "comparison.csv")
+    assert (table["target_metric"] == "accuracy").all()
+    assert table["target_value"].tolist() == table["target_accuracy"].tolist() == [0.5, 0.5]
+    assert not set(GENERATIVE_METRICS) & set(table.columns)  # no generative columns in a classification table
+    assert list(table.columns) == ["framework", *ALL_METRICS, "target_accuracy", "target_metric", "target_value",
+                                   "status", "error", "run_dir"]
+    assert "time to target:" not in (out / "comparison.md").read_text()
+    assert main(["compare", str(SMOKE), "--frameworks", "fedllm,split", "--out", str(out), "--quiet",
+                 "--overwrite", "--target", "accuracy=0.5"]) == 0
+    assert pd.read_csv(out / "comparison.csv").drop(columns="run_dir").equals(table.drop(columns="run_dir"))
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--target", "bogus=1"], "--target bogus=1"), (["--target", "perplexity=abc"], "--target perplexity=abc"),
+    (["--target", "perplexity=20", "--target-accuracy", "0.5"], "--target perplexity=20 and --target-accuracy"),
+])
+def test_bad_target_options_exit_2_naming_the_option(tmp_path, capsys, args, named):
+    assert main(["compare", str(SMOKE), "--out", str(tmp_path / "cmp"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {named}") and err.count("\n") == 1
     assert not (tmp_path / "cmp").exists()

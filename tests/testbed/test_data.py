@@ -8,18 +8,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testbed.config.fleet import expand_fleet
+from testbed.config.scenario import load_scenario
 from testbed.ml.assets import AssetPaths
 from testbed.ml.data import (
     DataError,
     Example,
     TextDataset,
     label_counts,
+    load_bbc_headlines,
     load_bbc_news,
     load_dataset,
     load_table,
     partition,
+    partition_dataset,
     split_dataset,
 )
+from testbed.ml.taskdata import build_task_data
+from testbed.sim import startup
+from tests.fuzzing import SMOKE
 
 BBC_COUNTS = {"business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401}
 
@@ -27,6 +34,11 @@ BBC_COUNTS = {"business": 510, "entertainment": 386, "politics": 417, "sports": 
 @pytest.fixture(scope="module")
 def bbc(assets: AssetPaths) -> TextDataset:
     return load_bbc_news()
+
+
+@pytest.fixture(scope="module")
+def headlines(assets: AssetPaths) -> TextDataset:
+    return load_bbc_headlines()
 
 
 def _toy(counts: dict[str, int]) -> TextDataset:
@@ -71,10 +83,41 @@ def test_bbc_news_decodes_cp1252_pound_signs(bbc: TextDataset) -> None:
 
 def test_load_dataset_by_name_and_unknown_name(bbc: TextDataset) -> None:
     assert load_dataset(name="bbc-news") == bbc
-    with pytest.raises(DataError, match=r"unknown dataset 'news'; known: \['bbc-news'\]"):
+    with pytest.raises(DataError, match=r"unknown dataset 'news'; known: \['bbc-headlines', 'bbc-news'\]"):
         load_dataset(name="news")
     with pytest.raises(DataError, match="exactly one of"):
         load_dataset()
+
+
+def test_bbc_news_for_language_modelling_is_the_texts_grouped_by_topic(bbc: TextDataset) -> None:
+    lm = load_dataset(name="bbc-news", kind="language_modeling")
+
+    assert (lm.name, lm.kind, lm.labels, len(lm)) == ("bbc-news", "language_modeling", (), 2225)
+    assert lm.examples == tuple(Example(text=e.text, group=e.label) for e in bbc.examples)
+    assert lm.groups == bbc.example_labels
+
+
+def test_bbc_headlines_maps_each_body_to_its_headline(assets: AssetPaths, headlines: TextDataset,
+                                                      bbc: TextDataset) -> None:
+    first_file = min((assets.bbc_news / "business").glob("*.txt"))
+    first_line = first_file.read_bytes().decode("utf-8", "replace").splitlines()[0].strip()
+    first = headlines.examples[0]
+
+    assert (headlines.name, headlines.kind, headlines.labels, len(headlines)) == ("bbc-headlines", "instruction", (), 2225)
+    assert first.label == first_line == "Ad sales boost Time Warner profit"
+    assert first.text.startswith("Quarterly profits at US media giant TimeWarner jumped 76% to $1.13bn")
+    assert first.group == "business" and first.turns == ()
+    assert all(f"{h.label}\n{h.text}" == b.text for h, b in zip(headlines.examples, bbc.examples))
+    assert headlines.groups == bbc.example_labels
+    assert load_dataset(name="bbc-headlines", kind="instruction") == headlines
+
+
+def test_a_bundled_dataset_serves_its_kinds_only(assets: AssetPaths) -> None:
+    with pytest.raises(DataError, match=r"^dataset bbc-headlines serves task.kind instruction, not classification$"):
+        load_dataset(name="bbc-headlines")
+    with pytest.raises(DataError, match=r"^dataset bbc-news serves task.kind classification or language_modeling, "
+                                        r"not instruction$"):
+        load_dataset(name="bbc-news", kind="instruction")
 
 
 # --- bring-your-own tables ----------------------------------------------------------------------
@@ -330,6 +373,91 @@ def test_partition_rejects_impossible_requests() -> None:
         partition(labels, [0, 1, 1], n_clients=1, kind="iid", seed=0)
     with pytest.raises(DataError, match="unknown partition kind 'skewed'"):
         partition(labels, range(10), n_clients=2, kind="skewed", seed=0)  # type: ignore[arg-type]
+
+
+# --- generative data: splits and partitions by group ---------------------------------------------
+
+
+def _texts(n: int, groups: list[str] | None = None) -> TextDataset:
+    examples = tuple(Example(text=f"t{i}", label=f"r{i}", group=None if groups is None else groups[i % len(groups)])
+                     for i in range(n))
+    return TextDataset(name="gen.jsonl", examples=examples, labels=(), kind="instruction")
+
+
+def test_generative_data_without_groups_splits_unstratified_at_exact_sizes() -> None:
+    ds = _texts(50)
+    order = np.random.default_rng(4).permutation(50).tolist()
+
+    splits = split_dataset(ds, test_size=10, public_size=5, seed=4)
+
+    assert ds.groups is None
+    assert splits.test == tuple(sorted(order[:10]))
+    assert splits.public == tuple(sorted(order[10:15]))
+    assert splits.train == tuple(sorted(order[15:]))
+
+
+def test_generative_groups_stratify_splits_and_partitions_like_the_labels(bbc: TextDataset,
+                                                                          headlines: TextDataset) -> None:
+    """bbc-headlines's groups are bbc-news's labels: the same splits and dirichlet partitions."""
+    for seed in (0, 5):
+        a = split_dataset(bbc, test_size=250, public_size=100, seed=seed)
+        b = split_dataset(headlines, test_size=250, public_size=100, seed=seed)
+        assert a == b
+        parts, notice = partition_dataset(headlines, b.train, n_clients=6, kind="dirichlet", alpha=0.3, seed=seed)
+        assert parts == partition(bbc.example_labels, a.train, n_clients=6, kind="dirichlet", alpha=0.3, seed=seed)
+        assert notice is None
+
+
+def test_classification_partitions_are_unchanged(bbc: TextDataset) -> None:
+    train = split_dataset(bbc, test_size=150, seed=2).train
+    for kind in ("iid", "dirichlet"):
+        parts, notice = partition_dataset(bbc, train, n_clients=5, kind=kind, alpha=0.5, seed=9, min_per_client=8)
+
+        assert parts == partition(bbc.example_labels, train, n_clients=5, kind=kind, alpha=0.5, seed=9,
+                                  min_per_client=8)
+        assert notice is None
+    toy = _toy({"a": 7, "b": 5})
+    assert partition_dataset(toy, range(12), n_clients=3, kind="dirichlet", seed=1)[0] == partition(
+        toy.example_labels, range(12), n_clients=3, kind="dirichlet", seed=1)
+
+
+def test_dirichlet_without_groups_is_iid_with_a_notice(tmp_path: Path) -> None:
+    path = tmp_path / "plain.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "response": f"r{i}"}) + "\n" for i in range(40)))
+    ds = load_table(path, kind="instruction")
+    train = split_dataset(ds, test_size=8, seed=3).train
+
+    parts, notice = partition_dataset(ds, train, n_clients=4, kind="dirichlet", alpha=0.1, seed=3, min_per_client=2)
+
+    assert parts == partition([""] * 40, train, n_clients=4, kind="iid", seed=3)
+    assert sorted(len(p) for p in parts) == [8, 8, 8, 8]
+    assert notice == "plain.jsonl: no group column (dataset.columns.group): partitioned iid instead of dirichlet"
+    assert partition_dataset(ds, train, n_clients=4, kind="iid", seed=3) == (parts, None)
+
+
+def test_task_data_reads_the_scenarios_kind_and_columns(tmp_path: Path, assets: AssetPaths,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"q": f"q{i}", "a": f"a{i}", "src": "xy"[i % 2]}) + "\n" for i in range(60)))
+    base = ["task.kind=instruction", "dataset.test_size=10", "partition.min_per_client=2"]
+
+    grouped = build_task_data(load_scenario(SMOKE, [*base, f"dataset.path={path}",
+                                                    "dataset.columns={prompt: q, response: a, group: src}"]))
+    plain_scenario = load_scenario(SMOKE, [*base, f"dataset.path={path}", "dataset.columns={prompt: q, response: a}"])
+    plain = build_task_data(plain_scenario)
+    headlines = build_task_data(load_scenario(SMOKE, [*base, "dataset.name=bbc-headlines"]))
+
+    assert grouped.dataset.kind == "instruction" and grouped.notice is None
+    assert grouped.at((0, 1)) == [Example("q0", "a0", group="x"), Example("q1", "a1", group="y")]
+    assert grouped.texts((2,)) == ["q2"] and grouped.labels((2,)) == ["a2"]
+    assert plain.notice == "qa.jsonl: no group column (dataset.columns.group): partitioned iid instead of dirichlet"
+    assert plain.client_indices == tuple(partition([""] * 60, plain.splits.train, n_clients=3, kind="iid", seed=0))
+    assert headlines.dataset.name == "bbc-headlines" and len(headlines.splits.test) == 10
+    assert headlines.notice is None
+    capsys.readouterr()
+    specs = startup.client_specs(plain_scenario, expand_fleet(plain_scenario), "model")  # the server's start-up
+    assert [s.train_indices for s in specs] == list(plain.client_indices)
+    assert capsys.readouterr().err == f"{plain.notice}\n"
 
 
 def test_label_counts_include_zeros() -> None:

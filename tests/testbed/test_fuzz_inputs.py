@@ -59,10 +59,13 @@ def test_files_that_are_not_scenarios_are_refused_in_one_line(workdir: Path) -> 
 
 
 def test_odd_paths_are_refused_in_one_line(workdir: Path) -> None:
+    folder = workdir / "odd"  # none of the scenarios the other tests leave (`s.yaml/` is the path s.yaml)
+    folder.mkdir(exist_ok=True)
+
     @share(1 / 3)
     @given(odd_paths)
     def check(name: str) -> None:
-        outcome = odd_path_case(name, workdir)
+        outcome = odd_path_case(name, folder)
         assert_clean(outcome, name)
         assert outcome.code == 2  # none of them is a scenario file
 
@@ -101,5 +104,23 @@ def test_model_configs_are_read_or_refused_in_one_line(workdir: Path) -> None:
     @given(model_config(tiny_config()))
     def check(content: bytes) -> None:
         assert_clean(model_config_case(content, workdir), content)
+
+    check()
+
+
+def test_instruction_datasets_are_read_or_refused_in_one_line(workdir: Path) -> None:
+    """The same files read as instruction data (the columns then count for nothing but a chat
+    list, Alpaca's or prompt/response), through `testbed validate`."""
+    from tests.fuzzing import smoke_with, validate
+
+    @share(1 / 3)
+    @given(dataset_file())
+    def check(example: tuple[str, bytes]) -> None:
+        suffix, content = example
+        path = workdir / f"data{suffix}"
+        path.write_bytes(content.replace(b"text", b"prompt").replace(b"label", b"response"))
+        scenario = smoke_with(workdir, task={"kind": "instruction"},
+                              dataset={"path": str(path), "max_tokens": 32, "test_size": 20})
+        assert_clean(validate(scenario), example)
 
     check()

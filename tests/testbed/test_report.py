@@ -18,7 +18,7 @@ from testbed.cli.main import main
 from testbed.results.report import build_report
 from testbed.results.report.analysis import bytes_by_kind, failures, straggler_attribution, timeline_spans
 from testbed.results.report.load import load_source
-from testbed.results.report.plots import accuracy_figure, timeline_figure
+from testbed.results.report.plots import accuracy_figure, metric_figure, timeline_figure
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 NAMES = {0: "pixel-7", 1: "raspberry-pi-5", 2: "jetson-nano"}
@@ -282,3 +282,78 @@ def test_report_of_a_real_smoke_run_agrees_with_its_tables(assets, tmp_path):
     assert sent["adapter_up"] == trained["bytes_up"].sum() and sent["adapter_down"] == trained["bytes_down"].sum()
     page = (out / "report" / "index.html").read_text()
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 4
+
+
+# -- generative tasks: perplexity, ROUGE-L and exact match instead of accuracy -----------------------
+def write_generative_run(folder: Path, *, framework: str = "fedllm",
+                         perplexity: tuple[float, ...] = (200.0, 30.0, 18.0),
+                         rouge_l: tuple[float, ...] | None = (0.05, 0.2, 0.4),
+                         exact_match: tuple[float, ...] | None = (0.0, 0.1, 0.25)) -> Path:
+    """write_run's run, of an instruction task: an empty accuracy column, perplexity and (when
+    given) rouge_l / exact_match per round; summary.json records the task and final perplexity only."""
+    write_run(folder, framework=framework, accuracy=(float("nan"),) * 3)
+    rounds = pd.read_csv(folder / "rounds.csv").assign(perplexity=list(perplexity))
+    for name, values in (("rouge_l", rouge_l), ("exact_match", exact_match)):
+        if values:
+            rounds[name] = list(values)
+    rounds.to_csv(folder / "rounds.csv", index=False)
+    summary = json.loads((folder / "summary.json").read_text())
+    del summary["final_accuracy"]
+    (folder / "summary.json").write_text(json.dumps({**summary, "task": "instruction",
+                                                     "final_perplexity": perplexity[-1]}))
+    return folder
+
+
+def test_generative_run_report_draws_each_task_metric_against_wall_clock(tmp_path):
+    folder = write_generative_run(tmp_path / "run")
+    assert main(["report", str(folder)]) == 0
+    page = (folder / "report" / "index.html").read_text()
+    for title in ("Perplexity", "ROUGE-L", "Exact match"):
+        assert f">{title} vs simulated wall-clock</h2>" in page
+    assert "Accuracy vs simulated wall-clock" not in page
+    assert "Perplexity (exp of the mean negative log-likelihood per scored token" in page
+    assert sorted(p.name for p in (folder / "report").glob("*.png")) == [
+        "bytes.png", "exact_match.png", "perplexity.png", "rouge_l.png", "stragglers.png", "timeline.png"]
+    assert '<a href="#perplexity">perplexity</a><a href="#rouge_l">ROUGE-L</a>' in page
+    # facts: summary.json's final perplexity; initial perplexity and ROUGE-L from rounds.csv
+    for label, value in (("initial perplexity", "200"), ("final perplexity", "18"), ("initial ROUGE-L", "0.05"),
+                         ("final ROUGE-L", "0.4"), ("final exact match", "0.25")):
+        assert f"<tr><th>{label}</th><td>{value}</td></tr>" in page
+    assert "final accuracy" not in page
+
+
+def test_perplexity_figure_is_one_line_per_framework_on_a_log_axis(tmp_path):
+    run = load_source(write_generative_run(tmp_path / "run"))
+    ax = metric_figure({"fedllm": [run.rounds]}, "perplexity").axes[0]
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == [0.0, 12.5, 22.0] and list(line.get_ydata()) == [200.0, 30.0, 18.0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "perplexity (lower is better)"
+    rouge = metric_figure({"fedllm": [run.rounds]}, "rouge_l").axes[0]
+    assert list(rouge.lines[0].get_ydata()) == [0.05, 0.2, 0.4] and rouge.get_ylabel() == "ROUGE-L (higher is better)"
+    assert accuracy_figure({"fedllm": [run.rounds]}) is None  # the accuracy column is empty
+    narrow = load_source(write_generative_run(tmp_path / "narrow", perplexity=(50.0, 40.0, 30.0)))
+    assert metric_figure({"fedllm": [narrow.rounds]}, "perplexity").axes[0].get_yscale() == "linear"  # < 10x
+
+
+def test_generative_run_without_generation_draws_perplexity_only(tmp_path):
+    folder = write_generative_run(tmp_path / "run", rouge_l=None, exact_match=None)
+    build_report(folder)
+    page = (folder / "report" / "index.html").read_text()
+    assert ">Perplexity vs simulated wall-clock</h2>" in page and "ROUGE-L vs" not in page
+    assert (folder / "report" / "perplexity.png").is_file() and not (folder / "report" / "rouge_l.png").exists()
+
+
+def test_generative_compare_folder_lists_final_and_initial_perplexity(tmp_path):
+    cmp = tmp_path / "cmp"
+    write_generative_run(cmp / "fedllm")
+    write_generative_run(cmp / "split", framework="split", perplexity=(200.0, 40.0, 25.0), rouge_l=(0.05, 0.3, 0.35))
+    source = load_source(cmp)
+    ax = metric_figure({name: [r.rounds for r in seeds] for name, seeds in source.runs.items()}, "perplexity").axes[0]
+    assert _legend_labels(ax) == ["fedllm", "split"]
+    assert [list(line.get_ydata()) for line in ax.lines] == [[200.0, 30.0, 18.0], [200.0, 40.0, 25.0]]
+    assert main(["report", str(cmp)]) == 0
+    page = (cmp / "report" / "index.html").read_text()
+    assert ("<th>final_perplexity</th>\n      <th>initial_perplexity</th>\n      <th>final_rouge_l</th>\n"
+            "      <th>initial_rouge_l</th>") in page
+    assert "<td>25</td>" in page and "<td>0.35</td>" in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 3 + 1 + 2 * 2  # 3 metrics, bytes, 2 x 2

@@ -221,12 +221,61 @@ def test_a_dataset_needs_its_columns_right_types_and_enough_rows(tmp_path: Path)
     assert main(["validate", S, f"--set=dataset={{path: {rows}, test_size: 20}}"]) == 0
 
 
+def test_a_generative_dataset_is_read_for_its_kind_and_counted(tmp_path: Path) -> None:
+    alpaca = _data(tmp_path, "i.jsonl", "".join(json.dumps({"instruction": f"do {i}", "output": "done"}) + "\n"
+                                                for i in range(43)))
+    instruction = ("task.kind=instruction", f"dataset={{path: {alpaca}, test_size: 20}}")
+    assert smoke_set(*instruction) == (
+        f"error: {alpaca}: (rows): 43 rows, fewer than the 44 the scenario needs (test_size 20 + public_size 0 + "
+        f"3 clients x min_per_client 8) (from {S} dataset.path)")
+    assert smoke_set("task.kind=language_modeling", f"dataset={{path: {alpaca}, test_size: 20}}") == (
+        f"error: {alpaca}: line 1: missing text column 'text' (task.kind language_modeling reads one text column; "
+        f"dataset.columns.text names another); columns found: ['instruction', 'output'] (from {S} dataset.path)")
+    chat = _data(tmp_path, "c.jsonl", '{"messages": [{"role": "user", "content": "q"}, '
+                                      '{"role": "robot", "content": "a"}]}\n')
+    assert smoke_set("task.kind=instruction", f"dataset={{path: {chat}, test_size: 20}}") == (
+        f"error: {chat}: line 1: column 'messages': message 2: unknown role 'robot'; roles: system, user, assistant "
+        f"(from {S} dataset.path)")
+    alpaca.write_text(alpaca.read_text() + '{"instruction": "one more", "output": "done"}\n')
+    assert main(["validate", S, *[f"--set={o}" for o in instruction]]) == 0
+    lm = f"--set=dataset={{path: {alpaca}, test_size: 20, columns: {{text: instruction}}}}"
+    assert main(["validate", S, "--set=task.kind=language_modeling", lm]) == 0
+
+
+def test_the_bundled_headlines_bound_test_set_and_clients() -> None:
+    assert smoke_set("task.kind=instruction", "dataset.name=bbc-headlines", "dataset.test_size=2300") == (
+        f"error: {S}: dataset.test_size: the scenario needs 2,324 examples (test_size 2300 + public_size 0 + "
+        "3 clients x min_per_client 8), more than the 2,225 of dataset bbc-headlines")
+    assert main(["validate", S, "--set=task.kind=instruction", "--set=dataset.name=bbc-headlines"]) == 0
+
+
+def test_a_chat_template_is_needed_for_template_chat(tmp_path: Path, assets) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(tiny_config(assets).read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 2048}))
+    chat = ("task.kind=instruction", "dataset.name=bbc-headlines", "task.template=chat")
+    assert smoke_set(*chat, f"model={folder}") == (
+        f"error: {S}: task.template: the model has no chat template ({folder} has no chat_template.jinja, nor a "
+        "chat_template in tokenizer_config.json); use template: plain")
+    for template in ("plain", "auto"):
+        assert main(["validate", S, *[f"--set={o}" for o in chat[:2]], f"--set=task.template={template}",
+                     f"--set=model={folder}"]) == 0
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
+    assert main(["validate", S, *[f"--set={o}" for o in chat], f"--set=model={folder}"]) == 0
+    (folder / "tokenizer_config.json").unlink()
+    (folder / "chat_template.jinja").write_text("{{ messages }}")
+    assert main(["validate", S, *[f"--set={o}" for o in chat], f"--set=model={folder}"]) == 0
+    assert main(["validate", S, *[f"--set={o}" for o in chat]]) == 0  # tiny-llama has one
+
+
 def test_the_bundled_dataset_bounds_test_set_and_clients() -> None:
     assert smoke_set("dataset.test_size=2300") == (
         f"error: {S}: dataset.test_size: the scenario needs 2,324 examples (test_size 2300 + public_size 0 + "
         "3 clients x min_per_client 8), more than the 2,225 of dataset bbc-news")
     assert smoke_set("dataset.name=imdb") == (
-        f"error: {S}: dataset.name: unknown dataset 'imdb'; known: bbc-news (or give `path` to a CSV/JSONL file)")
+        f"error: {S}: dataset.name: unknown dataset 'imdb'; known: bbc-news, bbc-headlines (or give `path` to a "
+        "CSV/JSONL/JSON/Parquet file)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from test_compare import FAST, SMOKE, client, write_run
+from test_compare import FAST, SMOKE, client, write_generative_run, write_run
 
 import testbed.sim.batch
 from testbed.cli.main import main
@@ -117,3 +117,53 @@ def test_stress_on_the_tiny_model(assets, tmp_path):
     assert table["final_accuracy"].nunique() == 1
     assert table["sim_wall_clock_s"].iloc[0] > table["sim_wall_clock_s"].iloc[1]
     assert (out / "server.link.rate_mbps=1" / "rounds.csv").is_file()
+
+
+def fake_task_run(scenario: Scenario, out_dir: Path, **_: Any) -> dict[str, Any]:
+    """Classification: final accuracy 0.1 x local_steps; language modelling: final perplexity
+    40 / local_steps (50 at 10 s, before it), 100 before training; the run's end at 20 s."""
+    steps = scenario.framework.local_steps
+    if scenario.task.kind == "classification":
+        write_run(out_dir, [0.05, 0.05 * steps, 0.1 * steps], [0.0, 10.0, 20.0], [math.nan, 0.25, 0.25], [client()])
+    else:
+        write_generative_run(out_dir, [100.0, 50.0, 40.0 / steps], [0.0, 10.0, 20.0], task=scenario.task.kind)
+    return {"status": "completed"}
+
+
+def test_a_grid_over_task_kinds_times_each_run_by_its_own_metric(tmp_path, monkeypatch):
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_task_run)
+    out = tmp_path / "stress"
+    assert main(["stress", str(SMOKE), "--sweep", "task.kind=classification,language_modeling", "--sweep",
+                 "framework.local_steps=1,2", "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out / "stress.csv")
+    assert table["target_metric"].tolist() == ["accuracy", "accuracy", "perplexity", "perplexity"]
+    # accuracy: 0.9 x 0.2 over the grid; perplexity: 1.1 x 20 (40 / 2)
+    assert table["target_value"].tolist() == pytest.approx([0.18, 0.18, 22.0, 22.0])
+    assert table["target_accuracy"].iloc[:2].tolist() == pytest.approx([0.18, 0.18])
+    assert table["target_accuracy"].iloc[2:].isna().all()
+    assert math.isnan(table["time_to_target_s"].iloc[0]) and table["time_to_target_s"].iloc[1] == 20.0
+    assert math.isnan(table["time_to_target_s"].iloc[2]) and table["time_to_target_s"].iloc[3] == 20.0
+    assert table["final_perplexity"].iloc[2:].tolist() == [40.0, 20.0]
+    assert table["final_perplexity"].iloc[:2].isna().all() and table["final_accuracy"].iloc[2:].isna().all()
+    assert table["final_rouge_l"].isna().all()  # no generation
+
+
+def test_stress_target_perplexity(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_task_run)
+    out = tmp_path / "stress"
+    assert main(["stress", str(SMOKE), "--set", "task.kind=language_modeling", "--sweep", "framework.local_steps=1,2",
+                 "--target", "perplexity=50", "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out / "stress.csv")
+    assert table["time_to_target_s"].tolist() == [10.0, 10.0]  # 50 <= 50 at 10 s, before the final value
+    assert (table["target_value"] == 50.0).all() and table["target_accuracy"].isna().all()
+    assert "time to target: the first round with perplexity <= 50" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--target", "bogus=1"], "--target bogus=1"), (["--target", "perplexity=abc"], "--target perplexity=abc"),
+    (["--target", "rouge_l=0.3", "--target-accuracy", "0.5"], "--target rouge_l=0.3 and --target-accuracy"),
+])
+def test_bad_targets_are_an_error_line_and_exit_2(tmp_path, capsys, args, named):
+    assert main(["stress", str(SMOKE), "--sweep", "seed=1,2", "--out", str(tmp_path / "s"), *args]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {named}")
+    assert not (tmp_path / "s").exists()

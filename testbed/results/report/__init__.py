@@ -1,6 +1,7 @@
 """`testbed report DIR`: one self-contained HTML page (``DIR/report/index.html``, plots also
-written beside it as PNGs) for a run folder or a compare folder: per-client timeline, accuracy
-versus simulated wall-clock, bytes per exchange kind, straggler attribution and the tables."""
+written beside it as PNGs) for a run folder or a compare folder: per-client timeline, the task's
+metrics versus simulated wall-clock (accuracy; perplexity, ROUGE-L and exact match for generative
+tasks), bytes per exchange kind, straggler attribution and the tables."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from testbed.results.runfolder import run_status
 
 RUN_TABLES = ("events.csv", "rounds.csv")
 EVENT_NEEDS = [*EVENT_COLUMNS[:7], "status"]  # round .. sim_end_s, status
-ROUND_NEEDS = ["round", "sim_start_s", "sim_end_s", "straggler", "accuracy"]
+ROUND_NEEDS = ["round", "sim_start_s", "sim_end_s", "straggler"]  # and the task's metrics where recorded
 CLIENT_ROUND_NEEDS = ["round", "client", "outcome", "cause", "sim_end_s"]
 
 

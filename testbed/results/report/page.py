@@ -13,13 +13,17 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from testbed.results.metrics import GENERATIVE_CURVES, TASK_METRICS, generative_values, is_generative, task_metrics
 from testbed.results.report import analysis, plots
 from testbed.results.report.load import CompareData, RunData
 
 FACTS = (
     ("scenario", "scenario"), ("framework", "framework"), ("model", "model"), ("status", "status"),
     ("seed", "seed"), ("rounds completed", "rounds_completed"), ("initial accuracy", "initial_accuracy"),
-    ("final accuracy", "final_accuracy"), ("final eval loss", "final_eval_loss"),
+    ("final accuracy", "final_accuracy"), ("initial perplexity", "initial_perplexity"),
+    ("final perplexity", "final_perplexity"), ("initial ROUGE-L", "initial_rouge_l"),
+    ("final ROUGE-L", "final_rouge_l"), ("final exact match", "final_exact_match"),
+    ("final eval loss", "final_eval_loss"),
     ("simulated wall-clock (s)", "sim_wall_clock_s"), ("host wall-clock (s)", "host_wall_s"),
     ("started at", "started_at"), ("git commit", "git_commit"), ("replayed compute from", "replayed_compute_from"),
 )
@@ -95,9 +99,20 @@ def run_label(run: RunData) -> str:
     return str(run.summary.get("framework") or run.path.name)
 
 
+def task_summary(run: RunData) -> dict[str, Any]:
+    """summary.json, with a generative run's final and initial perplexity, ROUGE-L and exact
+    match taken from rounds.csv where summary.json lacks them."""
+    summary = dict(run.summary)
+    if is_generative(run.rounds, summary):
+        for key, value in generative_values(run.rounds).items():
+            if summary.get(key) is None and pd.notna(value):
+                summary[key] = value
+    return summary
+
+
 def _facts(run: RunData) -> str:
     """Key facts of a run from summary.json and rounds.csv, as a two-column table."""
-    s = run.summary
+    s = task_summary(run)
     rows = [(label, _cell(s.get(key))) for label, key in FACTS if s.get(key) is not None]
     if isinstance(s.get("backend"), dict):
         b = s["backend"]
@@ -107,7 +122,7 @@ def _facts(run: RunData) -> str:
     rows.append(("rounds in rounds.csv", str(len(trained))))
     if len(run.rounds):
         rows.append(("last round end (simulated s)", _cell(float(run.rounds["sim_end_s"].max()))))
-    if not s:
+    if not run.summary:
         rows.insert(0, ("summary.json", "missing"))
     body = "".join(
         f"<tr><th>{html.escape(k)}</th><td{_status_class(k, v)}>{html.escape(v)}</td></tr>" for k, v in rows)
@@ -165,12 +180,41 @@ def rounds_section(run: RunData, level: int) -> str:
     return f"<h{level}>Rounds (rounds.csv)</h{level}>" + _table(run.rounds)
 
 
-def accuracy_section(runs: dict[str, list[RunData]], writer: PageWriter) -> str:
-    """Accuracy versus simulated wall-clock, one line per framework (thin lines per seed)."""
-    fig = plots.accuracy_figure({name: [r.rounds for r in seeds] for name, seeds in runs.items()})
-    caption = "Accuracy after each evaluated round at its simulated end time (round 0 = before training, t = 0)."
-    return "<h2 id=accuracy>Accuracy vs simulated wall-clock</h2>" + writer.figure(
-        "accuracy", fig, caption, "No accuracy was recorded.")
+# what each task metric's figure shows (after "... after each evaluated round")
+CAPTIONS = {
+    "accuracy": "Accuracy",
+    "perplexity": "Perplexity (exp of the mean negative log-likelihood per scored token: the response's for "
+                  "instruction tasks, every token for language modelling; lower is better)",
+    "rouge_l": "ROUGE-L (F-measure of the longest common word subsequence of the greedy generations and the "
+               "references; higher is better)",
+    "exact_match": "Exact match (share of greedy generations equal to their reference; higher is better)",
+}
+
+
+def plotted_metrics(runs: dict[str, list[RunData]]) -> list[str]:
+    """The task metrics drawn against simulated wall-clock: accuracy for classification runs;
+    for generative runs those of perplexity, rouge_l and exact_match they recorded (perplexity
+    at least, to say that it is missing)."""
+    all_runs = [r for seeds in runs.values() for r in seeds]
+    if not any(is_generative(r.rounds, r.summary) for r in all_runs):
+        return ["accuracy"]
+    present = {m for r in all_runs for m in task_metrics(r.rounds)}
+    return [m for m in ("accuracy", *GENERATIVE_CURVES) if m in present] or ["perplexity"]
+
+
+def metrics_sections(runs: dict[str, list[RunData]], writer: PageWriter) -> list[tuple[str, str]]:
+    """(anchor, html) per task metric: the metric versus simulated wall-clock, one line per
+    framework (thin lines per seed)."""
+    curves = {name: [r.rounds for r in seeds] for name, seeds in runs.items()}
+    sections = []
+    for metric in plotted_metrics(runs):
+        display = TASK_METRICS[metric].display
+        title = display[0].upper() + display[1:]
+        caption = (f"{CAPTIONS[metric]} after each evaluated round at its simulated end time (round 0 = before "
+                   "training, t = 0).")
+        sections.append((metric, f"<h2 id={metric}>{html.escape(title)} vs simulated wall-clock</h2>" + writer.figure(
+            metric, plots.metric_figure(curves, metric), caption, f"No {display} was recorded.")))
+    return sections
 
 
 def bytes_section(runs: dict[str, list[RunData]], writer: PageWriter) -> str:
@@ -188,24 +232,36 @@ def bytes_section(runs: dict[str, list[RunData]], writer: PageWriter) -> str:
 def run_page(run: RunData, writer: PageWriter) -> tuple[str, str]:
     """(title, body) of the page for one run folder."""
     runs = {run_label(run): [run]}
+    metrics = metrics_sections(runs, writer)
     body = "\n".join([
         "<section id=scenario>" + scenario_section(run, 2) + "</section>",
         "<section id=timeline>" + timeline_section(run, writer, "", 2) + "</section>",
-        "<section>" + accuracy_section(runs, writer) + "</section>",
+        *("<section>" + section + "</section>" for _, section in metrics),
         "<section>" + bytes_section(runs, writer) + "</section>",
         "<section id=stragglers>" + straggler_section(run, writer, "", 2) + "</section>",
         "<section id=rounds>" + rounds_section(run, 2) + "</section>",
     ])
-    nav = [("scenario", "scenario"), ("timeline", "timeline"), ("accuracy", "accuracy"), ("bytes", "bytes"),
+    nav = [("scenario", "scenario"), ("timeline", "timeline"), *_metric_links(metrics), ("bytes", "bytes"),
            ("stragglers", "stragglers"), ("rounds", "rounds")]
     return f"run {run.path.name} ({run_label(run)})", _nav(nav) + body
 
 
+def _metric_links(sections: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """In-page links to the task metrics' sections."""
+    return [(metric, TASK_METRICS[metric].display) for metric, _ in sections]
+
+
 def _runs_table(data: CompareData) -> pd.DataFrame:
-    """One row per framework: seeds found and the first seed's status and headline numbers."""
-    rows = [{"framework": name, "runs": len(seeds), "folder": str(seeds[0].path.relative_to(data.path)),
-             "status": seeds[0].summary.get("status"), "final_accuracy": seeds[0].summary.get("final_accuracy"),
-             "sim_wall_clock_s": seeds[0].summary.get("sim_wall_clock_s")} for name, seeds in data.runs.items()]
+    """One row per framework: seeds found and the first seed's status and headline numbers
+    (final accuracy; for a generative run final and initial perplexity and ROUGE-L)."""
+    rows = []
+    for name, seeds in data.runs.items():
+        run, summary = seeds[0], task_summary(seeds[0])
+        task = (("final_perplexity", "initial_perplexity", "final_rouge_l", "initial_rouge_l")
+                if is_generative(run.rounds, run.summary) else ("final_accuracy",))
+        rows.append({"framework": name, "runs": len(seeds), "folder": str(run.path.relative_to(data.path)),
+                     "status": summary.get("status"), **{key: summary.get(key) for key in task},
+                     "sim_wall_clock_s": summary.get("sim_wall_clock_s")})
     return pd.DataFrame(rows)
 
 
@@ -217,10 +273,10 @@ def compare_page(data: CompareData, writer: PageWriter) -> tuple[str, str]:
     parts += ["<p>Run folders (timelines, stragglers and bytes use the first seed of each)</p>",
               _table(_runs_table(data))]
     parts += [f'<p class="bad">Not rendered: {html.escape(why)}</p>' for why in data.unreadable.values()]
-    parts += ["</section>",
-              "<section>" + accuracy_section(data.runs, writer) + "</section>",
+    metrics = metrics_sections(data.runs, writer)
+    parts += ["</section>", *("<section>" + section + "</section>" for _, section in metrics),
               "<section>" + bytes_section(data.runs, writer) + "</section>"]
-    nav = [("comparison", "comparison"), ("accuracy", "accuracy"), ("bytes", "bytes")]
+    nav = [("comparison", "comparison"), *_metric_links(metrics), ("bytes", "bytes")]
     for name, seeds in data.runs.items():
         run, key = seeds[0], f"-{_slug(name)}"
         nav.append((f"fw{key}", name))

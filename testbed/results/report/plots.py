@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
+from testbed.results.metrics import STUDENT_CURVES, TASK_METRICS
 from testbed.results.report.analysis import SERVER
 
 WIDTH_IN = 13.0
@@ -91,11 +92,19 @@ def timeline_figure(spans: pd.DataFrame, marks: pd.DataFrame, rounds: pd.DataFra
 
 
 def accuracy_figure(curves: dict[str, list[pd.DataFrame]]) -> Figure | None:
-    """Accuracy versus simulated wall-clock: one colour per framework; several seeds are thin
-    lines; a ``student_accuracy`` column (KD) is dashed."""
+    """Accuracy versus simulated wall-clock (metric_figure of ``accuracy``)."""
+    return metric_figure(curves, "accuracy")
+
+
+def metric_figure(curves: dict[str, list[pd.DataFrame]], metric: str) -> Figure | None:
+    """A task metric (a rounds.csv column: accuracy, perplexity, rouge_l, exact_match) versus
+    simulated wall-clock: one colour per framework; several seeds are thin lines; the students'
+    (kd: ``student_accuracy``, ``student_perplexity``) dashed. Perplexity on a log axis when it
+    spans a factor of 10 or more."""
     fig = Figure(figsize=(WIDTH_IN * 0.75, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    drawn = 0
+    drawn: list[float] = []
+    student = STUDENT_CURVES.get(metric)
     for i, (name, seeds) in enumerate(curves.items()):
         colour = FRAMEWORK_COLOURS[i % len(FRAMEWORK_COLOURS)]
         # earlier frameworks wider and with bigger markers, so identical curves stay visible
@@ -104,17 +113,21 @@ def accuracy_figure(curves: dict[str, list[pd.DataFrame]]) -> Figure | None:
         lw, ms, zorder = (1.6 + 1.1 * under, 4.5 + 1.5 * under, 2) if single else (1.0, 3.0, 3)
         suffix = "" if single else f" ({len(seeds)} seeds)"
         for j, rounds in enumerate(seeds):
-            for column, ls, label in (("accuracy", "-", name + suffix), ("student_accuracy", "--", f"{name} student")):
-                if column not in rounds or rounds[column].isna().all():
+            for column, ls, label in ((metric, "-", name + suffix), (student, "--", f"{name} student")):
+                if column is None or column not in rounds or rounds[column].isna().all():
                     continue
                 pts = rounds[rounds[column].notna()]
                 ax.plot(pts["sim_end_s"], pts[column], ls=ls, lw=lw, marker=MARKERS[i % len(MARKERS)], ms=ms,
                         color=colour, zorder=zorder, label=label if j == 0 else None)
-                drawn += 1
+                drawn += [float(v) for v in pts[column]]
     if not drawn:
         return None
     ax.set_xlabel("simulated wall-clock (s)")
-    ax.set_ylabel("accuracy")
+    known = TASK_METRICS.get(metric)
+    better = f" ({'higher' if known.higher_is_better else 'lower'} is better)" if known and metric != "accuracy" else ""
+    ax.set_ylabel((known.display if known else metric) + better)
+    if metric.endswith("perplexity") and min(drawn) > 0 and max(drawn) >= 10 * min(drawn):
+        ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
