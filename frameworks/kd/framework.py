@@ -36,7 +36,6 @@ from frameworks.kd.public import (
     all_positions,
     distill,
     encode_public,
-    kd_rows,
     kd_tokens,
     pack_down,
     position_logits,
@@ -195,13 +194,13 @@ def ort_student(model, scenario: Scenario, model_dir: str, *, threads: int):
     from frameworks.kd.onnx_student import OrtStudent
 
     opts = scenario.framework.kd
-    return OrtStudent(model, k=opts.top_k, temperature=opts.temperature,
-                      all_positions=opts.positions == "all" or scenario.task.generative,
+    return OrtStudent(model, k=opts.top_k, temperature=opts.temperature, all_positions=opts.positions == "all",
+                      span=scenario.task.generative,
                       int8=opts.onnx_int8, threads=threads, optimize=opts.onnx_optimize,
                       cache_key=onnx_cache_key(model_dir, opts, student_lora(scenario), scenario.task.generative))
 
 
-def onnx_cache_key(model_dir: str, opts: KDOptions, lora, every_token: bool = False) -> str:
+def onnx_cache_key(model_dir: str, opts: KDOptions, lora, span: bool = False) -> str:
     """What makes two exported student graphs the same: the model's files, the student's
     blocks, quantization and adapters, the logit head, and the exporter's versions."""
     import onnxruntime
@@ -209,18 +208,22 @@ def onnx_cache_key(model_dir: str, opts: KDOptions, lora, every_token: bool = Fa
     files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(model_dir).iterdir() if p.is_file())
     parts = [str(Path(model_dir).resolve()), files, opts.student_layers, opts.student_quantization, lora.r, lora.alpha,
              list(lora.targets), opts.top_k, opts.temperature, opts.positions, opts.onnx_int8, torch.__version__,
-             onnxruntime.__version__] + (["every-token"] if every_token else [])
+             onnxruntime.__version__] + (["span"] if span else [])
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
 def ort_topk(ort, encoder: Encoder, examples: list[EncodedExample], opts: KDOptions) -> TopK:
-    """The ORT student's top-k at the distillation positions (generative kinds: its every-token
-    top-k, the positions that predict the reference picked out)."""
+    """The ORT student's top-k at the distillation positions. Generative kinds: the graph gets
+    each row's reference positions (padded by repeating the last) and runs the LM head on those
+    alone; the padding rows are dropped, so the rows follow kd_rows' order."""
     ids, mask = prompt_batch(encoder, examples)
-    top = ort.topk(ids, mask)
     if not all_positions(encoder):
-        return top
-    rows = kd_rows(encoder, examples, opts.positions).numpy()
+        return ort.topk(ids, mask)
+    spans = [encoder.kd_positions(ex, opts.positions) for ex in examples]
+    width = max(len(s) for s in spans)
+    index = torch.tensor([s + [s[-1]] * (width - len(s)) for s in spans], dtype=torch.long)  # (B, P)
+    top = ort.topk(ids, mask, index)
+    rows = np.asarray([b * width + j for b, s in enumerate(spans) for j in range(len(s))], dtype=np.int64)
     return TopK(top.logprobs[rows], None if top.indices is None else top.indices[rows], top.vocab_size)
 
 

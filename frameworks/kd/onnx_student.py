@@ -59,19 +59,24 @@ def _quiet():
 
 class _LogitHead(torch.nn.Module):
     """input_ids, attention_mask, last_index -> top-k (or full) log-probs at the answer
-    positions (`last_index`), or at every position when `all_positions`."""
+    positions (`last_index` (B,)), at every position when `all_positions`, or with `span` at
+    the positions `last_index` (B, P) lists for each row (a generative task's reference
+    positions: the LM head runs on those rows only)."""
 
-    def __init__(self, model, *, k: int, temperature: float, all_positions: bool) -> None:
+    def __init__(self, model, *, k: int, temperature: float, all_positions: bool, span: bool = False) -> None:
         super().__init__()
         self.model = model
         self.k = k
         self.temperature = temperature
         self.all_positions = all_positions
+        self.span = span
 
     def forward(self, input_ids, attention_mask, last_index):
         lm = causal_lm(self.model)
         hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if not self.all_positions:
+        if self.span:
+            hidden = hidden[torch.arange(hidden.shape[0]).unsqueeze(1), last_index]  # (B, P, C)
+        elif not self.all_positions:
             hidden = hidden[torch.arange(hidden.shape[0]), last_index]  # (B, C)
         logp = torch.log_softmax(lm.get_output_embeddings()(hidden).float() / self.temperature, dim=-1)
         if self.k <= 0:
@@ -90,13 +95,14 @@ class OrtStudent:
     """Runs a LoRA student's logits on onnxruntime; `refresh()` after its adapters change."""
 
     def __init__(self, model, *, k: int, temperature: float, all_positions: bool, int8: bool, threads: int,
-                 cache_key: str | None = None, optimize: bool = False) -> None:
+                 cache_key: str | None = None, optimize: bool = False, span: bool = False) -> None:
         self.model = model
         self.cache_key = cache_key
         self.optimize = optimize
         self.k = k
         self.temperature = temperature
         self.all_positions = all_positions
+        self.span = span  # topk(..., index=(B, P)): the positions of each row (generative tasks)
         self.int8 = int8
         self.threads = threads
         self.vocab_size = int(causal_lm(model).get_output_embeddings().weight.shape[0])
@@ -106,17 +112,19 @@ class OrtStudent:
 
     # -- graph ---------------------------------------------------------------------------------
     def _export(self) -> None:
-        head = _LogitHead(self.model, k=self.k, temperature=self.temperature, all_positions=self.all_positions).eval()
+        head = _LogitHead(self.model, k=self.k, temperature=self.temperature, all_positions=self.all_positions,
+                          span=self.span).eval()
         ids = torch.ones((2, 8), dtype=torch.long)
         mask = torch.ones((2, 8), dtype=torch.long)
-        last = torch.full((2,), 7, dtype=torch.long)
+        last = torch.tensor([[5, 6, 7], [4, 5, 6]], dtype=torch.long) if self.span else torch.full((2,), 7, dtype=torch.long)
         batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+        last_dims = {0: batch, 1: torch.export.Dim("span")} if self.span else {0: batch}
         with torch.no_grad(), _quiet():
             program = torch.onnx.export(
                 head, (ids, mask, last), dynamo=True, opset_version=18, optimize=False, verbose=False,
                 input_names=["input_ids", "attention_mask", "last_index"], output_names=["logprobs", "indices"],
                 dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq},
-                                "last_index": {0: batch}},
+                                "last_index": last_dims},
             )
         self._proto = program.model_proto
         names = {init.name for init in self._proto.graph.initializer}
@@ -208,10 +216,20 @@ class OrtStudent:
         return OrtTimings(export_s=export_s, refresh_s=time.perf_counter() - t1)
 
     # -- inference -------------------------------------------------------------------------------
-    def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TopK:
-        """Top-k log-probs at each row's last real token (or every real token)."""
+    def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor | None = None) -> TopK:
+        """Top-k log-probs at each row's last real token (or every real token); with `span`, at
+        the (B, P) positions `index` lists, as (B * P) rows in row-major order."""
         if self._session is None:
             self.refresh()
+        if self.span:
+            if index is None:
+                raise ValueError("a span student's topk needs the (B, P) positions")
+            feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy(),
+                    "last_index": index.numpy(), **self._adapters}
+            values, indices = self._session.run(None, feed)
+            flat = values.reshape(-1, values.shape[-1])
+            return from_arrays(flat, indices.reshape(-1, indices.shape[-1]) if self.k > 0 else None,
+                               self.vocab_size)
         last = attention_mask.sum(dim=1) - 1
         feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy(), "last_index": last.numpy(),
                 **self._adapters}

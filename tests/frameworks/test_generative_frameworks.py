@@ -68,6 +68,10 @@ def test_instruction_tuning_records_perplexity_rouge_and_generations(assets, tmp
     assert (gens[gens["round"] == 0].prompt.tolist() == gens[gens["round"] == 2].prompt.tolist())
     assert gens[gens["round"] == 2].rouge_l.mean() == pytest.approx(rounds.loc[2, "rouge_l"])
     assert all(p.startswith("### Instruction:\nWrite a headline") for p in gens.prompt)
+    if framework == "kd":  # the students' ORT graph (LM head on the reference positions only) agrees with torch
+        assert rounds.loc[[1, 2], "ort_top1_agreement"].tolist() == [1.0, 1.0]
+        assert rounds.loc[[1, 2], "ort_kl"].max() < 1e-4
+        assert rounds.student_perplexity.notna().sum() == 2
 
 
 def test_fedllm_learns_the_responses(assets, tmp_path):

@@ -36,6 +36,9 @@ CASES = {
     # offline windows and dropouts: link outages and seeded draws across the round boundary
     "availability": ("availability", ("availability.kind=fedscale", f"availability.path={GOLDEN / 'avail.json'}",
                                       "availability.dropout=0.5")),
+    # a generative task: generations.jsonl loses the killed round's lines and gets them again
+    "instruction": ("fedllm", ("task.kind=instruction", "dataset.name=bbc-headlines", "eval.generate.samples=3",
+                               "eval.generate.max_new_tokens=4")),
 }
 DRIVER = """
 import sys
@@ -94,5 +97,9 @@ def test_killed_in_round_2_and_resumed_equals_uninterrupted(case: str, tmp_path:
         assert_tables_equal(pd.read_csv(tmp_path / "reference" / table), pd.read_csv(tmp_path / "run" / table), table)
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
     assert list(rounds["round"]) == [0, 1, 2, 3, 4]
+    if (tmp_path / "reference" / "generations.jsonl").exists():
+        generated = pd.read_json(tmp_path / "run" / "generations.jsonl", lines=True)
+        pd.testing.assert_frame_equal(generated, pd.read_json(tmp_path / "reference" / "generations.jsonl", lines=True))
+        assert generated.groupby("round").size().to_dict() == {r: 3 for r in range(5)}
     # the final adapter, also as a PEFT folder
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()

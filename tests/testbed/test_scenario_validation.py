@@ -410,3 +410,18 @@ def test_validate_checks_the_model_without_loading_it() -> None:
                           timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b'{"instruction": "a", "output": ""}\n', ["line 1", "empty"]),
+    (b'{"instruction": "caf\xe9", "output": "b"}\n', ["line 1", "UTF-8"]),
+    (b'{"question": "a", "answer": "b"}\n', ["columns found", "question", "answer"]),
+    (b'{"messages": [{"role": "user", "content": "q"}]}\n', ["line 1", "assistant"]),
+])
+def test_validate_refuses_bad_instruction_files_in_one_line(tmp_path: Path, content: bytes, words: list[str]) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content * 50)
+    line = smoke_set("task.kind=instruction", f"dataset.path={path}", "dataset.test_size=10")
+    assert line.startswith(f"error: {path}: ") and "\n" not in line, line
+    for word in words:
+        assert word in line, (word, line)
