@@ -439,7 +439,7 @@ def test_task_data_reads_the_scenarios_kind_and_columns(tmp_path: Path, assets: 
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "qa.jsonl"
     path.write_text("".join(json.dumps({"q": f"q{i}", "a": f"a{i}", "src": "xy"[i % 2]}) + "\n" for i in range(60)))
-    base = ["task.kind=instruction", "dataset.test_size=10", "partition.min_per_client=2"]
+    base = ["task.kind=instruction", "task.template=plain", "dataset.test_size=10", "partition.min_per_client=2"]
 
     grouped = build_task_data(load_scenario(SMOKE, [*base, f"dataset.path={path}",
                                                     "dataset.columns={prompt: q, response: a, group: src}"]))
@@ -455,7 +455,7 @@ def test_task_data_reads_the_scenarios_kind_and_columns(tmp_path: Path, assets: 
     assert headlines.dataset.name == "bbc-headlines" and len(headlines.splits.test) == 10
     assert headlines.notice is None
     capsys.readouterr()
-    specs = startup.client_specs(plain_scenario, expand_fleet(plain_scenario), "model")  # the server's start-up
+    specs = startup.client_specs(plain_scenario, expand_fleet(plain_scenario), str(assets.tiny))  # the server's start-up
     assert [s.train_indices for s in specs] == list(plain.client_indices)
     assert capsys.readouterr().err == f"{plain.notice}\n"
 
