@@ -90,7 +90,10 @@ def test_ctrl_c_then_resume_finishes_the_run(assets, tmp_path):
     # rounds 2-6 take seconds even on a loaded host, long enough for the signal to land in them
     run = [sys.executable, "-m", "testbed.cli", "run", str(SMOKE), "--quiet", "--set", "framework.rounds=6"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([*run, "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # SIGINT at its default in the run: a suite started in the background of a non-interactive shell
+    # ignores SIGINT, and an ignored disposition is inherited (Python then installs no handler)
+    proc = subprocess.Popen([*run, "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (out / "checkpoint" / "state.json").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
