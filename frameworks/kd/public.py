@@ -56,23 +56,18 @@ def kd_rows(encoder: Encoder, examples: list[EncodedExample], positions: str) ->
     return torch.tensor(rows, dtype=torch.long)
 
 
-def select_positions(hidden: torch.Tensor, mask: torch.Tensor, opts: KDOptions,
-                     encoder: Encoder | None = None, examples: list[EncodedExample] | None = None) -> torch.Tensor:
-    """(N, C) rows of hidden (B, T, C): each prompt's last token (it predicts the answer), or
-    every real token, or (generative kinds) every position that predicts a reference token;
-    the order matches OrtStudent.topk."""
-    if encoder is not None and all_positions(encoder):
-        return hidden[mask.bool().to(hidden.device)][kd_rows(encoder, examples, opts.positions).to(hidden.device)]
-    if opts.positions == "answer":
-        last = (mask.sum(dim=1) - 1).to(hidden.device)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    return hidden[mask.bool().to(hidden.device)]
+def select_positions(hidden: torch.Tensor, mask: torch.Tensor, encoder: Encoder, examples: list[EncodedExample],
+                     opts: KDOptions) -> torch.Tensor:
+    """(N, C) rows of hidden (B, T, C) at the positions encoder.kd_positions names (a prompt's
+    last token, every prompt token, or every position that predicts a reference token), in the
+    order OrtStudent.topk returns them."""
+    return hidden[mask.bool().to(hidden.device)][kd_rows(encoder, examples, opts.positions).to(hidden.device)]
 
 
 def position_logits(model, encoder: Encoder, examples: list[EncodedExample], opts: KDOptions) -> torch.Tensor:
     """(N, V) logits of `model` at the distillation positions of `examples`."""
     ids, mask = prompt_batch(encoder, examples)
-    return head_logits(model, select_positions(last_hidden(model, ids, mask), mask, opts, encoder, examples))
+    return head_logits(model, select_positions(last_hidden(model, ids, mask), mask, encoder, examples, opts))
 
 
 def pack_down(top: TopK, public_ids: tuple[int, ...]) -> bytes:
