@@ -83,6 +83,7 @@ class FitRes(CarriesPayloads):
     metrics: dict[str, float]
     spans: tuple[ComputeSpan, ...]
     peak_rss_bytes: int = 0  # filled in by the backend that ran it
+    host: str = ""  # the machine that computed it, where the backend says (a Ray node id)
 
 
 @wire_type("StepRes")
@@ -93,6 +94,7 @@ class StepRes(CarriesPayloads):
     payloads: tuple[Payload, ...] = ()
     spans: tuple[ComputeSpan, ...] = ()
     peak_rss_bytes: int = 0
+    host: str = ""  # the machine that computed it, where the backend says (a Ray node id)
 
 
 @wire_type("Failure")
@@ -104,6 +106,7 @@ class Failure:
     detail: str
     host_s: float = 0.0  # host seconds of work done before the failure
     peak_rss_bytes: int = 0
+    host: str = ""  # the machine the call ran on, where the backend says (a Ray node id)
 
 
 Outcome = FitRes | Failure

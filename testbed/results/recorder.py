@@ -25,7 +25,7 @@ CLIENT_ROUND_COLUMNS = [
     "round", "client", "device", "link", "outcome", "cause", "n_samples", "train_loss",
     "host_compute_s", "device_compute_s", "dilation_factor", "bound", "peak_rss_mb",
     "memory_budget_mb", "over_memory_budget", "bytes_down", "bytes_up", "sim_start_s", "sim_end_s",
-    "energy_j", "compute_energy_j", "radio_energy_j", "energy_note",
+    "energy_j", "compute_energy_j", "radio_energy_j", "energy_note", "host",
 ]
 ROUND_COLUMNS = [
     "round", "sim_start_s", "sim_end_s", "sim_duration_s", "selected", "participants", "failures", "discarded",

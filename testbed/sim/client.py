@@ -67,6 +67,7 @@ class ClientProcess:
             else:
                 reply = self._call(ctx, cid, action)
                 calls += 1
+                tl.host = getattr(reply, "host", "") or tl.host
                 tl.peak_rss_bytes = max(tl.peak_rss_bytes, getattr(reply, "peak_rss_bytes", 0) or
                                         self._oom_peak_bytes(cid, reply))
                 finished = yield from self._compute(ctx.rnd, cid, reply, tl)

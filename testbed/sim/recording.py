@@ -3,6 +3,7 @@ row per synchronous round (FedBuff writes its own, testbed.sim.fedbuff)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +18,7 @@ from testbed.sim.timeline import ClientTimeline, RoundContext
 
 class Recording:
     def __init__(self, recorder: RunRecorder, clients: list[FleetClient], env: simpy.Environment) -> None:
+        self.hostname = socket.gethostname()  # the `host` of rows whose backend names no machine
         self.recorder = recorder
         self.clients = clients
         self.env = env
@@ -70,6 +72,7 @@ class Recording:
             **client_round_energy(device=client.device.name, power_w=client.device.power_w,
                                   device_compute_s=tl.device_s, link=client.link.name, radio=client.link.radio,
                                   exchanges=tl.exchanges),
+            host=tl.host or self.hostname,
         )
 
 

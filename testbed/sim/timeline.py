@@ -28,6 +28,7 @@ class ClientTimeline:
     wire_down: int = 0
     wire_up: int = 0
     peak_rss_bytes: int = 0
+    host: str = ""  # the machine that computed its calls, where the backend says (else this host)
     exchanges: list[Exchange] = field(default_factory=list)  # its transfers, for the radio energy
     arrived: bool = False
     offline_at_s: float = math.inf  # when the client's availability window ends
