@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -28,8 +29,28 @@ class DockerConfig(Node):
         return v
 
 
+class RayConfig(Node):
+    """`backend: ray`: each client in a Ray actor, on a local Ray or a running cluster (docs/ray.md)."""
+
+    # null: start a local Ray for the run; auto: join the cluster this machine belongs to
+    # (`ray start` ran here); ray://host:port: join a remote cluster through Ray Client
+    address: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is None or v == "auto" or v.startswith("ray://") or re.fullmatch(r"[\w.\-]+:\d+", v):
+            return v
+        raise ValueError(f"{v!r} is not a Ray address: use null (a local Ray), auto (the cluster `ray start` "
+                         "made on this machine), ray://host:port (Ray Client) or host:port (the head's GCS)")
+
+
 class EmulationConfig(Node):
-    backend: Literal["inproc", "process", "docker"] = "process"
+    backend: Literal["inproc", "process", "docker", "ray"] = "process"
+    # measured: every client's work runs for real and its measured time becomes device time;
+    # predicted: nothing trains, every span comes from a cost table measured once on this host
+    # for the scenario's model and shapes (testbed.sim.probe), for fleets of thousands
+    compute: Literal["measured", "predicted"] = "measured"
     time: Literal["dilate", "throttle"] = "dilate"  # how host time becomes device time
     enforce_memory: bool = True  # cgroup memory limit = the device's app RAM budget
     # process backend: a worker process per client, a pool of `parallel_clients` workers each
@@ -46,6 +67,7 @@ class EmulationConfig(Node):
     client_timeout_s: float = Field(1800.0, gt=0)  # host seconds before a silent worker is killed
     memory_limit_mb: float | None = Field(None, gt=0)  # overrides every device's app RAM budget
     docker: DockerConfig = DockerConfig()  # backend: docker
+    ray: RayConfig = RayConfig()  # backend: ray
 
     @field_validator("parallel_clients")
     @classmethod
