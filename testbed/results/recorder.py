@@ -1,4 +1,4 @@
-"""The run directory's tables, rewritten after every round so a crash loses at most one.
+"""The run directory's tables, written as the run goes so a crash loses at most one round.
 
 Three grains, all CSV (pandas.read_csv): ``events.csv`` one row per exchange or compute
 span, ``client_rounds.csv`` one row per selected client per round, ``rounds.csv`` one row
@@ -6,12 +6,18 @@ per round (round 0 = the model before training). ``host_timeline.csv`` adds wher
 own wall clock went: one row per interval of model compute (a client's span, an
 aggregation, a server step, an evaluation), in Unix seconds, so time outside model compute
 can be measured.
+
+The three large tables grow by appending each flush's new rows (a fleet run writes hundreds of
+thousands); only a new column (a key a framework first reports late) rewrites one whole.
+``rounds.csv`` (one row per round) is rewritten whole. A table of more than
+``PARQUET_MIN_ROWS`` rows is also written as ``<name>.parquet`` when the run ends.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,39 +72,130 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+APPENDED = {"events.csv": EVENT_COLUMNS, "client_rounds.csv": CLIENT_ROUND_COLUMNS,
+            "host_timeline.csv": HOST_TIMELINE_COLUMNS}  # the tables that grow by appending
+PARQUET_MIN_ROWS = 100_000  # a table this long is also written as parquet at the end of the run
+
+
+@dataclass(frozen=True)
+class TableMark:
+    """How far a table file was written: its size, rows and header (what a checkpoint keeps)."""
+
+    bytes: int
+    rows: int
+    columns: tuple[str, ...]
+
+
+class AppendedTable:
+    """One CSV table that grows by appending the rows of each flush."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path = path
+        self.fixed = columns
+        self.pending: list[dict[str, Any]] = []
+        self.columns: list[str] = []  # the header on disk ([] before the first write)
+        self.rows = 0  # rows on disk
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Write the pending rows; returns them."""
+        rows, self.pending = self.pending, []
+        if not rows and self.columns:
+            return rows
+        frame = _table(rows, list(self.columns or self.fixed))
+        if not self.columns:
+            _atomic_write_text(self.path, frame.to_csv(index=False))
+        elif list(frame.columns) != self.columns:  # a new column: the file is rewritten with it
+            old = pd.read_csv(self.path, keep_default_na=False, na_values=[""], dtype=str)
+            _atomic_write_text(self.path, pd.concat([old, frame.astype(object)]).to_csv(index=False))
+        else:
+            with open(self.path, "a") as f:
+                f.write(frame.to_csv(index=False, header=False))
+        self.columns = list(frame.columns)
+        self.rows += len(rows)
+        return rows
+
+    def mark(self) -> TableMark:
+        size = self.path.stat().st_size if self.path.exists() else 0
+        return TableMark(size, self.rows, tuple(self.columns))
+
+    def cut_to(self, mark: TableMark) -> None:
+        """Back to what `mark` saw (a resumed run's checkpoint): rows written after it go."""
+        self.pending = []
+        self.columns, self.rows = list(mark.columns), mark.rows
+        if not mark.columns:
+            self.path.unlink(missing_ok=True)
+            return
+        with open(self.path, "rb") as f:
+            header = f.readline().decode().rstrip("\r\n")
+        if header == ",".join(mark.columns) and self.path.stat().st_size >= mark.bytes:
+            os.truncate(self.path, mark.bytes)
+            return
+        frame = pd.read_csv(self.path, keep_default_na=False, na_values=[""], dtype=str, nrows=mark.rows)
+        _atomic_write_text(self.path, frame.reindex(columns=list(mark.columns)).to_csv(index=False))
+
+    def to_parquet(self) -> Path | None:
+        """`<name>.parquet` beside the CSV when the table is long; its path, or None."""
+        if self.rows < PARQUET_MIN_ROWS:
+            return None
+        target = self.path.with_suffix(".parquet")
+        tmp = target.with_suffix(".parquet.tmp")
+        pd.read_csv(self.path, engine="pyarrow").to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+        return target
+
+
 class RunRecorder:
-    """Collects rows in memory and rewrites the tables atomically on flush()."""
+    """Collects rows and writes them on flush(): the large tables by appending, rounds.csv whole.
+    `muted` (a resumed run replaying its way to its checkpoint): rows are dropped unwritten."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
-        self.events: list[dict[str, Any]] = []
-        self.client_rounds: list[dict[str, Any]] = []
+        self.tables = {name: AppendedTable(self.out_dir / name, cols) for name, cols in APPENDED.items()}
         self.rounds: list[dict[str, Any]] = []
-        self.host_timeline: list[dict[str, Any]] = []
+        self.last_client_rounds: list[dict[str, Any]] = []  # the client rows of the latest flush
+        self.muted = False
 
     def event(self, **row: Any) -> None:
-        self.events.append(row)
+        self.tables["events.csv"].pending.append(row)
 
     def client_round(self, **row: Any) -> None:
-        self.client_rounds.append(row)
+        self.tables["client_rounds.csv"].pending.append(row)
 
     def round(self, **row: Any) -> None:
         self.rounds.append(row)
 
     def host_interval(self, rnd: int, who: str, kind: str, t1_unix: float, host_s: float) -> None:
         """An interval of model compute on the host that ended at `t1_unix` and lasted `host_s`."""
-        self.host_timeline.append(dict(round=rnd, who=who, kind=kind, t0_unix=t1_unix - host_s,
-                                       t1_unix=t1_unix, host_s=host_s))
+        self.tables["host_timeline.csv"].pending.append(dict(round=rnd, who=who, kind=kind, t0_unix=t1_unix - host_s,
+                                                            t1_unix=t1_unix, host_s=host_s))
 
     def flush(self) -> None:
+        if self.muted:
+            for table in self.tables.values():
+                table.pending = []
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for name, rows, cols in (
-            ("events.csv", self.events, EVENT_COLUMNS),
-            ("client_rounds.csv", self.client_rounds, CLIENT_ROUND_COLUMNS),
-            ("rounds.csv", self.rounds, ROUND_COLUMNS),
-            ("host_timeline.csv", self.host_timeline, HOST_TIMELINE_COLUMNS),
-        ):
-            _atomic_write_text(self.out_dir / name, _table(rows, cols).to_csv(index=False))
+        for name, table in self.tables.items():
+            written = table.flush()
+            if name == "client_rounds.csv":
+                self.last_client_rounds = written
+        _atomic_write_text(self.out_dir / "rounds.csv", _table(self.rounds, ROUND_COLUMNS).to_csv(index=False))
+
+    def marks(self) -> dict[str, TableMark]:
+        """How far each appended table was written (after a flush)."""
+        return {name: table.mark() for name, table in self.tables.items()}
+
+    def restore(self, rounds: list[dict[str, Any]], marks: dict[str, TableMark]) -> None:
+        """Back to a checkpoint: its rounds rows, and each table cut to its mark; unmuted."""
+        self.muted = False
+        self.rounds[:] = rounds
+        for name, table in self.tables.items():
+            table.cut_to(marks.get(name, TableMark(0, 0, ())))
+        self.flush()
+
+    def finish(self) -> list[Path]:
+        """The end of the run: long tables also as parquet; their paths."""
+        return [p for table in self.tables.values() if (p := table.to_parquet()) is not None]
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         write_json_atomic(self.out_dir / name, data)

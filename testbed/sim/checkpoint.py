@@ -4,8 +4,9 @@ completed round (or FedBuff server version).
 ``DIR/checkpoint/`` holds:
 
 - ``state.json``: the round, the simulated clock, the host calibration the clock was converted
-  with (a resumed run converts with the same, not a fresh measurement), the CPU quotas, and
-  the tables so far (every row of events, client_rounds, rounds and host_timeline);
+  with (a resumed run converts with the same, not a fresh measurement), the CPU quotas, the
+  rounds table so far, and how far each appended table (events, client_rounds, host_timeline)
+  was written: its bytes, rows and header (a resumed run cuts each file back to that mark);
 - ``framework.safetensors``: the framework's state (global adapters, the KD teacher, split's
   halves and server optimizer) and the server's torch RNG state;
 - ``clients.safetensors``: what clients carry from round to round (KD students), per client;
@@ -33,11 +34,11 @@ from testbed.backends import wire
 from testbed.host.calibration import HostCalibration
 from testbed.ml.statefile import StateFileError, load_state, save_state, unprefixed
 from testbed.protocol import FrameworkState
+from testbed.results.recorder import TableMark
 from testbed.sim.ledger import Ledger
 
 FOLDER = "checkpoint"
-FORMAT = "testbed-checkpoint/1"
-TABLES = ("events", "client_rounds", "rounds", "host_timeline")
+FORMAT = "testbed-checkpoint/2"
 
 
 class CheckpointError(ValueError):
@@ -52,7 +53,8 @@ class Checkpoint:
     bf16_step_speedup: float | None
     precision: str  # framework.precision as run (auto resolved)
     throttled: dict[int, float]  # client -> CPU quota (cores)
-    tables: dict[str, list[dict[str, Any]]]
+    rounds: list[dict[str, Any]]  # rounds.csv's rows so far
+    marks: dict[str, TableMark]  # appended table file -> how far it was written
     framework: FrameworkState
     clients: dict[int, bytes]  # client -> checkpoint_state()
     ledger: Ledger
@@ -74,7 +76,9 @@ def write_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
         "format": FORMAT, "round": ckpt.round, "sim_now_s": ckpt.sim_now_s,
         "calibration": ckpt.calibration.to_dict(), "bf16_step_speedup": ckpt.bf16_step_speedup,
         "precision": ckpt.precision, "throttled": {str(k): v for k, v in ckpt.throttled.items()},
-        "tables": {name: [{k: _plain(v) for k, v in row.items()} for row in ckpt.tables[name]] for name in TABLES},
+        "rounds": [{k: _plain(v) for k, v in row.items()} for row in ckpt.rounds],
+        "marks": {name: {"bytes": m.bytes, "rows": m.rows, "columns": list(m.columns)}
+                  for name, m in ckpt.marks.items()},
     }
     _write_bytes(tmp / "state.json", json.dumps(state, allow_nan=True).encode())
     save_state(tmp / "framework.safetensors", {**ckpt.framework.tensors, "rng.torch": ckpt.torch_rng},
@@ -115,7 +119,9 @@ def read_checkpoint(run_dir: Path) -> Checkpoint | None:
             calibration=HostCalibration.from_dict(state["calibration"]),
             bf16_step_speedup=state["bf16_step_speedup"], precision=str(state["precision"]),
             throttled={int(k): float(v) for k, v in state["throttled"].items()},
-            tables={name: list(state["tables"][name]) for name in TABLES},
+            rounds=list(state["rounds"]),
+            marks={str(name): TableMark(int(m["bytes"]), int(m["rows"]), tuple(str(c) for c in m["columns"]))
+                   for name, m in state["marks"].items()},
             framework=FrameworkState(tensors, meta.get("framework") or {}),
             clients={int(k): v.numpy().tobytes() for k, v in unprefixed(client_tensors, "client").items()},
             ledger=ledger, torch_rng=rng,

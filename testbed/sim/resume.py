@@ -94,8 +94,7 @@ class Checkpoints:
         write_checkpoint(self.out_dir, Checkpoint(
             round=rnd, sim_now_s=self.clock(), calibration=facts["calibration"],
             bf16_step_speedup=facts["bf16_step_speedup"], precision=facts["precision"], throttled=facts["throttled"],
-            tables={"events": self.recorder.events, "client_rounds": self.recorder.client_rounds,
-                    "rounds": self.recorder.rounds, "host_timeline": self.recorder.host_timeline},
+            rounds=list(self.recorder.rounds), marks=self.recorder.marks(),
             framework=framework_state, clients=self._client_states(rnd), ledger=self.ledger,
             torch_rng=torch.get_rng_state(),
         ))
@@ -121,9 +120,7 @@ class Checkpoints:
                               f"checkpoint at {ckpt.sim_now_s!r} s: the run diverged from the one it resumes")
         self.framework.restore(ckpt.framework, ckpt.round)
         torch.set_rng_state(ckpt.torch_rng)
-        for name in ("events", "client_rounds", "rounds", "host_timeline"):
-            getattr(self.recorder, name)[:] = ckpt.tables[name]
-        self.recorder.flush()
+        self.recorder.restore(ckpt.rounds, ckpt.marks)
         keep_rounds_through(self.recorder.out_dir, ckpt.round)
         self.ledger.replaying = False
         self.progress(f"resumed after round {ckpt.round} (simulated {now:.1f} s)")

@@ -23,7 +23,7 @@ import simpy
 from network import NO_OVERHEAD, TCP_IP, Network, OutagePolicy
 from testbed.backends import Backend
 from testbed.config.fleet import build_topology, expand_fleet
-from testbed.config.scenario import Scenario
+from testbed.config.scenario import Scenario, ScenarioError
 from testbed.host.calibration import HostCalibration
 from testbed.ml.memory import release_freed_memory
 from testbed.ml.modeling import save_peft_folder
@@ -62,6 +62,7 @@ class Runner:
         self.replay = replay
         self.progress = progress or (lambda _msg: None)
         self.recorder = RunRecorder(self.out_dir)
+        self.recorder.muted = resume is not None  # its tables are the checkpoint's until the replay reaches it
         self.clients = expand_fleet(scenario)
         self.env = simpy.Environment()
         overhead = TCP_IP if scenario.emulation.protocol_overhead else NO_OVERHEAD
@@ -79,20 +80,54 @@ class Runner:
         self.eval_on_group = False  # the data-parallel group evaluates (set at start())
         self.throttled: dict[int, float] = {}  # client -> CPU quota (cores) under `time: throttle`
         self.policy: RoundPolicy | None = None
-        self.ledger = resume.ledger if resume is not None else Ledger()
+        self.predicted = scenario.emulation.compute == "predicted"
+        if self.predicted and replay is not None:
+            raise ScenarioError("--replay-compute replays measured compute: emulation.compute: predicted takes its "
+                                "spans from its cost table (set emulation.compute=measured to replay a run)")
+        self.ledger = resume.ledger if resume is not None else Ledger(kept=not self.predicted)
         self.checkpoints: Checkpoints | None = None
 
     # -- start, run, close -----------------------------------------------------------------
     def start(self) -> None:
-        """Choose the layout and precision, load the server beside the client workers, calibrate
-        the host, and put the actors on the clock."""
-        from testbed.ml.modeling import server_device
-
+        """Choose the layout and precision, load the server beside the client workers (or, under
+        predicted compute, take the cost table), calibrate the host, and put the actors on the
+        clock."""
         cls = framework_class(self.scenario.framework.name)
         if self.resume is not None:  # the precision the checkpointed rounds ran in
-            fw = self.scenario.framework
-            self.scenario = self.scenario.model_copy(
-                update={"framework": fw.model_copy(update={"precision": self.resume.precision})})
+            self._set_precision(self.resume.precision)
+        if self.predicted:
+            self._start_predicted(cls)
+        else:
+            self._start_measured(cls)
+        self.checkpoints = Checkpoints(
+            self.out_dir, framework=self.framework, backend=self.backend, recorder=self.recorder, ledger=self.ledger,
+            facts=self._clock_facts, clock=lambda: self.env.now, rounds=self.scenario.framework.rounds,
+            resume=self.resume, progress=self.progress)
+        self.checkpoints.restore_clients()
+        self.policy = self.policy_class(self._parts())
+
+    def _set_precision(self, precision: str) -> None:
+        fw = self.scenario.framework
+        self.scenario = self.scenario.model_copy(update={"framework": fw.model_copy(update={"precision": precision})})
+
+    def _start_predicted(self, cls: type[Framework]) -> None:
+        """No workers, no models: the cost table (measured once on this host) answers."""
+        from testbed.sim.predicted import PredictedBackend, PredictedFramework, cost_table
+
+        table = cost_table(self.scenario, cls, self.model_dir, self.out_dir, resume=self.resume is not None,
+                           progress=self.progress)
+        self._set_precision(table.precision)
+        self.layout = "predicted"
+        self.framework = PredictedFramework(ServerContext(self.scenario, self.model_dir, self.out_dir), table)
+        self.backend = PredictedBackend(table, self.clients, enforce_memory=self.scenario.emulation.enforce_memory)
+        self._calibration = self.resume.calibration if self.resume is not None else table.calibration
+        self.bf16_step_speedup = self._calibration.bf16_step_speedup
+        self.progress(f"predicted compute: {len(self.clients):,} clients from the cost table, no client workers")
+
+    def _start_measured(self, cls: type[Framework]) -> None:
+        """The clients' workers and the server's model, loaded side by side; the host calibrated."""
+        from testbed.ml.modeling import server_device
+
         self.layout = startup.worker_layout(self.scenario, cls.client_class)
         self.scenario, self.bf16_step_speedup = startup.choose_precision(
             self.scenario, cls, layout=self.layout, model_dir=self.model_dir, progress=self.progress)
@@ -120,12 +155,6 @@ class Runner:
                 cpu_quotas(self.scenario, self.clients, self.calibration)
             self.throttled = self.backend.set_cpu_quotas(quotas)
             startup.warn_unthrottled(self.clients, self.throttled)
-        self.checkpoints = Checkpoints(
-            self.out_dir, framework=self.framework, backend=self.backend, recorder=self.recorder, ledger=self.ledger,
-            facts=self._clock_facts, clock=lambda: self.env.now, rounds=self.scenario.framework.rounds,
-            resume=self.resume, progress=self.progress)
-        self.checkpoints.restore_clients()
-        self.policy = self.policy_class(self._parts())
 
     def _clock_facts(self) -> dict[str, Any]:
         """What the clock converted measured work with, for the checkpoint."""
@@ -162,6 +191,7 @@ class Runner:
                 on_round(row)
 
         self.policy.run(live_round)
+        self.recorder.finish()
         self.framework.save(self.out_dir)
         adapter = self.framework.final_adapter()
         if adapter is not None:  # the standard form: PeftModel.from_pretrained(base, out_dir / "adapter")

@@ -188,6 +188,7 @@ def _run(scenario: Scenario, out_dir: Path, console: Console, *, replay_dir: str
     host_t0 = time.perf_counter()
     summary: dict[str, Any] = {
         "scenario": scenario.name, "task": scenario.task.kind, "framework": scenario.framework.name,
+        "compute": scenario.emulation.compute,
         "model": scenario.model, "seed": scenario.seed, "status": "running", "pid": os.getpid(),
         "host": socket.gethostname(), "started_at": datetime.now(timezone.utc).isoformat(),
         "git_commit": git_commit(), "versions": versions(),
@@ -289,7 +290,7 @@ def _run_with_progress(runner, scenario: Scenario, console: Console, summary: di
         task = progress.add_task(f"{scenario.framework.name} rounds", total=scenario.framework.rounds, completed=done)
 
         def on_round(row: dict[str, Any]) -> None:
-            console.log(_round_line(row) + _failed_clients(runner.recorder.client_rounds, row["round"]))
+            console.log(_round_line(row) + _failed_clients(runner.recorder.last_client_rounds, row["round"]))
             if row["round"] > 0:
                 progress.advance(task)
             summary["rounds_completed"] = row["round"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import shutil
 from pathlib import Path
 from unittest import mock
@@ -16,6 +17,7 @@ import torch
 from testbed.backends import wire
 from testbed.host.calibration import HostCalibration
 from testbed.protocol import ComputeSpan, Failure, FitIns, FitRes, FrameworkState, Payload
+from testbed.results.recorder import TableMark
 from testbed.sim.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from testbed.sim.ledger import Ledger, ResumeError, ServerEntry, filled, hollow
 from tests.golden.cases import GOLDEN, SMOKE, TABLES, GoldenReplay
@@ -69,9 +71,8 @@ def _checkpoint(rnd: int) -> Checkpoint:
                           seconds_spent=1.0)
     return Checkpoint(
         round=rnd, sim_now_s=12.5 * rnd, calibration=cal, bf16_step_speedup=None, precision="fp32",
-        throttled={1: 0.5}, tables={"events": [{"round": rnd, "kind": "compute", "host_s": float("nan")}],
-                                    "client_rounds": [], "rounds": [{"round": rnd, "accuracy": 0.5}],
-                                    "host_timeline": []},
+        throttled={1: 0.5}, rounds=[{"round": rnd, "accuracy": 0.5, "eval_loss": float("nan")}],
+        marks={"events.csv": TableMark(120 * rnd, 3 * rnd, ("round", "client")), "client_rounds.csv": TableMark(0, 0, ())},
         framework=FrameworkState({"global.w": torch.full((2, 3), float(rnd))}, {"note": "x"}),
         clients={0: b"student", 1: b""}, ledger=Ledger(), torch_rng=torch.get_rng_state())
 
@@ -83,7 +84,8 @@ def test_checkpoint_round_trip_and_a_crash_while_writing(tmp_path):
     assert (got.round, got.sim_now_s, got.throttled, got.clients) == (2, 25.0, {1: 0.5}, {0: b"student", 1: b""})
     assert torch.equal(got.framework.tensors["global.w"], torch.full((2, 3), 2.0))
     assert got.framework.meta == {"note": "x"} and got.calibration.gemm_gflops_fp32 == 50.0
-    assert got.tables["rounds"] == [{"round": 2, "accuracy": 0.5}]
+    assert got.rounds[0]["accuracy"] == 0.5 and math.isnan(got.rounds[0]["eval_loss"])
+    assert got.marks == {"events.csv": TableMark(240, 6, ("round", "client")), "client_rounds.csv": TableMark(0, 0, ())}
     # killed between the two renames: the previous checkpoint is still whole, beside a half-written one
     shutil.move(tmp_path / "checkpoint", tmp_path / "checkpoint.old")
     (tmp_path / "checkpoint.tmp").mkdir()

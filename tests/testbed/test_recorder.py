@@ -1,0 +1,80 @@
+"""The run tables grow by appending: rows, a late column, a checkpoint's cut, parquet at the end."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from testbed.results import recorder as rec
+from testbed.results.recorder import RunRecorder, TableMark
+
+
+def _event(rnd: int, client: int, **extra) -> dict:
+    return dict(round=rnd, client=client, kind="compute", payload_bytes=0, wire_bytes=0, sim_start_s=0.5 * rnd,
+                sim_end_s=0.5 * rnd + 1.0, host_s=0.1, device_s=1.0, status="ok", detail="train", **extra)
+
+
+def test_flushes_append_rows_and_a_late_column_rewrites_the_table_once(tmp_path):
+    r = RunRecorder(tmp_path)
+    r.flush()  # headers only
+    assert pd.read_csv(tmp_path / "events.csv").columns.tolist() == rec.EVENT_COLUMNS
+    for rnd in (1, 2):
+        r.event(**_event(rnd, 0))
+        r.event(**_event(rnd, 1))
+        r.round(round=rnd, participants=2)
+        r.flush()
+    events = pd.read_csv(tmp_path / "events.csv")
+    assert events["round"].tolist() == [1, 1, 2, 2] and events["client"].tolist() == [0, 1, 0, 1]
+    assert pd.read_csv(tmp_path / "rounds.csv")["round"].tolist() == [1, 2]
+    r.event(**_event(3, 0, queue_s=2.5))  # a key first seen in round 3
+    r.flush()
+    events = pd.read_csv(tmp_path / "events.csv")
+    assert events.columns.tolist() == [*rec.EVENT_COLUMNS, "queue_s"]
+    assert events["queue_s"].isna().tolist() == [True] * 4 + [False] and events["queue_s"].iloc[-1] == 2.5
+    assert events["round"].dtype.kind == "i"  # counts stay integers through the rewrite
+    r.event(**_event(4, 0))  # the key missing again: appended with an empty cell
+    r.flush()
+    assert pd.read_csv(tmp_path / "events.csv")["queue_s"].isna().sum() == 5
+
+
+def test_a_checkpoint_mark_cuts_later_rows_even_after_a_rewrite(tmp_path):
+    r = RunRecorder(tmp_path)
+    r.event(**_event(1, 0))
+    r.flush()
+    mark = r.marks()
+    assert mark["events.csv"].rows == 1 and mark["client_rounds.csv"] == TableMark(
+        (tmp_path / "client_rounds.csv").stat().st_size, 0, tuple(rec.CLIENT_ROUND_COLUMNS))
+    r.event(**_event(2, 0))
+    r.flush()
+    with open(tmp_path / "events.csv", "a") as f:
+        f.write("3,0,comp")  # a crash mid-append
+    fresh = RunRecorder(tmp_path)
+    fresh.restore([{"round": 1}], mark)
+    assert pd.read_csv(tmp_path / "events.csv")["round"].tolist() == [1]
+    fresh.event(**_event(2, 1))
+    fresh.flush()
+    assert pd.read_csv(tmp_path / "events.csv")["client"].tolist() == [0, 1]
+    # a column added after the mark: the file is rewritten back to the mark's header and rows
+    fresh.event(**_event(3, 0, queue_s=1.0))
+    fresh.flush()
+    RunRecorder(tmp_path).restore([], mark)
+    back = pd.read_csv(tmp_path / "events.csv")
+    assert back.columns.tolist() == rec.EVENT_COLUMNS and back["round"].tolist() == [1]
+
+
+def test_muted_rows_are_dropped_and_long_tables_go_to_parquet(tmp_path, monkeypatch):
+    r = RunRecorder(tmp_path)
+    r.muted = True
+    r.event(**_event(1, 0))
+    r.round(round=1)
+    r.flush()
+    assert not (tmp_path / "events.csv").exists() and r.rounds == [{"round": 1}]
+    r.muted = False
+    monkeypatch.setattr(rec, "PARQUET_MIN_ROWS", 3)
+    for client in range(3):
+        r.event(**_event(1, client))
+    r.client_round(round=1, client=0, outcome="ok")
+    r.flush()
+    assert r.last_client_rounds == [{"round": 1, "client": 0, "outcome": "ok"}]
+    assert r.finish() == [tmp_path / "events.parquet"]
+    parquet, csv = pd.read_parquet(tmp_path / "events.parquet"), pd.read_csv(tmp_path / "events.csv")
+    pd.testing.assert_frame_equal(parquet, csv, check_dtype=False)
