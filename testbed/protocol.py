@@ -152,6 +152,7 @@ class ServerCall:
     fn: Callable[..., Any]
     args: tuple = ()
     label: str = "server"
+    cost_s: float | None = None  # predicted host seconds (emulation.compute: predicted): fn is not timed
 
 
 Action = Send | ClientCall | ServerCall
@@ -238,10 +239,21 @@ class Framework(ABC):
             yield Send(payload, "up")
         return res
 
+    @classmethod
+    def phase_rounds(cls, scenario: Scenario) -> tuple[int, ...]:
+        """The rounds from which a client-round's work changes shape (1 first): a predicted run
+        (`emulation.compute: predicted`) measures one client-round of each."""
+        return (1,)
+
     def prefetch(self, rnd: int, cid: int, ins: FitIns) -> ClientCall | None:
         """A call whose inputs are known at round start: the runner starts it on the host
         at once (clients in parallel) and the script's identical call takes its result."""
         return ClientCall("fit", (ins,))
+
+    def aggregate_cost_s(self, rnd: int, updates: int) -> float | None:
+        """Predicted host seconds of round `rnd`'s aggregation of `updates` updates; None (the
+        default): the aggregation is timed as it runs."""
+        return None
 
     @abstractmethod
     def aggregate_fit(self, rnd: int, results: list[FitRes], failures: list[Failure]) -> dict[str, float]:

@@ -272,6 +272,13 @@ class KDFedLLM(Framework):
         if self.opts.onnx:  # the deployment step: export the students' graph here, not in a device's memory
             ort_student(build_student(scenario, self.ctx.model_dir), scenario, self.ctx.model_dir, threads=1).prepare()
 
+    @classmethod
+    def phase_rounds(cls, scenario: Scenario) -> tuple[int, ...]:
+        """Round 1, and the first round whose clients distil from the teacher's logits."""
+        kd, rounds = scenario.framework.kd, scenario.framework.rounds
+        later = kd.client_distill_from_round
+        return (1, later) if kd.client_distill_steps and 1 < later <= rounds else (1,)
+
     def _public(self, rnd: int) -> tuple[tuple[int, ...], list[EncodedExample]]:
         ids = public_batch(self.ctx.scenario, self.data.splits.public, rnd)
         return ids, encode_public(self.encoder, self.data.at(ids))

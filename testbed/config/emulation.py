@@ -29,6 +29,9 @@ class DockerConfig(Node):
         return v
 
 
+PROBE_MAX_CLIENTS = 8  # compute: predicted: clients its probe runs at once, at most (testbed.sim.probe)
+
+
 class RayConfig(Node):
     """`backend: ray`: each client in a Ray actor, on a local Ray or a running cluster (docs/ray.md)."""
 

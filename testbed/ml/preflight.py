@@ -15,6 +15,7 @@ import functools
 import json
 from pathlib import Path
 
+from testbed.config.emulation import PROBE_MAX_CLIENTS
 from testbed.config.files import FileProblem, read_text
 from testbed.config.node import ScenarioError, problem_line
 from testbed.config.references import from_file
@@ -141,6 +142,8 @@ def check_fleet_memory(scenario: Scenario, facts: ModelFacts | None, source: str
 def rows_needed(scenario: Scenario) -> tuple[int, str]:
     """Examples the scenario's splits need at least, and how that is made up."""
     ds, part, n = scenario.dataset, scenario.partition, scenario.n_clients
+    if scenario.emulation.compute == "predicted":  # only the probe's clients get data (testbed.sim.probe)
+        n = min(n, PROBE_MAX_CLIENTS)
     public = ds.public_size or 0
     train = max(2, n * part.min_per_client)
     return ds.test_size + public + train, (f"test_size {ds.test_size} + public_size {public} + {n:,} clients x "

@@ -61,6 +61,14 @@ def generation_positions(scenario: Scenario, n_examples: int) -> tuple[int, ...]
     return generation_subset(n_examples, gen.samples, scenario.seed)
 
 
+def evaluation_metric_names(scenario: Scenario) -> tuple[str, ...]:
+    """The keys evaluate_model() gives for the scenario's task (the rounds table's columns)."""
+    if not scenario.task.generative:
+        return ("eval_loss", "accuracy")
+    generated = generation_positions(scenario, scenario.dataset.test_size)
+    return ("eval_loss", "perplexity", *(("rouge_l", "exact_match") if generated else ()))
+
+
 def evaluate_model(model, encoder: Encoder, examples: Sequence[EncodedExample], scenario: Scenario, *,
                    rank: int = 0, world: int = 1) -> dict[str, Any]:
     """The rounds table's metrics of `model` on the held-out `examples` (and its generations).

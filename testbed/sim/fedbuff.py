@@ -178,7 +178,7 @@ class FedBuffRounds(RoundPolicy):
         acc, buffer = self.round, self.round.buffer
         metrics, server_s = p.server.step(acc.rnd, lambda: p.framework.aggregate_buffered(
             acc.rnd, [t.result for t in buffer], [t.ins for t in buffer], [t.staleness for t in buffer]),
-            len(buffer))
+            len(buffer), p.framework.aggregate_cost_s(acc.rnd, len(buffer)))
         self.version += 1
         if self.version == p.scenario.framework.rounds:
             self._end_run()

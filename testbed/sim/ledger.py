@@ -87,15 +87,26 @@ class Ledger:
     full_fit_ins: dict[int, dict[int, FitIns]] = field(default_factory=dict)  # open work: call index -> FitIns
     full_calls: dict[CallKey, Any] = field(default_factory=dict)  # outcomes of calls still of use whole
     replaying: bool = False
+    # False: nothing is recorded, and a replay runs everything again (a predicted run: its
+    # work is a deterministic function of its cost table, cheaper to redo than to keep)
+    kept: bool = True
     _fit_ins_at: int = 0  # replay: the next configure_fit call
     _server_at: int = 0  # replay: the next server entry
     _submits: Counter = field(default_factory=Counter)  # (round, client, method) -> submits so far
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- FitIns ------------------------------------------------------------------------------
+    @property
+    def answers(self) -> bool:
+        """Whether recorded entries answer instead of the backend, the server and the framework."""
+        return self.replaying and self.kept
+
     def configure_fit(self, make, rnd: int, client_ids: list[int]) -> tuple[int, dict[int, FitIns]]:
         """(call index, FitIns per client): made by `make(rnd, client_ids)` and recorded, or
         in replay the recorded ones (whole for work still open at the checkpoint)."""
+        if not self.kept:
+            self._fit_ins_at += 1
+            return self._fit_ins_at - 1, make(rnd, client_ids)
         if not self.replaying:
             ins = make(rnd, client_ids)
             self.fit_ins.append({cid: hollow(i) for cid, i in ins.items()})
@@ -119,6 +130,8 @@ class Ledger:
         return (rnd, cid, method, n)
 
     def record_call(self, key: CallKey, outcome: Any) -> None:
+        if not self.kept:
+            return
         with self._lock:
             self.calls[key] = hollow(outcome)
             self.full_calls[key] = outcome
@@ -137,6 +150,8 @@ class Ledger:
 
     # -- server work -------------------------------------------------------------------------
     def record_server(self, entry: ServerEntry) -> None:
+        if not self.kept:
+            return
         self.server.append(dataclasses.replace(entry, value=hollow(entry.value)))
 
     def replay_server(self, rnd: int, cid: int, label: str) -> ServerEntry:
@@ -163,12 +178,13 @@ class Ledger:
         """What a checkpoint stores (wire-encodable)."""
         with self._lock:
             return {"fit_ins": list(self.fit_ins), "calls": dict(self.calls), "server": list(self.server),
-                    "full_fit_ins": dict(self.full_fit_ins), "full_calls": dict(self.full_calls)}
+                    "full_fit_ins": dict(self.full_fit_ins), "full_calls": dict(self.full_calls), "kept": self.kept}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Ledger:
         return cls(fit_ins=list(state["fit_ins"]), calls=dict(state["calls"]), server=list(state["server"]),
-                   full_fit_ins=dict(state["full_fit_ins"]), full_calls=dict(state["full_calls"]), replaying=True)
+                   full_fit_ins=dict(state["full_fit_ins"]), full_calls=dict(state["full_calls"]), replaying=True,
+                   kept=bool(state.get("kept", True)))
 
 
 class LedgerBackend:
@@ -183,8 +199,10 @@ class LedgerBackend:
         self.client_class = backend.client_class
 
     def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
+        if not self.ledger.kept:
+            return self.inner.submit(cid, rnd, method, args, kill=kill)
         key = self.ledger.next_key(rnd, cid, method)
-        if self.ledger.replaying:
+        if self.ledger.answers:
             return self.ledger.replay_call(key)
         real = self.inner.submit(cid, rnd, method, args, kill=kill)
         mine: Future = Future()

@@ -71,7 +71,7 @@ class SyncRounds(RoundPolicy):
         framework = self.parts.framework
         return self.parts.server.step(
             rnd, lambda: framework.aggregate_fit(rnd, sorted(results, key=lambda r: r.client_id), failures),
-            len(results))
+            len(results), framework.aggregate_cost_s(rnd, len(results)))
 
 
 class DeadlineRounds(SyncRounds):

@@ -25,16 +25,18 @@ class Server:
         self.ledger = ledger
         self.resource = simpy.Resource(env, capacity=1)  # server compute: one request at a time
 
-    def _work(self, rnd: int, cid: int, label: str, work: Callable[[], Any]) -> tuple[Any, float]:
+    def _work(self, rnd: int, cid: int, label: str, work: Callable[[], Any],
+              cost_s: float | None = None) -> tuple[Any, float]:
         """(answer, host seconds) of server work: done for real and recorded in the ledger, or,
-        while a resumed run replays it, as recorded."""
-        if self.ledger.replaying:
+        while a resumed run replays it, as recorded. `cost_s`: the predicted host seconds of
+        work that is not timed (emulation.compute: predicted)."""
+        if self.ledger.answers:
             entry = self.ledger.replay_server(rnd, cid, label)
             return entry.value, entry.host_s
         sigkill_if_asked(rnd)
         t0 = time.perf_counter()
         value = work()
-        host_s = time.perf_counter() - t0
+        host_s = time.perf_counter() - t0 if cost_s is None else cost_s
         self.recorder.host_interval(rnd, "server", label, time.time(), host_s)
         self.ledger.record_server(ServerEntry(rnd, cid, label, host_s, value))
         return value, host_s
@@ -43,7 +45,7 @@ class Server:
         """Queue on the server; once served, run the real work and hold the server for it."""
         with self.resource.request() as turn:
             yield turn
-            value, host_s = self._work(ctx.rnd, cid, call.label, lambda: call.fn(*call.args))
+            value, host_s = self._work(ctx.rnd, cid, call.label, lambda: call.fn(*call.args), call.cost_s)
             ctx.server_host_s += host_s
             host_s, device_s = self.device_time.server(ctx.rnd, cid, call.label, host_s)
             start = self.env.now
@@ -53,9 +55,11 @@ class Server:
                             status="ok", detail=call.label)
         return value
 
-    def step(self, rnd: int, work: Callable[[], dict], n_updates: int) -> tuple[dict, float]:
-        """Run an aggregation for real and hold the simulated clock for its measured time."""
-        metrics, host_s = self._work(rnd, SERVER, "aggregate", work)
+    def step(self, rnd: int, work: Callable[[], dict], n_updates: int,
+             cost_s: float | None = None) -> tuple[dict, float]:
+        """Run an aggregation for real and hold the simulated clock for its measured time (or
+        for `cost_s`, its predicted host seconds)."""
+        metrics, host_s = self._work(rnd, SERVER, "aggregate", work, cost_s)
         host_s, device_s = self.device_time.aggregate(rnd, host_s)
         start = self.env.now
         self.env.run(until=self.env.timeout(device_s))
