@@ -22,8 +22,9 @@ from testbed.results.report.plots import accuracy_figure, metric_figure, timelin
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 NAMES = {0: "pixel-7", 1: "raspberry-pi-5", 2: "jetson-nano"}
-SECTIONS = ("Scenario", "Per-client timeline", "Accuracy vs simulated wall-clock", "Bytes by exchange kind",
-            "Straggler attribution", "Rounds (rounds.csv)")
+SECTIONS = ("Scenario", "Per-client timeline", "Client round time", "Accuracy vs simulated wall-clock",
+            "Bytes by exchange kind", "Straggler attribution", "Straggler delay", "Rounds (rounds.csv)")
+RUN_PNGS = ["round_times.png", "straggler_delay.png", "stragglers.png", "timeline.png"]  # every run folder's
 
 
 def _event(rnd: int, client: int, kind: str, start_s: float, end_s: float, payload: int = 0,
@@ -133,7 +134,7 @@ def test_run_report_writes_one_page_with_every_section_and_embedded_plots(tmp_pa
         assert f">{title}</h2>" in page
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     pngs = {p.name: p.read_bytes() for p in (folder / "report").glob("*.png")}
-    assert sorted(pngs) == ["accuracy.png", "bytes.png", "stragglers.png", "timeline.png"]
+    assert sorted(pngs) == sorted(["accuracy.png", "bytes.png", *RUN_PNGS])
     assert sorted(base64.b64decode(e) for e in embedded) == sorted(pngs.values())  # same plots, inside the page
     assert "<td>3</td>" in page and "<td>jetson-nano</td>" in page  # the 3 s straggler row
     assert "<td>5000</td>" in page and "<td>3200</td>" in page  # bytes table
@@ -174,9 +175,10 @@ def test_compare_folder_draws_one_accuracy_line_per_framework(tmp_path):
     assert "<td>0.375</td>" in page  # comparison.csv
     for name in ("split", "fedllm", "kd"):
         assert f"<h2>{name}</h2>" in page
-        assert (out / f"timeline-{name}.png").is_file() and (out / f"stragglers-{name}.png").is_file()
+        for png in RUN_PNGS:
+            assert (out / png.replace(".png", f"-{name}.png")).is_file()
     assert "<td>kd/seed0</td>" in page and "<td>2</td>" in page  # first seed drawn, two seeds found
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 2 + 2 * 3
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 2 + 4 * 3
 
 
 def test_compare_folder_renders_beside_a_framework_that_crashed_at_start(tmp_path):
@@ -281,7 +283,7 @@ def test_report_of_a_real_smoke_run_agrees_with_its_tables(assets, tmp_path):
     sent = bytes_by_kind(run.events).set_index("kind")["payload_bytes"]
     assert sent["adapter_up"] == trained["bytes_up"].sum() and sent["adapter_down"] == trained["bytes_down"].sum()
     page = (out / "report" / "index.html").read_text()
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 4
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6
 
 
 # -- generative tasks: perplexity, ROUGE-L and exact match instead of accuracy -----------------------
@@ -312,8 +314,8 @@ def test_generative_run_report_draws_each_task_metric_against_wall_clock(tmp_pat
         assert f">{title} vs simulated wall-clock</h2>" in page
     assert "Accuracy vs simulated wall-clock" not in page
     assert "Perplexity (exp of the mean negative log-likelihood per scored token" in page
-    assert sorted(p.name for p in (folder / "report").glob("*.png")) == [
-        "bytes.png", "exact_match.png", "perplexity.png", "rouge_l.png", "stragglers.png", "timeline.png"]
+    assert sorted(p.name for p in (folder / "report").glob("*.png")) == sorted(
+        ["bytes.png", "exact_match.png", "perplexity.png", "rouge_l.png", *RUN_PNGS])
     assert '<a href="#perplexity">perplexity</a><a href="#rouge_l">ROUGE-L</a>' in page
     # facts: summary.json's final perplexity; initial perplexity and ROUGE-L from rounds.csv
     for label, value in (("initial perplexity", "200"), ("final perplexity", "18"), ("initial ROUGE-L", "0.05"),
@@ -356,4 +358,4 @@ def test_generative_compare_folder_lists_final_and_initial_perplexity(tmp_path):
     assert ("<th>final_perplexity</th>\n      <th>initial_perplexity</th>\n      <th>final_rouge_l</th>\n"
             "      <th>initial_rouge_l</th>") in page
     assert "<td>25</td>" in page and "<td>0.35</td>" in page
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 3 + 1 + 2 * 2  # 3 metrics, bytes, 2 x 2
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 3 + 1 + 2 * 4  # 3 metrics, bytes, 2 x 4

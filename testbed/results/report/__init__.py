@@ -1,7 +1,9 @@
 """`testbed report DIR`: one self-contained HTML page (``DIR/report/index.html``, plots also
-written beside it as PNGs) for a run folder or a compare folder: per-client timeline, the task's
-metrics versus simulated wall-clock (accuracy; perplexity, ROUGE-L and exact match for generative
-tasks), bytes per exchange kind, straggler attribution and the tables."""
+written beside it as PNGs) for a run folder or a compare folder: the timeline (one row per client,
+or above 50 clients one lane per device class), client round time and straggler delay
+distributions, the task's metrics versus simulated wall-clock (accuracy; perplexity, ROUGE-L and
+exact match for generative tasks), bytes per exchange kind, straggler attribution and the tables
+(docs/report.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Find and read the folders `testbed report` renders: one run folder, or a compare folder
 (``comparison.csv`` and one run folder per framework, ``<framework>/`` or
-``<framework>/seed<N>/``)."""
+``<framework>/seed<N>/``). A run table is read from ``<name>.parquet`` when the run wrote one
+beside ``<name>.csv`` (same columns; large fleets), else from the CSV."""
 
 from __future__ import annotations
 
@@ -50,17 +51,35 @@ class CompareData:
 
 
 def _read_csv(path: Path, needs: list[str]) -> pd.DataFrame:
-    """Read a CSV that must have the columns ``needs``; an empty table is fine."""
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise ReportError(f"{path}: empty file, expected a header with {', '.join(needs)}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: not a readable CSV ({exc})") from None
+    """Read a CSV (or, for a ``.parquet`` path, a Parquet file) that must have the columns
+    ``needs``; an empty table is fine."""
+    if path.suffix == ".parquet":
+        try:
+            df = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise ReportError(f"{path}: not a readable Parquet file ({exc})") from None
+    else:
+        try:
+            df = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            raise ReportError(f"{path}: empty file, expected a header with {', '.join(needs)}") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise ReportError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in needs if c not in df.columns]
     if missing:
         raise ReportError(f"{path}: missing columns {', '.join(missing)}")
     return df
+
+
+def table_path(folder: Path, csv_name: str) -> Path:
+    """Where a run table is read from: ``<name>.parquet`` when it exists (much faster to
+    read for large fleets), else ``<name>.csv`` (which may not exist either)."""
+    parquet = folder / (Path(csv_name).stem + ".parquet")
+    return parquet if parquet.is_file() else folder / csv_name
+
+
+def _has_table(folder: Path, csv_name: str) -> bool:
+    return table_path(folder, csv_name).is_file()
 
 
 def _read_summary(path: Path) -> dict[str, Any]:
@@ -77,11 +96,12 @@ def _read_summary(path: Path) -> dict[str, Any]:
 
 
 def load_run(path: Path) -> RunData:
-    """Read a run folder; events.csv and rounds.csv are required, the rest optional."""
-    missing = [name for name in RUN_TABLES if not (path / name).is_file()]
+    """Read a run folder; events.csv and rounds.csv (or their .parquet) are required, the
+    rest optional."""
+    missing = [name for name in RUN_TABLES if not _has_table(path, name)]
     if missing:
         raise ReportError(f"{path}: not a run folder, missing {', '.join(missing)}")
-    cr_path = path / "client_rounds.csv"
+    cr_path = table_path(path, "client_rounds.csv")
     client_rounds = (_read_csv(cr_path, CLIENT_ROUND_NEEDS) if cr_path.is_file()
                      else pd.DataFrame(columns=CLIENT_ROUND_COLUMNS))
     scenario_path = path / "scenario.yaml"
@@ -90,8 +110,8 @@ def load_run(path: Path) -> RunData:
         summary["status"] = run_status(path, summary)
     return RunData(
         path=path,
-        events=_read_csv(path / "events.csv", EVENT_NEEDS),
-        rounds=_read_csv(path / "rounds.csv", ROUND_NEEDS).sort_values("round", ignore_index=True),
+        events=_read_csv(table_path(path, "events.csv"), EVENT_NEEDS),
+        rounds=_read_csv(table_path(path, "rounds.csv"), ROUND_NEEDS).sort_values("round", ignore_index=True),
         client_rounds=client_rounds,
         summary=summary,
         scenario_yaml=scenario_path.read_text() if scenario_path.is_file() else "",
@@ -99,8 +119,8 @@ def load_run(path: Path) -> RunData:
 
 
 def _is_run_dir(path: Path) -> bool:
-    """A folder that looks like a run: has either of the run tables."""
-    return any((path / name).is_file() for name in RUN_TABLES)
+    """A folder that looks like a run: has either of the run tables (CSV or Parquet)."""
+    return any(_has_table(path, name) for name in RUN_TABLES)
 
 
 def _seed_dirs(path: Path) -> list[Path]:

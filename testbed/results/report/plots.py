@@ -14,7 +14,7 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
 from testbed.results.metrics import STUDENT_CURVES, TASK_METRICS
-from testbed.results.report.analysis import SERVER
+from testbed.results.report.analysis import SERVER, device_class
 
 WIDTH_IN = 13.0
 DPI = 100
@@ -25,6 +25,7 @@ CATEGORY_COLOURS = {
 FRAMEWORK_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 KIND_COLOURS = ["#66c2a5", "#fc8d62", "#8da0cb", "#e78ac3", "#a6d854", "#ffd92f", "#e5c494", "#b3b3b3"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+STRAGGLER_CLIENTS = 20  # more distinct straggler clients: attribute to device classes
 BYTE_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1.0, "B"))
 
 
@@ -40,14 +41,16 @@ def byte_unit(max_bytes: float) -> tuple[float, str]:
     return next(((d, name) for d, name in BYTE_UNITS if max_bytes >= d), BYTE_UNITS[-1])
 
 
-def _round_labels(ax, rounds: pd.DataFrame, span_s: float) -> None:
-    """Dashed lines at round ends and ``r<N>`` labels above the axes, skipping labels that would
-    crowd their left neighbour (keeps hundreds of rounds readable)."""
+def round_labels(ax, rounds: pd.DataFrame, span_s: float, lines: bool = True) -> None:
+    """Dashed lines at round ends (unless ``lines`` is False) and ``r<N>`` labels above the
+    axes, skipping labels that would crowd their left neighbour (keeps hundreds of rounds
+    readable)."""
     trained = rounds[(rounds["round"] > 0) & rounds["sim_end_s"].notna()]
     top = blended_transform_factory(ax.transData, ax.transAxes)
     last_label_s = -math.inf
     for rnd, start_s, end_s in zip(trained["round"], trained["sim_start_s"], trained["sim_end_s"]):
-        ax.axvline(end_s, color="#555555", lw=0.7, ls="--", zorder=0)
+        if lines:
+            ax.axvline(end_s, color="#555555", lw=0.7, ls="--", zorder=0)
         mid_s = (start_s + end_s) / 2 if pd.notna(start_s) else end_s
         if mid_s - last_label_s >= 0.035 * span_s:
             ax.text(mid_s, 1.01, f"r{rnd}", transform=top, ha="center", va="bottom", fontsize=9)
@@ -83,7 +86,7 @@ def timeline_figure(spans: pd.DataFrame, marks: pd.DataFrame, rounds: pd.DataFra
     last_round_end_s = rounds["sim_end_s"].max()
     span_s = max(float(spans["end_s"].max()), float(last_round_end_s) if pd.notna(last_round_end_s) else 0.0) or 1.0
     ax.set_xlim(0, span_s * 1.01)
-    _round_labels(ax, rounds, span_s)
+    round_labels(ax, rounds, span_s)
     ax.set_yticks(range(len(ids)), labels)
     ax.set_ylim(len(ids) - 0.5, -0.5)
     ax.set_xlabel("simulated time (s); dashed lines end rounds")
@@ -179,16 +182,22 @@ def _bars_figure(kinds: list[str], payload_bytes: list[float]) -> Figure:
 
 def straggler_figure(stragglers: pd.DataFrame, client_names: dict[int, str]) -> Figure | None:
     """Left: per round, how long the last client held the round back, coloured by that client.
-    Right: per straggler client, the seconds it held rounds back in total and how many rounds."""
+    Right: per straggler client, the seconds it held rounds back in total and how many rounds.
+    With more than STRAGGLER_CLIENTS straggler clients (fleets), both go by device class
+    (the client's name less its ``#k``) instead of by client."""
     if stragglers.empty or not (stragglers["held_back_s"] > 0).any():
         return None
-    per_client = stragglers.groupby("straggler")["held_back_s"].agg(["sum", "count"])
-    palette = colormaps["tab10" if len(per_client) <= 10 else "tab20"].colors
-    colour = {int(c): palette[i % len(palette)] for i, c in enumerate(per_client.index)}
-    fig = Figure(figsize=(WIDTH_IN, max(3.8, 1.2 + 0.3 * len(per_client))), layout="constrained")
-    by_round, by_client = fig.subplots(1, 2, width_ratios=[5, 2])
+    ids = stragglers["straggler"].astype(int)
+    names = ids.map(client_names).astype("string").fillna("")
+    by_class = ids.nunique() > STRAGGLER_CLIENTS
+    who = device_class(names).replace("", "unknown") if by_class else ids
+    per_who = stragglers.groupby(who.to_numpy())["held_back_s"].agg(["sum", "count"])
+    palette = colormaps["tab10" if len(per_who) <= 10 else "tab20"].colors
+    colour = {w: palette[i % len(palette)] for i, w in enumerate(per_who.index)}
+    fig = Figure(figsize=(WIDTH_IN, max(3.8, 1.2 + 0.3 * len(per_who))), layout="constrained")
+    by_round, by_who = fig.subplots(1, 2, width_ratios=[5, 2])
     rounds = stragglers["round"].astype(int)
-    by_round.bar(rounds, stragglers["held_back_s"], color=[colour[int(c)] for c in stragglers["straggler"]])
+    by_round.bar(rounds, stragglers["held_back_s"], color=[colour[w] for w in who])
     if len(stragglers) <= 40:
         for rnd, held_s, client in zip(rounds, stragglers["held_back_s"], stragglers["straggler"]):
             by_round.annotate(f"c{client}", (rnd, held_s), xytext=(0, 2), textcoords="offset points",
@@ -197,12 +206,13 @@ def straggler_figure(stragglers: pd.DataFrame, client_names: dict[int, str]) -> 
     by_round.set_ylabel("held the round back by (s)")
     by_round.xaxis.get_major_locator().set_params(integer=True)
     by_round.grid(axis="y", alpha=0.3)
-    labels = [f"c{c} {client_names.get(int(c), '')}".strip() for c in per_client.index]
-    by_client.barh(labels, per_client["sum"], height=0.6, color=[colour[int(c)] for c in per_client.index])
-    for y, (total_s, n) in enumerate(zip(per_client["sum"], per_client["count"])):
+    labels = (list(per_who.index) if by_class else
+              [f"c{c} {client_names.get(int(c), '')}".strip() for c in per_who.index])
+    by_who.barh(labels, per_who["sum"], height=0.6, color=[colour[w] for w in per_who.index])
+    for y, (total_s, n) in enumerate(zip(per_who["sum"], per_who["count"])):
         rounds_txt = "1 round" if n == 1 else f"{n} rounds"
-        by_client.annotate(f" {total_s:.3g} s, last in {rounds_txt}", (total_s, y), va="center", fontsize=8)
-    by_client.set_xlim(0, per_client["sum"].max() * 2.3)
-    by_client.invert_yaxis()
-    by_client.set_xlabel("total held back (s)")
+        by_who.annotate(f" {total_s:.3g} s, last in {rounds_txt}", (total_s, y), va="center", fontsize=8)
+    by_who.set_xlim(0, per_who["sum"].max() * 2.3)
+    by_who.invert_yaxis()
+    by_who.set_xlabel("total held back (s)" + (", by device class" if by_class else ""))
     return fig
