@@ -1,5 +1,5 @@
-"""Where client compute really runs: in this process, in one OS process per client, or in one
-container per client. Imported lazily: a container's supervisor (http_worker) imports this
+"""Where client compute really runs: in this process, in one OS process per client, in one
+container per client, or in one Ray actor per client. Imported lazily: a container's supervisor (http_worker) imports this
 package without torch."""
 
 from __future__ import annotations

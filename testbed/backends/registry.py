@@ -37,6 +37,12 @@ def _docker() -> type[Backend]:
     return DockerBackend
 
 
+def _ray() -> type[Backend]:
+    from testbed.backends.ray_backend import RayBackend
+
+    return RayBackend
+
+
 @dataclass(frozen=True)
 class BackendEntry:
     name: str  # the `emulation.backend` value it serves
@@ -49,6 +55,7 @@ BACKENDS: tuple[BackendEntry, ...] = (
     BackendEntry("process", True, _data_parallel),
     BackendEntry("process", False, _process),
     BackendEntry("docker", False, _docker),
+    BackendEntry("ray", False, _ray),
 )
 
 
