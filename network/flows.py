@@ -56,6 +56,7 @@ class Network:
         *,
         overhead: ProtocolOverhead = TCP_IP,
         outage_policy: OutagePolicy = OutagePolicy(),
+        keep_records: bool = True,
     ) -> None:
         if not isinstance(overhead, ProtocolOverhead):
             raise ValueError(f'"overhead" must be a ProtocolOverhead, got {overhead!r}')
@@ -63,7 +64,10 @@ class Network:
             raise ValueError(f'"outage_policy" must be an OutagePolicy, got {outage_policy!r}')
         self.env = env
         self.overhead = overhead
-        self.records: list[TransferRecord] = []  # finished transfers, in completion order
+        # finished transfers, in completion order (empty with keep_records=False: a caller that
+        # keeps what it needs itself, e.g. a fleet run's million transfers)
+        self.records: list[TransferRecord] = []
+        self.keep_records = keep_records
         self._routes = Routes()
         self._sharing = Sharing(env, self._routes.rank, outage_policy, self._finish)
         self._seq = itertools.count()
@@ -127,8 +131,9 @@ class Network:
         return flow
 
     def _keep_record(self, arrival: simpy.Event) -> None:
-        """Add the arrived transfer's record to `records`."""
-        self.records.append(arrival.value)
+        """Add the arrived transfer's record to `records` (where they are kept)."""
+        if self.keep_records:
+            self.records.append(arrival.value)
 
     def _finish(self, flow: Transfer, status: str) -> None:
         """Fire the transfer's arrival: after the propagation delay if served, else now."""

@@ -49,8 +49,7 @@ class Schedule:
             return None
         base = 0.0 if math.isinf(self.period_s) else math.floor(t_s / self.period_s) * self.period_s
         local = t_s - base
-        starts = [w[0] for w in self.windows]
-        i = bisect.bisect_right(starts, local + EPS_S) - 1  # EPS_S: base + start - base may round down
+        i = bisect.bisect_right(self.windows, local + EPS_S, key=lambda w: w[0]) - 1  # EPS_S: base + start - base may round down
         if i >= 0 and local < self.windows[i][1] - EPS_S:
             return base + self.windows[i][0], base + self.windows[i][1]
         return None
@@ -93,6 +92,35 @@ class Schedule:
     def offline_windows(self, horizon_s: float) -> list[tuple[float, float]]:
         """Offline intervals [t1, t2) up to `horizon_s` (the last one ends at the horizon
         or where the client comes back)."""
+        if self.windows and not math.isinf(self.period_s):
+            return self._periodic_offline_windows(horizon_s)
+        return self._walked_offline_windows(horizon_s)
+
+    def _periodic_offline_windows(self, horizon_s: float) -> list[tuple[float, float]]:
+        """offline_windows() of a repeating schedule: one period's gaps, tiled (a fleet of
+        thousands over months has millions of them); a gap ending a period and the next
+        period's first gap are one."""
+        gaps, t = [], 0.0
+        for start, end in sorted(self.windows):
+            if start > t + EPS_S:
+                gaps.append((t, start))
+            t = max(t, end)
+        if t < self.period_s - EPS_S:
+            gaps.append((t, self.period_s))
+        out: list[tuple[float, float]] = []
+        for k in range(math.ceil(horizon_s / self.period_s)):
+            base = k * self.period_s
+            for t1, t2 in gaps:
+                a, b = base + t1, min(base + t2, horizon_s)
+                if a >= horizon_s:
+                    break
+                if out and a - out[-1][1] <= EPS_S:
+                    out[-1] = (out[-1][0], b)
+                else:
+                    out.append((a, b))
+        return out
+
+    def _walked_offline_windows(self, horizon_s: float) -> list[tuple[float, float]]:
         out, t = [], 0.0
         while t < horizon_s:
             if len(out) > 1_000_000:

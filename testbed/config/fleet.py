@@ -110,11 +110,13 @@ def build_topology(net: Network, scenario: Scenario, clients: list[FleetClient],
     server_in = net.pipe("server.in", rate_mbps=srv.rate_mbps, delay_s=half_s)
     server_out = net.pipe("server.out", rate_mbps=srv.rate_mbps, delay_s=half_s)
     rng = np.random.default_rng([scenario.seed, 7])
+    traces: dict[str, object] = {}  # file -> its trace, read once however many clients replay it
     pipes = {
         c.client_id: ClientPipes(
-            up=_client_pipe(net, f"client{c.client_id}.up", c.link, "up", rng, (outages or {}).get(c.client_id, [])),
+            up=_client_pipe(net, f"client{c.client_id}.up", c.link, "up", rng, (outages or {}).get(c.client_id, []),
+                            traces),
             down=_client_pipe(net, f"client{c.client_id}.down", c.link, "down", rng,
-                              (outages or {}).get(c.client_id, [])),
+                              (outages or {}).get(c.client_id, []), traces),
         )
         for c in clients
     }
@@ -122,7 +124,7 @@ def build_topology(net: Network, scenario: Scenario, clients: list[FleetClient],
 
 
 def _client_pipe(net: Network, name: str, link: LinkRates, direction: str, rng: np.random.Generator,
-                 outages: list[Outage]) -> Pipe:
+                 outages: list[Outage], traces: dict) -> Pipe:
     """A constant-rate pipe, or a trace pipe started at a random (seeded) point of its trace so
     that clients sharing a trace file do not fade in lockstep."""
     delay_s = link.rtt_ms / 2000.0
@@ -130,6 +132,6 @@ def _client_pipe(net: Network, name: str, link: LinkRates, direction: str, rng: 
     if path is None:
         return net.pipe(name, rate_mbps=getattr(link, f"{direction}_mbps"), delay_s=delay_s, loss_rate=link.loss_rate,
                         outages=outages)
-    trace = load_mahimahi(path)
+    trace = traces.get(path) or traces.setdefault(path, load_mahimahi(path))
     shifted = ShiftedTrace(trace, float(rng.uniform(0.0, trace.period_ms / 1000.0)))
     return net.pipe(name, trace=shifted, delay_s=delay_s, loss_rate=link.loss_rate, outages=outages)

@@ -15,12 +15,16 @@ thousands); only a new column (a key a framework first reports late) rewrites on
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 EVENT_COLUMNS = [
@@ -77,6 +81,27 @@ APPENDED = {"events.csv": EVENT_COLUMNS, "client_rounds.csv": CLIENT_ROUND_COLUM
 PARQUET_MIN_ROWS = 100_000  # a table this long is also written as parquet at the end of the run
 
 
+def _cell(value: Any, integer: bool) -> Any:
+    """A value as pandas writes it in _table's frames: empty for None/NaN, counts as integers."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if integer and isinstance(value, (float, np.floating, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return value
+
+
+def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Rows as CSV lines under `columns` (no header), as _table(...).to_csv would write them."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    integer = [c in INTEGER_COLUMNS for c in columns]
+    for row in rows:
+        writer.writerow([_cell(row.get(c), i) for c, i in zip(columns, integer, strict=True)])
+    return buf.getvalue()
+
+
 @dataclass(frozen=True)
 class TableMark:
     """How far a table file was written: its size, rows and header (what a checkpoint keeps)."""
@@ -101,15 +126,19 @@ class AppendedTable:
         rows, self.pending = self.pending, []
         if not rows and self.columns:
             return rows
+        known = set(self.columns)
+        if self.columns and all(k in known for row in rows for k in row):  # the common case: appended as is
+            with open(self.path, "a", newline="") as f:
+                f.write(_csv_rows(rows, self.columns))
+            self.rows += len(rows)
+            return rows
         frame = _table(rows, list(self.columns or self.fixed))
         if not self.columns:
+            self.path.with_suffix(".parquet").unlink(missing_ok=True)  # a finished run's copy, stale now
             _atomic_write_text(self.path, frame.to_csv(index=False))
         elif list(frame.columns) != self.columns:  # a new column: the file is rewritten with it
             old = pd.read_csv(self.path, keep_default_na=False, na_values=[""], dtype=str)
             _atomic_write_text(self.path, pd.concat([old, frame.astype(object)]).to_csv(index=False))
-        else:
-            with open(self.path, "a") as f:
-                f.write(frame.to_csv(index=False, header=False))
         self.columns = list(frame.columns)
         self.rows += len(rows)
         return rows
@@ -122,6 +151,7 @@ class AppendedTable:
         """Back to what `mark` saw (a resumed run's checkpoint): rows written after it go."""
         self.pending = []
         self.columns, self.rows = list(mark.columns), mark.rows
+        self.path.with_suffix(".parquet").unlink(missing_ok=True)  # written again when the run ends
         if not mark.columns:
             self.path.unlink(missing_ok=True)
             return
@@ -201,7 +231,25 @@ class RunRecorder:
         write_json_atomic(self.out_dir / name, data)
 
 
+LONG_LIST = 100  # a top-level list of more items is written on one line, encoded once
+_encoded: dict[int, tuple[Any, int, str]] = {}  # id(list) -> (the list, its length, its JSON)
+
+
+def _compact(value: list) -> str:
+    """A long list's JSON, encoded once (a fleet's clients are written with every round's summary)."""
+    held = _encoded.get(id(value))
+    if held is None or held[0] is not value or held[1] != len(value):
+        held = _encoded[id(value)] = (value, len(value), json.dumps(value, default=str))
+    return held[2]
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """`data` as indented JSON at `path`, replaced in one step (never half-written)."""
+    """`data` as indented JSON at `path`, replaced in one step (never half-written); top-level
+    lists of more than LONG_LIST items on one line each."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+    long = {k: v for k, v in data.items() if isinstance(v, list) and len(v) > LONG_LIST}
+    text = json.dumps({k: v for k, v in data.items() if k not in long}, indent=2, default=str)
+    if long:
+        tail = "".join(f",\n  {json.dumps(k)}: {_compact(v)}" for k, v in long.items())
+        text = (text[:-2] + tail + "\n}") if text != "{}" else "{" + tail[1:] + "\n}"
+    _atomic_write_text(path, text + "\n")

@@ -11,6 +11,7 @@ server (testbed.sim.server), selection (testbed.sim.selection), device time
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,7 +68,7 @@ class Runner:
         self.env = simpy.Environment()
         overhead = TCP_IP if scenario.emulation.protocol_overhead else NO_OVERHEAD
         policy = OutagePolicy(scenario.network.on_outage, scenario.network.outage_timeout_s)
-        self.net = Network(self.env, overhead=overhead, outage_policy=policy)
+        self.net = Network(self.env, overhead=overhead, outage_policy=policy, keep_records=False)  # events.csv has them
         plans = schedules(scenario.availability, len(self.clients), scenario.seed)
         self.selection = Selection(scenario, self.env, self.clients, plans)
         self.topology = build_topology(self.net, scenario, self.clients, link_outages(scenario, self.clients, plans))
@@ -187,6 +188,8 @@ class Runner:
                 on_round(self.recorder.rounds[-1])
 
         def live_round(row: dict[str, Any]) -> None:  # rounds replayed on resume were reported before
+            if self.predicted:  # a fleet's finished rounds leave millions of objects: never walk them again
+                gc.freeze()
             if on_round is not None and not self.ledger.replaying:
                 on_round(row)
 
@@ -225,6 +228,6 @@ class Runner:
         metrics = dict(metrics)
         append_generations(self.out_dir, rnd, metrics.pop(GENERATIONS_KEY, None) or [])
         self.recorder.host_interval(rnd, "server", "eval", time.time(), host_s)
-        if on_server:
+        if on_server and not self.predicted:
             release_freed_memory()  # the server holds its model while clients train, not evaluation's batches
         return metrics, host_s

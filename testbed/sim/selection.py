@@ -28,7 +28,11 @@ def link_outages(scenario: Scenario, clients: list[FleetClient], plans: list[Sch
     """Per client: the scenario's link outages plus its offline periods, merged."""
     out = {}
     for c in clients:
-        windows = sorted([*scenario.network.outages, *plans[c.client_id].offline_windows(AVAILABILITY_HORIZON_S)])
+        offline = plans[c.client_id].offline_windows(AVAILABILITY_HORIZON_S)  # sorted, apart
+        if not scenario.network.outages:  # nothing to merge them with (a fleet's 10,000 schedules)
+            out[c.client_id] = [Outage(t1, t2) for t1, t2 in offline if t2 > t1]
+            continue
+        windows = sorted([*scenario.network.outages, *offline])
         merged: list[list[float]] = []
         for t1, t2 in windows:
             if merged and t1 <= merged[-1][1]:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 import traceback
+from collections import Counter
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,17 +83,22 @@ def _round_line(row: dict[str, Any]) -> str:
             "  " + _metric_text(row, "rouge_l", "rouge-L", "{:.3f}") if _value(row, "rouge_l") is not None else "")
     else:
         acc_txt = _metric_text(row, "accuracy", "acc", "{:.3f}")
-    loss = row.get("train_loss")
+    loss = _value(row, "train_loss")
     loss_txt = f" train loss {loss:.3f}" if loss is not None else ""
     return (f"round {row['round']}: {acc_txt}{loss_txt}  sim {row['sim_end_s']:.1f} s  "
             f"participants {row['participants']}  failures {row['failures']}")
 
 
+FAILURES_NAMED = 8  # a round line names up to this many failed clients, else counts them by cause
+
+
 def _failed_clients(client_rounds: list[dict[str, Any]], rnd: int) -> str:
     """The round's failed clients and their causes, e.g. "  (pixel-7: oom)"; "" when none."""
-    failed = [f"{r['device']}: {r['cause']}" for r in client_rounds
-              if r["round"] == rnd and r["outcome"] in FAILED_OUTCOMES]
-    return f"  ({', '.join(failed)})" if failed else ""
+    failed = [(r["device"], r["cause"]) for r in client_rounds if r["round"] == rnd and r["outcome"] in FAILED_OUTCOMES]
+    if len(failed) > FAILURES_NAMED:  # a fleet's round: counted by cause, the most frequent first
+        causes = Counter(cause for _, cause in failed).most_common()
+        return f"  ({len(failed):,} failed: {', '.join(f'{n:,} {cause}' for cause, n in causes)})"
+    return f"  ({', '.join(f'{device}: {cause}' for device, cause in failed)})" if failed else ""
 
 
 def final_table(rounds: list[dict[str, Any]]) -> Table:
