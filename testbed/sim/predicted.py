@@ -163,7 +163,6 @@ def cost_table(scenario: Scenario, framework_cls: type[Framework], model_dir: st
     from filelock import FileLock
 
     from testbed.host.cpu import cpu_model
-    from testbed.ml.assets import cache_dir
     from testbed.sim.probe import measure, probe_concurrency
 
     own = Path(out_dir) / COSTS_FILE
@@ -172,7 +171,7 @@ def cost_table(scenario: Scenario, framework_cls: type[Framework], model_dir: st
             return CostTable.from_json(own.read_text(errors="replace"), str(own))
         key = cache_key(scenario, cpu_model=cpu_model(), threads=scenario.emulation.threads_per_client,
                         concurrency=probe_concurrency(scenario), torch_version=torch.__version__)
-        path = cache_path(cache_dir(), key)
+        path = cache_path(costs_dir(), key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             try:
@@ -193,6 +192,13 @@ def cost_table(scenario: Scenario, framework_cls: type[Framework], model_dir: st
         raise ScenarioError(f"emulation.compute: predicted: {exc}; delete the file to measure it again") from None
     _write_atomic(own, table.to_json())
     return table
+
+
+def costs_dir() -> Path:
+    """Where cost tables are cached: the asset cache (testbed.ml.assets.cache_dir)."""
+    from testbed.ml.assets import cache_dir
+
+    return cache_dir()
 
 
 def _write_atomic(path: Path, text: str) -> None:

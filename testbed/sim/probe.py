@@ -24,15 +24,15 @@ from pathlib import Path
 from statistics import mean
 
 from testbed.config.emulation import PROBE_MAX_CLIENTS
-from testbed.config.scenario import Scenario
+from testbed.config.scenario import Scenario, ScenarioError
 from testbed.protocol import ClientCall, Failure, FitRes, Framework, Send, ServerCall, ServerContext
 from testbed.sim.costs import CallCost, CostTable, RoundCost, SendCost, ServerCost, SpanCost, Step
 
 AGGREGATE_UPDATES = 8  # the aggregation is also timed over this many updates (its per-update cost)
 
 
-class ProbeError(RuntimeError):
-    """The probe could not measure the scenario's work (its client failed)."""
+class ProbeError(ScenarioError):
+    """The probe could not measure the scenario's work (its client failed): the run exits 2."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def probe_scenario(scenario: Scenario, clients: int, last_round: int) -> Scenari
     return scenario.model_copy(update={
         "fleet": [first], "framework": fw, "emulation": emu,
         "availability": scenario.availability.model_copy(update={"kind": "always", "dropout": 0.0}),
-        "faults": scenario.faults.model_copy(update={"kill": []}),
+        "faults": scenario.faults.model_copy(update={"kill": ()}),
         "policy": scenario.policy.model_copy(update={"kind": "wait_all"}),
         # the last probed round is an evaluation round: clients that evaluate themselves (KD's
         # students, off the clock) report those metrics too, so a predicted run has their columns
