@@ -1,0 +1,215 @@
+"""Fleet scale (`emulation.compute: predicted`): how fast `testbed run` answers fleet questions,
+how its cost per exchange compares with the bare network simulator, and how close predicted
+compute comes to measured compute.
+
+    python benchmarks/fleet_scale.py            # everything below (about 30 min on 2 cores)
+    python benchmarks/fleet_scale.py --quick    # smaller fleets, no fidelity runs (minutes)
+    python benchmarks/fleet_scale.py --only fidelity
+
+Parts (each prints its figures; --only picks some):
+- fleet: `testbed run scenarios/fleet_10k.yaml` end to end as a fresh process pinned to one
+  core (taskset -c 0), all outputs written: host seconds and peak RSS. The cost table is
+  probed first (once per host) and that run is timed apart.
+- all: the same fleet with all 10,000 clients in every round (availability always, no
+  dropouts, wait for all): 1,000,000 exchanges.
+- fedbuff: the fleet under FedBuff (1,000 at work at once, a version every 100 arrivals).
+- des: the cost per exchange of the runner's rounds (rounds.csv host_round_s, the `all` run)
+  beside benchmarks/des_scale.py's network-only simulation of as many clients and rounds,
+  measured in this process, and beside bare simpy timeouts (three per exchange).
+- split: Split-FedLLM predicted, 1,000 clients x 10 rounds x 8 local steps (activations up and
+  gradients down every step).
+- fidelity: scenarios/quickstart.yaml and split_quickstart.yaml run measured, then predicted
+  with the same seed: per client-round device compute error (median and worst) and the total
+  simulated time.
+- report: `testbed report` on the fleet run folder: seconds and page size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+TESTBED = [sys.executable, "-m", "testbed.cli.main"]
+FLEET = REPO / "scenarios" / "fleet_10k.yaml"
+PARTS = ("fleet", "all", "fedbuff", "des", "split", "fidelity", "report")
+ALL_CLIENTS = ["framework.clients_per_round=10000", "policy.kind=wait_all", "availability.kind=always",
+               "availability.dropout=0.0"]
+FEDBUFF = ["policy.kind=fedbuff", "policy.concurrency=1000", "policy.buffer_size=100"]
+SPLIT_FLEET = ("fleet=[{device: pixel-7, link: lte, count: 300}, {device: galaxy-s23, link: 5g, count: 300}, "
+               "{device: jetson-orin-nano, link: wifi, count: 200}, {device: raspberry-pi-5, link: umts, count: 200}]")
+
+
+def run_testbed(scenario: Path, out: Path, overrides: list[str], *, one_core: bool) -> tuple[float, float, int]:
+    """(host seconds, peak RSS MB, exit code) of `testbed run` as its own process."""
+    cmd = [*TESTBED, "run", str(scenario), "--out", str(out), "--overwrite"]
+    for o in overrides:
+        cmd += ["--set", o]
+    if one_core and shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall_s = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    err = proc.stderr.read() if proc.stderr else ""
+    if code != 0:
+        print(f"  ! exit {code}: {err.strip().splitlines()[-1] if err.strip() else ''}")
+    return wall_s, usage.ru_maxrss / 1024, code
+
+
+def table(out: Path, name: str, columns: list[str]) -> pd.DataFrame:
+    """A run table's columns, from its parquet copy where the run wrote one."""
+    parquet = out / f"{name}.parquet"
+    return pd.read_parquet(parquet, columns=columns) if parquet.exists() else pd.read_csv(out / f"{name}.csv",
+                                                                                         usecols=columns)
+
+
+def exchanges(out: Path) -> int:
+    """Client-rounds of the run (a download, compute and an upload each)."""
+    return len(table(out, "client_rounds", ["round"]))
+
+
+def rounds_host_s(out: Path) -> float:
+    rounds = pd.read_csv(out / "rounds.csv")
+    return float(rounds["host_round_s"].fillna(0).sum())
+
+
+def part_fleet(tmp: Path, quick: bool) -> Path:
+    extra = ["framework.rounds=10"] if quick else []
+    probe_s, _, _ = run_testbed(FLEET, tmp / "probe", ["framework.rounds=1"], one_core=False)
+    print(f"cost table (probe on a cold cache, or read from it; 1 round): {probe_s:.1f} s")
+    wall_s, rss_mb, code = run_testbed(FLEET, tmp / "fleet", extra, one_core=True)
+    summary = json.loads((tmp / "fleet" / "summary.json").read_text())
+    rows = pd.read_csv(tmp / "fleet" / "rounds.csv")
+    clients = table(tmp / "fleet", "client_rounds", ["client", "outcome"])
+    print(f"fleet_10k{' (10 rounds)' if quick else ''}: {wall_s:.1f} s on one core, peak RSS {rss_mb:,.0f} MB, "
+          f"exit {code} (targets: < 60 s, < 2,048 MB)")
+    print(f"  {len(rows) - (rows['round'] == 0).sum()} rounds, {len(clients):,} client-rounds, "
+          f"{clients['client'].nunique():,} distinct clients took part, outcomes "
+          f"{clients['outcome'].value_counts().to_dict()}, simulated {summary['sim_wall_clock_s'] / 3600:.2f} h")
+    return tmp / "fleet"
+
+
+def part_all(tmp: Path, quick: bool) -> Path:
+    extra = ALL_CLIENTS + (["framework.rounds=10"] if quick else [])
+    wall_s, rss_mb, code = run_testbed(FLEET, tmp / "all", extra, one_core=True)
+    n = exchanges(tmp / "all")
+    print(f"all 10,000 clients every round: {n:,} exchanges in {wall_s:.1f} s on one core, peak RSS "
+          f"{rss_mb:,.0f} MB, exit {code} (target for 1,000,000: < 90 s)")
+    return tmp / "all"
+
+
+def part_fedbuff(tmp: Path, quick: bool) -> None:
+    extra = FEDBUFF + (["framework.rounds=10"] if quick else [])
+    wall_s, rss_mb, code = run_testbed(FLEET, tmp / "fedbuff", extra, one_core=True)
+    rows = pd.read_csv(tmp / "fedbuff" / "rounds.csv")
+    print(f"fedbuff at fleet size: {len(rows)} versions, {exchanges(tmp / 'fedbuff'):,} client tasks in "
+          f"{wall_s:.1f} s on one core, peak RSS {rss_mb:,.0f} MB, mean staleness "
+          f"{rows['mean_staleness'].mean():.2f}, simulated {rows['sim_end_s'].max() / 3600:.2f} h, exit {code}")
+
+
+def part_des(all_run: Path, quick: bool) -> None:
+    from benchmarks import des_scale
+
+    runner_s, n = rounds_host_s(all_run), exchanges(all_run)
+    rounds = 10 if quick else 100
+    args = des_scale.parse_args(["--clients", "10000", "--rounds", str(rounds), "--mahimahi"])
+    _, des_s, _ = des_scale.run_simulation(args)
+    des_n = args.rounds * args.per_round
+    bare_s = des_scale.bare_loop_s(3 * des_n)
+    per_runner, per_des, per_bare = runner_s / n, des_s / des_n, bare_s / des_n
+    print(f"cost per exchange: runner {per_runner * 1e6:,.0f} us (rounds.csv host_round_s, {n:,} exchanges), "
+          f"des_scale {per_des * 1e6:,.0f} us ({des_n:,}), bare simpy {per_bare * 1e6:,.1f} us (3 timeouts)")
+    print(f"  runner / des_scale: {per_runner / per_des:.2f}x (target <= 1.5x); runner / bare simpy: "
+          f"{per_runner / per_bare:.1f}x; des_scale / bare: {per_des / per_bare:.1f}x (long-run goal for the runner: 5x)")
+
+
+def part_split(tmp: Path, quick: bool) -> None:
+    extra = ["emulation.compute=predicted", SPLIT_FLEET, "framework.clients_per_round=1000",
+             f"framework.rounds={2 if quick else 10}", "framework.local_steps=8", "eval.before_training=false",
+             "eval.every=100"]
+    split = REPO / "scenarios" / "split_quickstart.yaml"
+    run_testbed(split, tmp / "split-probe", [*extra[:2], "framework.clients_per_round=4", "framework.rounds=1"],
+                one_core=False)  # the cost table first
+    wall_s, rss_mb, code = run_testbed(split, tmp / "split", extra, one_core=True)
+    events = table(tmp / "split", "events", ["kind"])
+    counts = events["kind"].value_counts()
+    print(f"split predicted, 1,000 clients x {2 if quick else 10} rounds x 8 steps: {wall_s:.1f} s on one core, "
+          f"peak RSS {rss_mb:,.0f} MB, exit {code} (target: < 60 s for 10 rounds); "
+          f"{counts.get('activations_up', 0):,} activation and {counts.get('gradients_down', 0):,} gradient transfers")
+
+
+def fidelity_of(name: str, tmp: Path) -> None:
+    scenario = REPO / "scenarios" / f"{name}.yaml"
+    run_testbed(scenario, tmp / f"{name}-measured", [], one_core=False)
+    run_testbed(scenario, tmp / f"{name}-predicted", ["emulation.compute=predicted"], one_core=False)
+    m = pd.read_csv(tmp / f"{name}-measured" / "client_rounds.csv")
+    p = pd.read_csv(tmp / f"{name}-predicted" / "client_rounds.csv")
+    both = m.merge(p, on=["round", "client"], suffixes=("_m", "_p"))
+    both = both[(both.outcome_m == "ok") & (both.outcome_p == "ok")]
+    err = (both.device_compute_s_p - both.device_compute_s_m).abs() / both.device_compute_s_m
+    worst = both.loc[err.idxmax()]
+    sim_m = json.loads((tmp / f"{name}-measured" / "summary.json").read_text())["sim_wall_clock_s"]
+    sim_p = json.loads((tmp / f"{name}-predicted" / "summary.json").read_text())["sim_wall_clock_s"]
+    print(f"fidelity {name}: {len(both)} client-rounds, device compute error median {np.median(err):.1%} "
+          f"(target < 10%), worst {err.max():.1%} (round {int(worst['round'])}, {worst.device_m}); simulated "
+          f"time measured {sim_m:.1f} s, predicted {sim_p:.1f} s ({sim_p / sim_m - 1:+.1%}, target within 10%)")
+
+
+def part_report(fleet_run: Path) -> None:
+    t0 = time.perf_counter()
+    res = subprocess.run([*TESTBED, "report", str(fleet_run)], cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    page = fleet_run / "report" / "index.html"
+    size = page.stat().st_size / 2**20 if page.exists() else float("nan")
+    print(f"report of the fleet run: {seconds:.1f} s as a fresh process, page {size:.2f} MB, exit {res.returncode} "
+          f"(targets: < 10 s, < 5 MB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10 rounds, no fidelity runs")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=None)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
+    args = parser.parse_args(argv)
+    parts = args.only or [p for p in PARTS if not (args.quick and p == "fidelity")]
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="fleet-scale-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    print(f"host: {os.cpu_count()} cores; runs under {tmp}")
+    fleet_run = all_run = None
+    if "fleet" in parts or "report" in parts:
+        fleet_run = part_fleet(tmp, args.quick)
+    if "all" in parts or "des" in parts:
+        all_run = part_all(tmp, args.quick)
+    if "fedbuff" in parts:
+        part_fedbuff(tmp, args.quick)
+    if "des" in parts:
+        part_des(all_run, args.quick)
+    if "split" in parts:
+        part_split(tmp, args.quick)
+    if "fidelity" in parts:
+        for name in ("quickstart", "split_quickstart"):
+            fidelity_of(name, tmp)
+    if "report" in parts:
+        part_report(fleet_run)
+    if args.keep is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
