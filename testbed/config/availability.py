@@ -137,6 +137,38 @@ class Schedule:
 ALWAYS = Schedule(windows=((0.0, math.inf),))
 
 
+class FleetSchedules:
+    """Every client's schedule at once: who is online at t, in one numpy step (a fleet of
+    10,000 is asked every round, FedBuff at every arrival). Schedule.online's arithmetic, so
+    the answer is the same; a schedule whose windows overlap or are out of order is asked
+    itself."""
+
+    def __init__(self, schedules: list[Schedule]) -> None:
+        self.schedules = schedules
+        n, k = len(schedules), max((len(s.windows) for s in schedules), default=0)
+        self.period_s = np.array([s.period_s for s in schedules], dtype=float)
+        self.starts = np.full((n, max(k, 1)), np.inf)
+        self.ends = np.full((n, max(k, 1)), -np.inf)
+        self.own: list[int] = []  # asked one by one
+        for i, s in enumerate(schedules):
+            if any(a[1] > b[0] or a[0] > b[0] for a, b in zip(s.windows, s.windows[1:])):
+                self.own.append(i)
+                continue
+            for j, (start, end) in enumerate(s.windows):
+                self.starts[i, j], self.ends[i, j] = start, end
+        self.repeats = np.isfinite(self.period_s)
+        self.safe_period_s = np.where(self.repeats, self.period_s, 1.0)
+
+    def online(self, t_s: float) -> np.ndarray:
+        """A boolean per client: online at t_s."""
+        base = np.where(self.repeats, np.floor(t_s / self.safe_period_s) * self.safe_period_s, 0.0)
+        local = (t_s - base)[:, None]
+        mask = ((self.starts <= local + EPS_S) & (local < self.ends - EPS_S)).any(axis=1)
+        for i in self.own:
+            mask[i] = self.schedules[i].online(t_s)
+        return mask
+
+
 def diurnal(n_clients: int, *, period_s: float, on_fraction: float, seed: int) -> list[Schedule]:
     """Each client online for on_fraction x period_s of every period, at a seeded phase."""
     if on_fraction >= 1.0:

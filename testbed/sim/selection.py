@@ -9,7 +9,7 @@ import numpy as np
 import simpy
 
 from network import Outage
-from testbed.config.availability import ALWAYS, Schedule, diurnal, load_fedscale
+from testbed.config.availability import ALWAYS, FleetSchedules, Schedule, diurnal, load_fedscale
 from testbed.config.fleet import FleetClient
 from testbed.config.scenario import AvailabilityConfig, Scenario
 
@@ -52,6 +52,7 @@ class Selection:
         self.env = env
         self.clients = clients
         self.schedules = plans
+        self.fleet_schedules = FleetSchedules(plans)
 
     def select(self, rnd: int, k: int) -> list[int]:
         """A seeded choice of k clients among those online now (fewer when fewer are online).
@@ -65,7 +66,7 @@ class Selection:
 
     def online(self) -> list[int]:
         """The clients online now (the clock does not move)."""
-        return [c.client_id for c in self.clients if self.schedules[c.client_id].online(self.env.now)]
+        return np.flatnonzero(self.fleet_schedules.online(self.env.now)).tolist()
 
     def online_now(self) -> list[int]:
         """The clients online now; with nobody online, first advance to the next time someone is."""
