@@ -84,3 +84,34 @@ def test_reversed_link_outages_are_refused_by_name():
     smoke = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
     with pytest.raises(ScenarioError, match=r"network.outages: each outage is \[t1, t2\] with 0 <= t1 < t2"):
         load_scenario(smoke, ["network.outages=[[5, 2]]"])
+
+
+def test_fleet_schedules_answer_as_each_schedule_does():
+    """The vectorised fleet view gives Schedule.online's answer, boundaries included."""
+    import numpy as np
+
+    from testbed.config.availability import ALWAYS, FleetSchedules, Schedule, diurnal
+
+    plans = [*diurnal(300, period_s=86400.0, on_fraction=0.4, seed=3), ALWAYS, Schedule((), 100.0),
+             Schedule(((0.0, 5.0), (3.0, 9.0)), 20.0), Schedule(((10.0, 20.0), (30.0, 40.0)))]
+    fleet = FleetSchedules(plans)
+    assert fleet.own == [302]  # the overlapping windows are asked one by one
+    edges = [w[0] + k * 86400 + d for s in plans[:40] for w in s.windows for k in range(2) for d in (-1e-9, 0.0)]
+    times = [*np.random.default_rng(0).uniform(0, 5 * 86400, 400).tolist(), *edges, 15.0, 35.0, 50.0]
+    for t in times:
+        assert fleet.online(t).tolist() == [s.online(t) for s in plans]
+
+
+def test_periodic_offline_windows_equal_the_walked_ones():
+    import numpy as np
+
+    from testbed.config.availability import Schedule, diurnal
+
+    rng = np.random.default_rng(0)
+    plans = diurnal(50, period_s=3600.0, on_fraction=0.3, seed=1)
+    for _ in range(300):
+        period = float(rng.choice([100.0, 777.7]))
+        points = np.sort(rng.uniform(0, period, 2 * int(rng.integers(1, 4))))
+        plans.append(Schedule(tuple((float(a), float(b)) for a, b in points.reshape(-1, 2)), period))
+    for s in plans:
+        assert s._periodic_offline_windows(5.5 * s.period_s) == s._walked_offline_windows(5.5 * s.period_s)
