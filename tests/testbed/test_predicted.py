@@ -236,3 +236,16 @@ def test_fuzzed_cost_tables_are_accepted_or_refused_by_field(path, value):
         return
     for cost in table.rounds:
         assert cost.aggregate_s(3) >= 0 and math.isfinite(cost.aggregate_s(3))
+
+
+def test_stress_sweeps_compute_like_any_other_key(assets, tmp_path):
+    from testbed.sim.batch import stress
+    from testbed.results.stress import parse_sweep
+
+    table = stress(SMOKE, tmp_path / "grid", sweeps=[parse_sweep("emulation.compute=measured,predicted")],
+                   overrides=["emulation.backend=inproc"], quiet=True)
+    assert sorted(table["emulation.compute"]) == ["measured", "predicted"]
+    predicted = table.set_index("emulation.compute").loc["predicted"]
+    measured = table.set_index("emulation.compute").loc["measured"]
+    assert math.isnan(predicted["final_accuracy"]) and not math.isnan(measured["final_accuracy"])
+    assert predicted["bytes_up_per_client_round"] == measured["bytes_up_per_client_round"] > 0
