@@ -92,13 +92,21 @@ def _cell(value: Any, integer: bool) -> Any:
     return value
 
 
+_NARROW = frozenset({np.float32, np.float16})  # written as float64 values, as pandas writes them
+
+
 def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Rows as CSV lines under `columns` (no header), as _table(...).to_csv would write them."""
+    """Rows as CSV lines under `columns` (no header), as _table(...).to_csv would write them:
+    the csv module writes None as empty and a float as its repr, so only NaN (empty) and the
+    counting columns (integers) need a hand (a fleet round writes tens of thousands of rows)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    integer = [c in INTEGER_COLUMNS for c in columns]
+    counts = [i for i, c in enumerate(columns) if c in INTEGER_COLUMNS]
     for row in rows:
-        writer.writerow([_cell(row.get(c), i) for c, i in zip(columns, integer, strict=True)])
+        values = [row.get(c) for c in columns]
+        for i in counts:
+            values[i] = _cell(values[i], True)
+        writer.writerow(["" if v != v else (float(v) if v.__class__ in _NARROW else v) for v in values])  # NaN: ""
     return buf.getvalue()
 
 

@@ -130,7 +130,8 @@ class ClientProcess:
         before they ended."""
         spans = () if isinstance(outcome, Failure) else getattr(outcome, "spans", ())
         for span in spans:
-            self.recorder.host_interval(rnd, f"client-{cid}", span.label, span.t_end_unix, span.host_s)
+            if span.t_end_unix:  # host work that really ran (a predicted span did not)
+                self.recorder.host_interval(rnd, f"client-{cid}", span.label, span.t_end_unix, span.host_s)
             host_s, device_s, factor, bound = self.device_time.span(rnd, cid, span)
             start = self.env.now
             if start + device_s > tl.offline_at_s:  # the device leaves mid-compute: the work is lost

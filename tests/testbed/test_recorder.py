@@ -78,3 +78,17 @@ def test_muted_rows_are_dropped_and_long_tables_go_to_parquet(tmp_path, monkeypa
     assert r.finish() == [tmp_path / "events.parquet"]
     parquet, csv = pd.read_parquet(tmp_path / "events.parquet"), pd.read_csv(tmp_path / "events.csv")
     pd.testing.assert_frame_equal(parquet, csv, check_dtype=False)
+
+
+def test_appended_rows_are_written_as_pandas_writes_them():
+    import numpy as np
+
+    rows = [dict(round=1, client=np.int64(3), kind="adapter_up", payload_bytes=1234, wire_bytes=1300.0,
+                 sim_start_s=0.1, sim_end_s=1e-05, host_s=float("nan"), device_s=np.float64(2.5), status="ok",
+                 detail='a, "b"'),
+            dict(round=2, client=-1, kind="compute", payload_bytes=0, wire_bytes=0, sim_start_s=123456789.123456789,
+                 sim_end_s=None, host_s=1 / 3, device_s=True, status="failed", detail="x\ny"),
+            dict(round=3, client=2, kind="compute", payload_bytes=None, wire_bytes=float("nan"),
+                 sim_start_s=np.float64("nan"), host_s=np.float32(0.1))]
+    assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == rec._table(rows, rec.EVENT_COLUMNS).to_csv(index=False,
+                                                                                                 header=False)
