@@ -221,11 +221,13 @@ class _Reader:
 
 
 # -- the cache -------------------------------------------------------------------------------
-def cache_key(scenario: Scenario, *, cpu_model: str, threads: int, concurrency: int, torch_version: str) -> dict:
-    """Everything a client-round's cost depends on: the host, the model, the framework's
-    settings (not how many rounds or clients), the task and data shapes, the precision."""
+def cache_key(scenario: Scenario, *, cpu_model: str, threads: int, concurrency: int, workers: str,
+              torch_version: str) -> dict:
+    """Everything a client-round's cost depends on: the host, its worker layout, the model, the
+    framework's settings (not how many rounds or clients), the task and data shapes, the precision."""
     fw = scenario.framework.model_dump(mode="json", exclude={"rounds", "clients_per_round"})
-    return {"cpu_model": cpu_model, "threads": threads, "concurrency": concurrency, "torch": torch_version,
+    return {"cpu_model": cpu_model, "threads": threads, "concurrency": concurrency, "workers": workers,
+            "torch": torch_version,
             "model": scenario.model, "framework": fw, "task": scenario.task.model_dump(mode="json"),
             "dataset": scenario.dataset.model_dump(mode="json")}
 

@@ -164,13 +164,15 @@ def cost_table(scenario: Scenario, framework_cls: type[Framework], model_dir: st
 
     from testbed.host.cpu import cpu_model
     from testbed.sim.probe import measure, probe_concurrency
+    from testbed.sim.startup import worker_layout
 
     own = Path(out_dir) / COSTS_FILE
     try:
         if resume and own.is_file():
             return CostTable.from_json(own.read_text(errors="replace"), str(own))
         key = cache_key(scenario, cpu_model=cpu_model(), threads=scenario.emulation.threads_per_client,
-                        concurrency=probe_concurrency(scenario), torch_version=torch.__version__)
+                        concurrency=probe_concurrency(scenario), torch_version=torch.__version__,
+                        workers=worker_layout(scenario, framework_cls.client_class))
         path = cache_path(costs_dir(), key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):

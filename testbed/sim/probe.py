@@ -50,13 +50,15 @@ def probe_concurrency(scenario: Scenario) -> int:
     return max(1, min(n, scenario.n_clients, PROBE_MAX_CLIENTS))
 
 
-def probe_scenario(scenario: Scenario, clients: int, last_round: int) -> Scenario:
+def probe_scenario(scenario: Scenario, clients: int, last_round: int, workers: str = "auto") -> Scenario:
     """The scenario as the probe runs it: `clients` of its first device, every round up to
     `last_round` with all of them, nothing that would make a client miss a round (faults,
-    availability, dropouts, deadlines), memory measured rather than enforced."""
+    availability, dropouts, deadlines), memory measured rather than enforced, in the worker
+    layout the run itself would use (`workers`: testbed.sim.startup.worker_layout)."""
     first = scenario.fleet[0].model_copy(update={"count": clients})
     fw = scenario.framework.model_copy(update={"rounds": last_round + 1, "clients_per_round": clients})
     emu = scenario.emulation.model_copy(update={"compute": "measured", "enforce_memory": False, "time": "dilate",
+                                                "workers": workers,
                                                 "backend": "inproc" if scenario.emulation.backend == "inproc"
                                                 else "process"})
     return scenario.model_copy(update={
@@ -79,7 +81,7 @@ def measure(scenario: Scenario, framework_cls: type[Framework], model_dir: str,
     t0 = time.perf_counter()
     n = probe_concurrency(scenario)
     phases = sorted(set(framework_cls.phase_rounds(scenario)))
-    probed = probe_scenario(scenario, n, phases[-1])
+    probed = probe_scenario(scenario, n, phases[-1], startup.worker_layout(scenario, framework_cls.client_class))
     layout = startup.worker_layout(probed, framework_cls.client_class)
     probed, speedup = startup.choose_precision(probed, framework_cls, layout=layout, model_dir=model_dir,
                                                progress=progress)
