@@ -47,7 +47,9 @@ def cmd_run(args) -> int:
         precheck(Path(args.resume or args.out or scenario.output), resume=bool(args.resume), overwrite=args.overwrite)
     except RunFolderError as exc:
         return bad_input(str(exc))
-    if scenario.emulation.backend == "process":  # first: its imports overlap all that follows, ours too
+    # first: its imports overlap all that follows, ours too (a predicted run starts no worker; its
+    # probe, where the cost table is not cached yet, starts the forkserver when it needs it)
+    if scenario.emulation.backend == "process" and scenario.emulation.compute == "measured":
         from testbed.config.registry import framework_module
         from testbed.host.forkserver import worker_context
 
