@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10 rounds, no fidelity runs")
     parser.add_argument("--only", nargs="+", choices=PARTS, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
+    parser.add_argument("--fidelity-scenarios", nargs="+", default=["quickstart", "split_quickstart"],
+                        help="scenarios/<name>.yaml run measured, then predicted")
     args = parser.parse_args(argv)
     parts = args.only or [p for p in PARTS if not (args.quick and p == "fidelity")]
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="fleet-scale-"))
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if "split" in parts:
         part_split(tmp, args.quick)
     if "fidelity" in parts:
-        for name in ("quickstart", "split_quickstart"):
+        for name in args.fidelity_scenarios:
             fidelity_of(name, tmp)
     if "report" in parts:
         part_report(fleet_run)

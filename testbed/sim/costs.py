@@ -27,7 +27,7 @@ from testbed.config.scenario import Scenario
 from testbed.host.calibration import HostCalibration
 from testbed.ml.workload import Workload
 
-FORMAT = "testbed-costs/1"
+FORMAT = "testbed-costs/2"
 
 
 class CostTableError(ValueError):

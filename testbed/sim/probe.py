@@ -2,8 +2,9 @@
 that measures what one client-round does and costs on this host (testbed.sim.costs).
 
 It runs the framework for real, on the scenario's model, data shapes, precision and backend,
-with as many clients at once as the run would compute in parallel (its threads per client and
-concurrency), for each round where a client's work changes shape (Framework.phase_rounds:
+with as many clients as the run would compute in parallel (its threads per client and
+concurrency), at the host concurrency the clock gives their calls (prefetched calls at once,
+the others one at a time), for each round where a client's work changes shape (Framework.phase_rounds:
 e.g. KD's clients distil from the round the teacher's logits first come down). Each client's
 script is followed step by step: payloads keep their real serialised sizes, client calls their
 measured spans and peak memory, server calls their measured seconds. The aggregation is timed
@@ -15,10 +16,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import mean
@@ -107,10 +106,16 @@ def measure(scenario: Scenario, framework_cls: type[Framework], model_dir: str,
 
 
 def _probe_round(framework: Framework, backend, rnd: int, ids: list[int]) -> RoundCost:
+    """One round of the probe's clients, with the host's concurrency as the clock has it: the
+    calls a framework prefetches run at once (in the backend's slots), every other client or
+    server call one at a time (the clock waits on each)."""
     ins = framework.configure_fit(rnd, ids)
-    lock = threading.Lock()  # the server serves one request at a time, as on the clock
-    with ThreadPoolExecutor(len(ids), thread_name_prefix="probe") as pool:
-        traced = list(pool.map(lambda cid: _follow(framework, backend, rnd, cid, ins[cid], lock), ids))
+    prefetched = {}
+    for cid in ids:
+        call = framework.prefetch(rnd, cid, ins[cid])
+        if call is not None:
+            prefetched[cid] = (call, backend.submit(cid, rnd, call.method, call.args))
+    traced = [_follow(framework, backend, rnd, cid, ins[cid], prefetched.get(cid)) for cid in ids]
     results = [res for _, res in traced]
     _, one_s = _timed(lambda: framework.aggregate_fit(rnd, results[:1], []))
     many = [results[k % len(results)] for k in range(AGGREGATE_UPDATES)]
@@ -126,8 +131,9 @@ def _timed(work: Callable[[], dict]) -> tuple[dict, float]:
     return out, time.perf_counter() - t0
 
 
-def _follow(framework: Framework, backend, rnd: int, cid: int, ins, lock: threading.Lock) -> tuple[list[Step], FitRes]:
-    """Client `cid`'s script run for real, as the steps it took."""
+def _follow(framework: Framework, backend, rnd: int, cid: int, ins, prefetched) -> tuple[list[Step], FitRes]:
+    """Client `cid`'s script run for real, as the steps it took; `prefetched`: (call, future)
+    of a call started at round start, or None."""
     script = framework.client_script(rnd, cid, ins)
     steps: list[Step] = []
     reply = None
@@ -141,12 +147,14 @@ def _follow(framework: Framework, backend, rnd: int, cid: int, ins, lock: thread
             steps.append(SendCost(action.direction, action.payload.kind, action.payload.payload_bytes))
             reply = _Delivered()
         elif isinstance(action, ServerCall):
-            with lock:
-                t0 = time.perf_counter()
-                reply = action.fn(*action.args)
-                steps.append(ServerCost(action.label, time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            reply = action.fn(*action.args)
+            steps.append(ServerCost(action.label, time.perf_counter() - t0))
         elif isinstance(action, ClientCall):
-            reply = backend.submit(cid, rnd, action.method, action.args).result()
+            if prefetched is not None and prefetched[0] == action:
+                reply, prefetched = prefetched[1].result(), None
+            else:
+                reply = backend.submit(cid, rnd, action.method, action.args).result()
             if isinstance(reply, Failure):
                 result = reply
                 break

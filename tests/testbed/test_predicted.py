@@ -107,7 +107,7 @@ def test_the_cost_table_is_cached_per_host_and_shapes(assets, tmp_path, monkeypa
     _run(tmp_path / "c", ["emulation.backend=inproc", PREDICTED, "framework.batch_size=2"])  # another shape
     assert len(list((tmp_path / "cache" / "costs").glob("*.json"))) == 2
     # a damaged cache file is measured again, not trusted
-    cached[0].write_text('{"format": "testbed-costs/1", "rounds": "x"}')
+    cached[0].write_text('{"format": "testbed-costs/2", "rounds": "x"}')
     _run(tmp_path / "d", ["emulation.backend=inproc", PREDICTED])
     assert json.loads(cached[0].read_text())["rounds"][0]["round"] == 1
 
@@ -178,7 +178,7 @@ def test_replay_compute_is_refused_under_predicted(assets, tmp_path, measured_an
     assert "Traceback" not in res.stderr
 
 
-VALID = {"format": "testbed-costs/1", "key": {}, "precision": "fp32", "probe_clients": 2, "probe_host_s": 1.0,
+VALID = {"format": "testbed-costs/2", "key": {}, "precision": "fp32", "probe_clients": 2, "probe_host_s": 1.0,
          "calibration": {"threads": 1, "gemm_gflops_fp32": 50.0, "gemm_gflops_bf16": None,
                          "mem_bandwidth_gbps": 10.0, "measured_at": "2026-12-07T00:00:00+00:00",
                          "torch_version": "2.13.0", "cpu_model": "x", "seconds_spent": 1.0},
