@@ -76,6 +76,20 @@ def run_testbed(scenario: Path, out: Path, overrides: list[str], *, one_core: bo
     return wall_s, usage.ru_maxrss / 1024, code
 
 
+def wait_for_stray_workers(limit_s: float = 120.0) -> None:
+    """Until no worker forkserver of an earlier run is left: a probe's forkserver outlives its
+    run while it finishes its imports, and would share the timed core."""
+    import psutil
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit_s:
+        stray = [p for p in psutil.process_iter(["cmdline"]) if "multiprocessing.forkserver" in " ".join(
+            p.info["cmdline"] or [])]
+        if not stray:
+            return
+        time.sleep(1.0)
+
+
 def table(out: Path, name: str, columns: list[str]) -> pd.DataFrame:
     """A run table's columns, from its parquet copy where the run wrote one."""
     parquet = out / f"{name}.parquet"
@@ -97,7 +111,7 @@ def part_fleet(tmp: Path, quick: bool) -> Path:
     extra = ["framework.rounds=10"] if quick else []
     probe_s, _, _ = run_testbed(FLEET, tmp / "probe", ["framework.rounds=1"], one_core=False)
     print(f"cost table (probe on a cold cache, or read from it; 1 round): {probe_s:.1f} s")
-    time.sleep(10)  # a probe's worker forkserver outlives its run by a few seconds: not on the timed core
+    wait_for_stray_workers()
     wall_s, rss_mb, code = run_testbed(FLEET, tmp / "fleet", extra, one_core=True)
     summary = json.loads((tmp / "fleet" / "summary.json").read_text())
     rows = pd.read_csv(tmp / "fleet" / "rounds.csv")
@@ -159,6 +173,7 @@ def part_split(tmp: Path, quick: bool) -> None:
     split = REPO / "scenarios" / "split_quickstart.yaml"
     run_testbed(split, tmp / "split-probe", [*extra[:2], "framework.clients_per_round=4", "framework.rounds=1"],
                 one_core=False)  # the cost table first
+    wait_for_stray_workers()
     wall_s, rss_mb, code = run_testbed(split, tmp / "split", extra, one_core=True)
     events = table(tmp / "split", "events", ["kind"])
     counts = events["kind"].value_counts()
