@@ -4,7 +4,8 @@ Every problem is reported as one line ``file: field: problem`` (:class:`Scenario
 that is not a readable UTF-8 regular file, YAML that is not valid or not a mapping, nesting or
 alias expansion past what any scenario needs, a ``--set`` that is not ``key=value`` with a YAML
 value, and every field the schema refuses (the first of them, and how many more there are).
-The files a scenario names are checked in references.py.
+The files a scenario names are checked in references.py; paths in the file are relative to
+its folder, `--set` values and `output` to the current directory (paths.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from testbed.config.files import FileProblem, read_text
 from testbed.config.node import ScenarioError, problem_line
+from testbed.config.paths import resolve_file_paths, resolve_output
 from testbed.config.references import check_references
 from testbed.config.schema import Scenario
 
@@ -193,15 +195,25 @@ def format_validation_error(source: object, err: ValidationError) -> str:
 
 
 def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
-    """Read, override and validate a scenario; profile names and named files are checked too."""
+    """Read, override and validate a scenario; profile names and named files are checked too.
+    The file's paths are relative to its folder; `--set` values and `output` to the current
+    directory (testbed.config.paths): every path of the result is absolute."""
     raw = read_raw(path)
+    check_shape(raw, path)
+    resolve_file_paths(raw, Path(path).expanduser().parent)
     for assignment in overrides:
         apply_override(raw, assignment, path)
-    return validate_raw(raw, str(path))
+        resolve_file_paths(raw, Path.cwd(), only=assignment.partition("=")[0].strip())
+    return validate_raw(raw, str(path), resolved=True)
 
 
-def validate_raw(raw: dict[str, Any], source: str) -> Scenario:
+def validate_raw(raw: dict[str, Any], source: str, *, resolved: bool = False) -> Scenario:
+    """A raw scenario mapping validated; its relative paths are relative to the current
+    directory (a scenario built in memory) unless `resolved` says the caller placed them."""
     check_shape(raw, source)
+    if not resolved:
+        resolve_file_paths(raw, Path.cwd())
+    resolve_output(raw)
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as err:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from testbed.config.dataset import DatasetConfig, PartitionConfig
 from testbed.config.emulation import EmulationConfig
 from testbed.config.framework import FrameworkConfig
 from testbed.config.node import Node
+from testbed.config.paths import PATH_PREFIXES, TRACE_FIELDS, absolute
 from testbed.config.rounds import AvailabilityConfig, EvalConfig, FaultsConfig, GenerateConfig, NetworkConfig, PolicyConfig
 from testbed.config.task import TaskConfig
 from testbed.config.topology import FleetEntry, ServerConfig
@@ -25,6 +28,15 @@ def field_error(loc: tuple[str | int, ...], value: object, message: str) -> Vali
     return ValidationError.from_exception_data("Scenario", [
         {"type": "value_error", "loc": loc, "input": value, "ctx": {"error": ValueError(message)}},
     ])
+
+
+def _absolute_traces(entry: FleetEntry, cwd: Path) -> FleetEntry:
+    link = entry.link
+    if isinstance(link, str):
+        return entry
+    update = {key: absolute(getattr(link, key), cwd) for key in TRACE_FIELDS
+              if getattr(link, key) is not None and not Path(getattr(link, key)).is_absolute()}
+    return entry.model_copy(update={"link": link.model_copy(update=update)}) if update else entry
 
 
 @wire_type("Scenario")
@@ -114,6 +126,24 @@ class Scenario(Node):
         elif kind == "classification" and self.eval.generate.samples:
             raise field_error(("eval", "generate"), None, "eval.generate applies to generative tasks "
                               "(task.kind instruction or language_modeling); classification scores labels")
+        return self
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Scenario:
+        """Paths still relative once validated (a scenario built in memory, the default
+        `output`) are relative to the current directory; a file's were placed by its loader."""
+        cwd = Path.cwd()
+        if isinstance(self.output, str) and not Path(self.output).is_absolute():
+            object.__setattr__(self, "output", absolute(self.output, cwd))
+        if self.model.startswith(PATH_PREFIXES) and not Path(self.model).is_absolute():
+            object.__setattr__(self, "model", absolute(self.model, cwd))
+        for section in ("dataset", "availability"):
+            node = getattr(self, section)
+            if node.path is not None and not Path(node.path).is_absolute():
+                object.__setattr__(self, section, node.model_copy(update={"path": absolute(node.path, cwd)}))
+        fleet = tuple(_absolute_traces(entry, cwd) for entry in self.fleet)
+        if fleet != self.fleet:
+            object.__setattr__(self, "fleet", fleet)
         return self
 
     @property

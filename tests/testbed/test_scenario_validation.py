@@ -168,8 +168,9 @@ def test_split_and_kd_options_are_checked_against_the_models_blocks_and_vocabula
 
 
 def test_the_model_must_be_found_and_its_config_readable(tmp_path: Path, assets) -> None:
-    assert smoke_set("model=./nope") == (
-        f"error: {S}: model: model path './nope' does not exist (known names: smollm2-135m, tiny-llama)")
+    assert smoke_set("model=./nope") == (  # a --set path is relative to the current directory
+        f"error: {S}: model: model path '{Path.cwd() / 'nope'}' does not exist (known names: smollm2-135m, "
+        "tiny-llama)")
     assert smoke_set("model=org/none") == (
         f"error: {S}: model: 'org/none' is neither a bundled model (smollm2-135m, tiny-llama), a local folder, "
         "nor in the Hugging Face cache, and the hub is offline (HF_HUB_OFFLINE=1)")
