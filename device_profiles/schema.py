@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"  # kebab-case, e.g. "jetson-orin-nano"
 
@@ -40,6 +40,9 @@ class _Profile(BaseModel):
     sources: tuple[Text, ...] = Field(min_length=1)  # where each number comes from
     notes: Text  # how derived numbers were obtained; gaps and assumptions
     derived: tuple[str, ...]  # fields whose values are computed or assumed, not published
+    # Fields whose value is an estimate rather than a figure measured for this device or link
+    # (carried over or scaled from a sibling, or a different load); `notes` gives the derivation.
+    estimated: tuple[str, ...] = ()
 
     @field_validator("name")
     @classmethod
@@ -49,7 +52,7 @@ class _Profile(BaseModel):
             raise ValueError(f"must equal the file name stem {stem!r}, got {value!r}")
         return value
 
-    @field_validator("derived")
+    @field_validator("derived", "estimated")
     @classmethod
     def _derived_are_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [name for name in value if name not in cls.model_fields]
@@ -58,6 +61,13 @@ class _Profile(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("lists a field more than once")
         return value
+
+    @model_validator(mode="after")
+    def _estimated_are_set(self) -> _Profile:
+        unset = [name for name in self.estimated if getattr(self, name) is None]
+        if unset:
+            raise ValueError(f"estimated: {', '.join(unset)} is null; only a given value can be an estimate")
+        return self
 
 
 class DeviceProfile(_Profile):
@@ -98,10 +108,15 @@ class LinkProfile(_Profile):
     trace_down: Text | None = None  # mahimahi downlink trace; relative to the YAML file
     trace_up: Text | None = None  # mahimahi uplink trace; relative to the YAML file
     # The radio's data-transfer power, P = up x up_Mbps + down x down_Mbps + base (Huang et
-    # al.'s linear model); all three null where the link class has no sourced figure.
-    radio_up_mw_per_mbps: PositiveFloat | None  # mW per Mbit/s of uplink throughput
-    radio_down_mw_per_mbps: PositiveFloat | None  # mW per Mbit/s of downlink throughput
-    radio_base_mw: PositiveFloat | None  # mW while transferring, whatever the rate
+    # al.'s linear model); all three null where the link class has no sourced figure. Zero is a
+    # real figure: a radio whose power does not depend on the rate, or a wired link (no radio).
+    radio_up_mw_per_mbps: NonNegativeFloat | None  # mW per Mbit/s of uplink throughput
+    radio_down_mw_per_mbps: NonNegativeFloat | None  # mW per Mbit/s of downlink throughput
+    radio_base_mw: NonNegativeFloat | None  # mW while transferring, whatever the rate
+    # The radio's tail: after a transfer it stays in a high-power state for radio_tail_s at
+    # radio_tail_mw (RRC inactivity timers, docs/energy.md); both null or both set.
+    radio_tail_s: NonNegativeFloat | None = None
+    radio_tail_mw: NonNegativeFloat | None = Field(default=None, validate_default=True)
 
     @field_validator("radio_base_mw")
     @classmethod
@@ -114,5 +129,17 @@ class LinkProfile(_Profile):
                              f"null: {', '.join(missing)}")
         return value
 
+    @field_validator("radio_tail_mw")
+    @classmethod
+    def _radio_tail_complete(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if "radio_tail_s" not in info.data:  # itself invalid: reported on its own
+            return value
+        if (info.data["radio_tail_s"] is None) != (value is None):
+            raise ValueError("radio_tail_s and radio_tail_mw must both be set or both be null")
+        if value is not None and info.data.get("radio_base_mw") is None:
+            raise ValueError("a radio tail needs the radio power model (radio_base_mw and the rest)")
+        return value
+
 
 RADIO_FIELDS = ("radio_up_mw_per_mbps", "radio_down_mw_per_mbps", "radio_base_mw")
+TAIL_FIELDS = ("radio_tail_s", "radio_tail_mw")

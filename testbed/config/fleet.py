@@ -19,12 +19,14 @@ class RadioPower:
     up_mw_per_mbps: float
     down_mw_per_mbps: float
     base_mw: float
+    tail_s: float = 0.0  # the high-power tail after a transfer (RRC inactivity timers)
+    tail_mw: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("up_mw_per_mbps", "down_mw_per_mbps", "base_mw"):
+        for name in ("up_mw_per_mbps", "down_mw_per_mbps", "base_mw", "tail_s", "tail_mw"):
             value = getattr(self, name)
-            if not value > 0:
-                raise ValueError(f'"{name}" must be > 0, got {value}')
+            if not value >= 0:
+                raise ValueError(f'"{name}" must be >= 0, got {value}')
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ def _link_rates(entry: FleetEntry) -> LinkRates:
     p = get_link(link)
     radio = None
     if p.radio_base_mw is not None:
-        radio = RadioPower(p.radio_up_mw_per_mbps, p.radio_down_mw_per_mbps, p.radio_base_mw)
+        radio = RadioPower(p.radio_up_mw_per_mbps, p.radio_down_mw_per_mbps, p.radio_base_mw,
+                           p.radio_tail_s or 0.0, p.radio_tail_mw or 0.0)
     return LinkRates(p.name, p.down_mbps, p.up_mbps, p.rtt_ms, p.loss_rate,
                      str(p.trace_down) if p.trace_down else None, str(p.trace_up) if p.trace_up else None,
                      radio)

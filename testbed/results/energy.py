@@ -4,12 +4,15 @@ the round's bytes (docs/energy.md).
     compute_energy_j = power_w x device_compute_s
     radio_energy_j   = sum over ok exchanges of alpha_dir x wire Mbit / 1000
                        + base_mw x (time the client had an exchange in flight) / 1000
+                       + tail_mw x (tail seconds after each burst of exchanges) / 1000
     energy_j         = compute_energy_j + radio_energy_j
 
 The radio part is Huang et al.'s data-transfer power model P = alpha_u x t_u + alpha_d x t_d +
 beta (t in Mbit/s), integrated over the exchanges as the simulator timed them: an exchange of
 B bits lasting d seconds at rate B / d contributes (alpha x B / d + beta) x d = alpha x B +
-beta x d. Overlapping exchanges pay beta once. A part whose figure is unknown (a device without
+beta x d. Overlapping exchanges pay beta once. After each burst (a maximal run of overlapping
+exchanges) the radio stays in its tail state for tail_s, cut short by the next burst; the round's
+last burst pays the whole tail. A part whose figure is unknown (a device without
 `power_w`, a link without radio coefficients) is None, and so is the total; `energy_note` says
 what is missing.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from testbed.config.fleet import RadioPower
@@ -36,23 +40,39 @@ class Exchange:
     ok: bool = True  # a failed transfer's bytes are not known to have crossed: base power only
 
 
+def bursts(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of [start, end) spans as disjoint, sorted bursts."""
+    merged: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
 def busy_s(spans: Iterable[tuple[float, float]]) -> float:
     """Length of the union of [start, end) spans."""
-    total, end_s = 0.0, float("-inf")
-    for a, b in sorted(spans):
-        if b <= end_s:
-            continue
-        total += b - max(a, end_s)
-        end_s = b
-    return total
+    return sum(b - a for a, b in bursts(spans))
+
+
+def tail_s(spans: Iterable[tuple[float, float]], tail_len_s: float) -> float:
+    """Seconds the radio spends in its tail: after each burst, tail_len_s or the silence before
+    the next burst if shorter; the last burst's tail in full."""
+    merged = bursts(spans)
+    gaps = [nxt[0] - cur[1] for cur, nxt in pairwise(merged)]
+    return sum(min(gap, tail_len_s) for gap in gaps) + (tail_len_s if merged else 0.0)
 
 
 def radio_energy_j(radio: RadioPower, exchanges: Sequence[Exchange]) -> float:
-    """Joules the radio spends on these exchanges under the linear power model."""
+    """Joules the radio spends on these exchanges: the linear power model while they are in
+    flight, and the tail power after each burst."""
     data_mj = sum((radio.up_mw_per_mbps if e.direction == "up" else radio.down_mw_per_mbps)
                   * e.wire_bytes * 8 / 1e6 for e in exchanges if e.ok)
-    base_mj = radio.base_mw * busy_s((e.start_s, e.end_s) for e in exchanges)
-    return (data_mj + base_mj) / 1000.0
+    spans = [(e.start_s, e.end_s) for e in exchanges]
+    base_mj = radio.base_mw * busy_s(spans)
+    tail_mj = radio.tail_mw * tail_s(spans, radio.tail_s) if radio.tail_mw else 0.0
+    return (data_mj + base_mj + tail_mj) / 1000.0
 
 
 def client_round_energy(*, device: str, power_w: float | None, device_compute_s: float, link: str,

@@ -21,6 +21,7 @@ from device_profiles import (
     get_link,
     links,
 )
+from device_profiles.schema import RADIO_FIELDS, TAIL_FIELDS
 
 REQUIRED_DEVICES = {
     "low-end-android", "pixel-7", "pixel-8", "galaxy-s23", "galaxy-s24", "iphone-14",
@@ -143,21 +144,71 @@ def test_links_match_their_sources() -> None:
     assert get_link("lan").down_mbps == 1000
 
 
-def test_lte_links_carry_the_huang_lte_radio_model_and_others_say_why_not() -> None:
+def test_lte_links_carry_the_huang_lte_radio_model_and_the_aro_tail() -> None:
+    for name in ("lte", "lte-us-2019", "lte-driving"):
+        link = get_link(name)
+        assert (link.radio_up_mw_per_mbps, link.radio_down_mw_per_mbps, link.radio_base_mw) == (438.39, 51.97, 1288.04)
+        assert (link.radio_tail_s, link.radio_tail_mw) == (pytest.approx(0.1 + 0.02 + 10), 1060)
+        assert any("MobiSys 2012" in source for source in link.sources)
+        assert any("lte.conf" in source and "P_TAIL 1.06 W" in source for source in link.sources)
+        assert not link.estimated  # measured LTE figures, taken as is
+
+
+def test_every_link_has_a_complete_radio_model_with_its_reason_in_the_notes() -> None:
     for link in links().values():
-        radio = (link.radio_up_mw_per_mbps, link.radio_down_mw_per_mbps, link.radio_base_mw)
-        if link.name.startswith("lte"):
-            assert radio == (438.39, 51.97, 1288.04)
-            assert any("MobiSys 2012" in source for source in link.sources)
-        else:
-            assert radio == (None, None, None)
-        assert "radio_*" in link.notes  # the figure, or why there is none
+        figures = [getattr(link, field) for field in (*RADIO_FIELDS, *TAIL_FIELDS)]
+        assert None not in figures, f"{link.name}: a radio figure is null, its clients would get NaN energy"
+        assert all(value >= 0 and math.isfinite(value) for value in figures), link.name
+        assert "radio_*" in link.notes, link.name
+
+
+def test_radio_figures_of_3g_wifi_5g_and_a_wired_lan() -> None:
+    umts = get_link("umts")  # ARO's 3G profile: DCH 1.30 W whatever the rate; tail DCH 4 s + FACH 10 s
+    assert (umts.radio_up_mw_per_mbps, umts.radio_down_mw_per_mbps, umts.radio_base_mw) == (0, 0, 1300)
+    assert umts.radio_tail_s * umts.radio_tail_mw == pytest.approx(4 * 1300 + 10 * 300, abs=0.1)
+    wifi = get_link("wifi")  # ARO's Wi-Fi profile: 403 mW active, 0.25 s tail at the same power
+    assert (wifi.radio_base_mw, wifi.radio_tail_s, wifi.radio_tail_mw) == (403, 0.25, 403)
+    five_g = get_link("5g")  # 2.5 x the LTE figures (Xu et al.: 2-3x the power of 4G), an estimate
+    assert five_g.radio_base_mw == pytest.approx(2.5 * 1288.04)
+    assert five_g.radio_tail_mw == pytest.approx(2.5 * 1060)
+    assert set(five_g.estimated) == {*RADIO_FIELDS, *TAIL_FIELDS}
+    lan = get_link("lan")  # no radio: a real zero, not an unknown
+    assert [getattr(lan, f) for f in (*RADIO_FIELDS, *TAIL_FIELDS)] == [0, 0, 0, 0, 0]
+    assert not lan.estimated and "by definition" in lan.notes
+
+
+def test_every_device_has_a_power_figure() -> None:
+    missing = sorted(name for name, device in devices().items() if device.power_w is None)
+    assert not missing, (f"power_w is null for {', '.join(missing)}: their clients would get NaN energy; "
+                         "add a sourced figure, or an estimate listed in `estimated` (device_profiles/README.md)")
+
+
+def test_phone_power_figures_and_their_estimates() -> None:
+    assert get_device("pixel-7").power_w == 6.43  # Pixel 7 Pro under 3DMark: 1608 mA x 4.0 V
+    assert get_device("galaxy-s23").power_w == pytest.approx((7.3 + 7.6) / 2)
+    low_end = get_device("low-end-android")  # the S23's figure at equal energy per FLOP
+    assert low_end.power_w == pytest.approx(7.45 * low_end.cpu_gflops / get_device("galaxy-s23").cpu_gflops, abs=0.01)
+    for name in ("pixel-7", "pixel-8", "galaxy-s23", "galaxy-s24", "iphone-14", "iphone-15-pro", "low-end-android"):
+        assert "power_w" in get_device(name).estimated, name
+    for name in ("jetson-nano", "raspberry-pi-5"):  # a power-mode budget, a measured draw: not estimates
+        assert not get_device(name).estimated
+
+
+@pytest.mark.parametrize("profile", [*devices().values(), *links().values()], ids=lambda p: p.name)
+def test_every_estimate_is_a_set_field_explained_in_the_notes(profile) -> None:
+    fields = type(profile).model_fields
+    for field in profile.estimated:
+        assert field in fields and getattr(profile, field) is not None, f"{profile.name}: {field}"
+        # named in the notes (the radio fields may be named together as radio_*), with the word
+        assert field in profile.notes or (field.startswith("radio_") and "radio_*" in profile.notes), field
+    if profile.estimated:
+        assert "estimated" in profile.notes, profile.name
 
 
 def test_every_shipped_link_states_its_radio_fields() -> None:
     for path in (PACKAGE_DIR / "links").glob("*.yaml"):
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        assert {"radio_up_mw_per_mbps", "radio_down_mw_per_mbps", "radio_base_mw"} <= set(raw), path.name
+        assert {*RADIO_FIELDS, *TAIL_FIELDS} <= set(raw), path.name
 
 
 def test_unknown_device_lists_the_known_names() -> None:

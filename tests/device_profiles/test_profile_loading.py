@@ -225,7 +225,7 @@ def test_radio_power_model_loads(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("field", list(RADIO))
-@pytest.mark.parametrize("value", [-1.0, 0, "438", True])
+@pytest.mark.parametrize("value", [-1.0, "438", True, float("nan")])
 def test_bad_radio_figure_names_file_and_field(tmp_path: Path, field: str, value: Any) -> None:
     path = link_file(tmp_path, **{**RADIO, field: value})
     message = load_error(load_link, path)
@@ -244,6 +244,44 @@ def test_missing_radio_field_is_an_error_not_a_default(tmp_path: Path) -> None:
     data = {k: v for k, v in GOOD_LINK.items() if k != "radio_base_mw"}
     path = write(tmp_path, "test-link", data)
     assert load_error(load_link, path).startswith(f"{path}: radio_base_mw: required field is missing")
+
+
+def test_zero_radio_figures_are_real_zeros(tmp_path: Path) -> None:  # a wired link, a rate-independent radio
+    zeros = {field: 0.0 for field in RADIO} | {"radio_tail_s": 0.0, "radio_tail_mw": 0.0}
+    link = load_link(link_file(tmp_path, **zeros))
+    assert (link.radio_base_mw, link.radio_tail_s, link.radio_tail_mw) == (0.0, 0.0, 0.0)
+
+
+def test_radio_tail_loads_and_is_optional(tmp_path: Path) -> None:
+    link = load_link(link_file(tmp_path, **RADIO, radio_tail_s=10.12, radio_tail_mw=1060))
+    assert (link.radio_tail_s, link.radio_tail_mw) == (10.12, 1060.0)
+    assert load_link(link_file(tmp_path, **RADIO)).radio_tail_s is None
+
+
+def test_radio_tail_is_both_or_neither_and_needs_the_radio_model(tmp_path: Path) -> None:
+    path = link_file(tmp_path, **RADIO, radio_tail_s=10.0)
+    assert load_error(load_link, path) == (
+        f"{path}: radio_tail_mw: radio_tail_s and radio_tail_mw must both be set or both be null")
+    path = link_file(tmp_path, radio_tail_s=10.0, radio_tail_mw=1000.0)
+    assert "a radio tail needs the radio power model" in load_error(load_link, path)
+    path = link_file(tmp_path, **RADIO, radio_tail_s=-1.0, radio_tail_mw=1000.0)
+    message = load_error(load_link, path)
+    assert message.startswith(f"{path}: radio_tail_s: ") and message.count("\n") == 0
+
+
+def test_estimated_must_name_real_fields_once(tmp_path: Path) -> None:
+    path = device_file(tmp_path, power_w=5.0, estimated=["power_watts"])
+    assert load_error(load_device, path).startswith(f"{path}: estimated: not a field of this profile: power_watts")
+    path = device_file(tmp_path, power_w=5.0, estimated=["power_w", "power_w"])
+    assert "estimated: lists a field more than once" in load_error(load_device, path)
+
+
+def test_estimated_field_must_have_a_value(tmp_path: Path) -> None:
+    path = device_file(tmp_path, estimated=["power_w"])  # power_w is null in GOOD_DEVICE
+    assert "estimated: power_w is null; only a given value can be an estimate" in load_error(load_device, path)
+    device = load_device(device_file(tmp_path, power_w=5.0, estimated=["power_w"]))
+    assert device.estimated == ("power_w",)
+    assert load_device(device_file(tmp_path)).estimated == ()  # optional: nothing estimated
 
 
 def test_profile_error_is_a_value_error() -> None:
