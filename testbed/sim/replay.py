@@ -43,7 +43,7 @@ class ComputeReplay:
             base = (int(row.round), int(row.client), label)
             durations[(*base, seen[base])] = (float(row.host_s), float(row.device_s))
             seen[base] += 1
-        return cls(durations, str(path))
+        return cls(durations, str(path.resolve()))  # summary.json records it: a resume from elsewhere finds it
 
     @staticmethod
     def _label(kind: str, status: str, detail: object) -> str | None:

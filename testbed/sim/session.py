@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from testbed.config.scenario import Scenario, ScenarioError
+from testbed.results.console import RunConsole
 from testbed.results.recorder import FAILED_OUTCOMES, write_json_atomic
 from testbed.results.runfolder import claim, read_summary
 from testbed.sim.replay import ComputeReplay
@@ -128,7 +129,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = 
     checkpoint); a completed run is only reported. `overwrite`: start the folder over.
     RunFolderError: the folder is another run's, or holds a run and neither was asked for;
     ScenarioError: `resume` with a scenario other than the folder's."""
-    console = Console(stderr=True, quiet=quiet)
+    console = RunConsole(stderr=True, quiet=quiet)  # outside a terminal: tables in full width
     out_dir = Path(out_dir)
     with claim(out_dir, resume=resume, overwrite=overwrite):
         prior = read_summary(out_dir) if resume else None
@@ -140,7 +141,12 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = 
         if checkpoint is not None and replay_dir is None and (prior or {}).get("replayed_compute_from"):
             replay_dir = str(Path(prior["replayed_compute_from"]).parent)  # its rounds replayed that run's compute
             console.log(f"--resume: replaying compute from {replay_dir}, as the rounds before the checkpoint did")
-        return _run(scenario, out_dir, console, replay_dir=replay_dir, checkpoint=checkpoint, prior=prior)
+        summary = _run(scenario, out_dir, console, replay_dir=replay_dir, checkpoint=checkpoint, prior=prior)
+        if scenario.output.tracking is not None:  # the finished run into its tracking store too (never fails it)
+            from testbed.results.tracking import track_run
+
+            track_run(scenario, out_dir, summary, console)
+        return summary
 
 
 def _checkpoint_to_resume(scenario: Scenario, out_dir: Path):
@@ -154,7 +160,10 @@ def _checkpoint_to_resume(scenario: Scenario, out_dir: Path):
             before = yaml.safe_load(recorded.read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ScenarioError(f"{recorded}: unreadable ({exc})") from None
-        differ = scenario_differences(before if isinstance(before, dict) else {}, scenario.model_dump(mode="json"))
+        # `output` is where the folder was first asked for: --resume names where it is now
+        after = {k: v for k, v in scenario.model_dump(mode="json").items() if k != "output"}
+        before = {k: v for k, v in before.items() if k != "output"} if isinstance(before, dict) else {}
+        differ = scenario_differences(before, after)
         if differ:
             raise ScenarioError(f"{recorded}: --resume needs the same scenario; these fields differ: "
                                 f"{', '.join(differ[:12])}{' ...' if len(differ) > 12 else ''}")
