@@ -22,7 +22,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from testbed.config.scenario import Scenario, ScenarioError
-from testbed.results.console import RunConsole
 from testbed.results.recorder import FAILED_OUTCOMES, write_json_atomic
 from testbed.results.runfolder import claim, read_summary
 from testbed.sim.replay import ComputeReplay
@@ -129,7 +128,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = 
     checkpoint); a completed run is only reported. `overwrite`: start the folder over.
     RunFolderError: the folder is another run's, or holds a run and neither was asked for;
     ScenarioError: `resume` with a scenario other than the folder's."""
-    console = RunConsole(stderr=True, quiet=quiet)  # outside a terminal: tables in full width
+    console = Console(stderr=True, quiet=quiet)
     out_dir = Path(out_dir)
     with claim(out_dir, resume=resume, overwrite=overwrite):
         prior = read_summary(out_dir) if resume else None
@@ -141,12 +140,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = 
         if checkpoint is not None and replay_dir is None and (prior or {}).get("replayed_compute_from"):
             replay_dir = str(Path(prior["replayed_compute_from"]).parent)  # its rounds replayed that run's compute
             console.log(f"--resume: replaying compute from {replay_dir}, as the rounds before the checkpoint did")
-        summary = _run(scenario, out_dir, console, replay_dir=replay_dir, checkpoint=checkpoint, prior=prior)
-        if scenario.output.tracking is not None:  # the finished run into its tracking store too (never fails it)
-            from testbed.results.tracking import track_run
-
-            track_run(scenario, out_dir, summary, console)
-        return summary
+        return _run(scenario, out_dir, console, replay_dir=replay_dir, checkpoint=checkpoint, prior=prior)
 
 
 def _checkpoint_to_resume(scenario: Scenario, out_dir: Path):
