@@ -5,6 +5,7 @@ holds every path absolute (testbed/config/paths.py)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_a_files_paths_resolve_against_its_folder_from_any_directory(moved) -> N
     assert scenario.fleet[0].link.trace_up == str(project / "traces" / "cell.up")
     assert scenario.fleet[0].link.trace_down == str(project / "traces" / "cell.down")  # ./ folded
     assert scenario.availability.path == str(project / "avail.json")
-    assert scenario.output == str(cwd / "runs" / "moved")  # the run folder: the current directory's
+    assert os.fspath(scenario.output) == str(cwd / "runs" / "moved")  # the run folder: the current directory's
     outcome = run_cli(["validate", "../project/scenario.yaml"])
     assert outcome.code == 0, outcome.err
 
@@ -73,7 +74,7 @@ def test_set_and_output_resolve_against_the_current_directory(moved) -> None:
     scenario = load_scenario(path, ["fleet.0.link.trace_up=mine/other.up", "output=out/here"])
     assert scenario.fleet[0].link.trace_up == str(cwd / "mine" / "other.up")
     assert scenario.fleet[0].link.trace_down == str(path.parent / "traces" / "cell.down")  # the file's, still
-    assert scenario.output == str(cwd / "out" / "here")
+    assert os.fspath(scenario.output) == str(cwd / "out" / "here")
     whole = load_scenario(path, ["fleet.0.link={trace_up: mine/other.up, down_mbps: 5}"])
     assert whole.fleet[0].link.trace_up == str(cwd / "mine" / "other.up")
 
@@ -136,7 +137,7 @@ def test_a_scenario_built_in_memory_resolves_against_the_current_directory(moved
     direct = Scenario.model_validate({"fleet": [{"device": "pixel-7", "link": {"trace_up": "t.up", "down_mbps": 1},
                                                  "count": 4}],
                                       "model": "./m", "availability": {"kind": "fedscale", "path": "a.json"}})
-    assert (direct.fleet[0].link.trace_up, direct.model, direct.availability.path, direct.output) == (
+    assert (direct.fleet[0].link.trace_up, direct.model, direct.availability.path, os.fspath(direct.output)) == (
         str(cwd / "t.up"), str(cwd / "m"), str(cwd / "a.json"), str(cwd / "runs" / "scenario"))
 
 
