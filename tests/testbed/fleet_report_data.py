@@ -4,8 +4,10 @@ benchmarks/report_scale.py: seeded numpy, no simulation, written in a second or 
 Synchronous rounds of ``per_round`` clients drawn from ``clients``: each downloads the adapter,
 computes for a lognormal time whose median depends on its device class, and uploads it; about
 3% fail during compute (``failed``, cause killed / offline / battery) and 0.5% run out of memory
-(``oom``). The round ends at the last arrival plus a short aggregation. Learning metrics are
-NaN, as in ``emulation.compute: predicted`` runs. Tables are written as CSV and, with
+(``oom``, peak memory over the budget; others peak at 35-85% of it). The round ends at the
+last arrival plus a short aggregation. Energy is NaN for one device class (NO_POWER), as for a
+device without a power figure. Learning metrics are NaN, as in ``emulation.compute: predicted``
+runs. Tables are written as CSV and, with
 ``parquet=True``, also as ``<name>.parquet`` beside them (same columns).
 
     python tests/testbed/fleet_report_data.py OUT [--clients 10000] [--rounds 100] [--per-round 1000]
@@ -29,6 +31,7 @@ DEVICE_CLASSES = {
 }
 LINKS = {"lte": (30.0, 10.0), "5g": (200.0, 50.0), "wifi": (100.0, 40.0)}  # down, up Mbit/s
 CAUSES = np.array(["killed", "offline", "battery"])
+NO_POWER = "iphone-14"  # its client-rounds have no energy figure (NaN), as a device without power_w
 
 
 def _fleet(clients: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -77,18 +80,22 @@ def fleet_tables(clients: int = 10_000, rounds: int = 100, per_round: int = 1_00
     start = np.broadcast_to(round_start[:, None], shape)
     rnd = np.broadcast_to(np.arange(1, rounds + 1)[:, None], shape)
     cause = np.where(outcome == "oom", "oom", np.where(failed, CAUSES[rng.integers(0, 3, shape)], ""))
-    compute_energy = compute_done * 4.0
-    radio_energy = (down_s + np.where(failed, 0.0, up_s)) * 1.2
+    budget = f["budget_mb"].to_numpy().reshape(shape)
+    peak = budget * np.where(outcome == "oom", rng.uniform(1.02, 1.2, shape), rng.uniform(0.35, 0.85, shape))
+    no_power = (f["device"].to_numpy() == NO_POWER).reshape(shape)  # a device without a power figure
+    compute_energy = np.where(no_power, np.nan, compute_done * 4.0)
+    radio_energy = np.where(no_power, np.nan, (down_s + np.where(failed, 0.0, up_s)) * 1.2)
     bytes_up = np.where(failed, 0, ADAPTER_BYTES)
     client_rounds = pd.DataFrame({
         "round": rnd.ravel(), "client": chosen.ravel(), "device": f["name"], "link": f["link"],
         "outcome": outcome.ravel(), "cause": cause.ravel(), "n_samples": 64, "train_loss": np.nan,
         "host_compute_s": 0.0, "device_compute_s": compute_done.ravel(), "dilation_factor": 1.0,
-        "bound": "compute", "peak_rss_mb": np.nan, "memory_budget_mb": f["budget_mb"],
+        "bound": "compute", "peak_rss_mb": peak.ravel().round(1), "memory_budget_mb": f["budget_mb"],
         "over_memory_budget": outcome.ravel() == "oom", "bytes_down": ADAPTER_BYTES, "bytes_up": bytes_up.ravel(),
         "sim_start_s": start.ravel(), "sim_end_s": (start + rel_end).ravel(),
         "energy_j": (compute_energy + radio_energy).ravel(), "compute_energy_j": compute_energy.ravel(),
-        "radio_energy_j": radio_energy.ravel(), "energy_note": "", "host": "node-1",
+        "radio_energy_j": radio_energy.ravel(), "host": "node-1",
+        "energy_note": np.where(no_power.ravel(), f"no power_w for {NO_POWER}", ""),
     })
     events = _events(client_rounds, down_s.ravel(), compute_done.ravel(), failed.ravel(), round_start, duration,
                      aggregate_s)

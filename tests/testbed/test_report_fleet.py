@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from plotly.offline import get_plotlyjs
 
 from testbed.cli.main import main
 from testbed.results.report import ReportError, build_report
@@ -24,12 +25,13 @@ from testbed.results.report.analysis import (
     straggler_delays,
     waiting_spans,
 )
-from testbed.results.report.load import load_source
+from testbed.results.report.grid import grid_figure
+from testbed.results.report.load import StressData, load_source
 from testbed.results.report.plots import straggler_figure
 from testbed.results.report.plots_fleet import lanes_figure
 from testbed.results.report.run_sections import fleet
 from tests.testbed.fleet_report_data import DEVICE_CLASSES, write_fleet_run
-from tests.testbed.test_report import write_run
+from tests.testbed.test_report import plots, write_run
 
 FLEET_CLIENTS, FLEET_ROUNDS, FLEET_PER_ROUND = 10_000, 100, 1_000
 MAX_PAGE_BYTES = 5_000_000
@@ -110,20 +112,26 @@ def test_lanes_are_device_classes_by_size_with_the_first_rounds_stretched(tmp_pa
     run = load_source(write_fleet_run(tmp_path / "run", clients=400, rounds=8, per_round=100, parquet=False))
     view = fleet(run)
     fig = lanes_figure(view.times, view.sizes, run.rounds)
-    whole, first = fig.axes[:2]
-    labels = [t.get_text() for t in whole.get_yticklabels()]
-    assert labels == ["pixel-7 (120 clients)", "galaxy-s23 (80 clients)", "iphone-14 (60 clients)",
-                      "raspberry-pi-5 (60 clients)", "jetson-nano (48 clients)", "jetson-orin (32 clients)"]
-    assert first.get_title(loc="left") == "rounds 1-3, stretched"
-    assert first.get_xlim()[1] == pytest.approx(run.rounds["sim_end_s"].iloc[3] * 1.01)
+    whole, first = [t for t in fig.data if t.type == "heatmap"]
+    assert list(whole.y) == ["pixel-7 (120 clients)", "galaxy-s23 (80 clients)", "iphone-14 (60 clients)",
+                             "raspberry-pi-5 (60 clients)", "jetson-nano (48 clients)", "jetson-orin (32 clients)"]
+    assert whole.z.shape == (6, 1000) and 0 < whole.z.max() <= 1 and whole.zmax == first.zmax  # one colour scale
+    assert [a.text for a in fig.layout.annotations] == ["whole run", "rounds 1-3, stretched"]
+    assert fig.layout.xaxis2.range[1] == pytest.approx(run.rounds["sim_end_s"].iloc[3] * 1.01)
+    ticks = [t for t in fig.data if t.name == "failures"]
+    failed = view.times["outcome"].isin(["failed", "oom"]).sum()
+    assert sum(ticks[0].customdata) == failed  # every failure of the run in the whole-run panel
 
 
 def test_stragglers_go_by_device_class_when_many_clients_straggle(tmp_path):
     run = load_source(write_fleet_run(tmp_path / "run", clients=300, rounds=30, per_round=100, parquet=False))
     table = straggler_attribution(run.rounds, run.client_rounds)
     assert table["straggler"].nunique() > 20
-    by_class = straggler_figure(table, fleet(run).names).axes[1]
-    assert {t.get_text() for t in by_class.get_yticklabels()} <= set(DEVICE_CLASSES)
+    fig = straggler_figure(table, fleet(run).names)
+    totals = [t for t in fig.data if t.orientation == "h"]
+    assert {t.y[0] for t in totals} <= set(DEVICE_CLASSES)
+    assert sum(t.x[0] for t in totals) == pytest.approx(table["held_back_s"].sum())
+    assert fig.layout.xaxis2.title.text == "total held back (s), by device class"
 
 
 def test_run_without_learning_metrics_says_they_were_not_measured(tmp_path):
@@ -140,13 +148,40 @@ def test_compare_and_stress_folders_of_fleet_runs_render(tmp_path):
     assert main(["report", str(cmp)]) == 0
     page = (cmp / "report" / "index.html").read_text()
     assert page.count(">Timeline by device class</h3>") == 2 and page.count(">Straggler delay</h3>") == 2
-    assert (cmp / "report" / "timeline-split.png").is_file() and (cmp / "report" / "round_times-split.png").is_file()
+    assert {"timeline-split", "round_times-split", "memory-split", "energy-fedllm"} <= set(plots(page))
     stress = tmp_path / "stress"
     for key in ("emulation.dropout=0.0", "emulation.dropout=0.1"):
         write_fleet_run(stress / key, clients=100, rounds=3, per_round=30, parquet=False)
-    pd.DataFrame({"key": ["a", "b"]}).to_csv(stress / "stress.csv", index=False)
+    pd.DataFrame({"emulation.dropout": [0.0, 0.1], "sim_wall_clock_s": [300.0, 280.0], "failures": [3, 9],
+                  "status": "completed", "run_dir": [str(stress / "emulation.dropout=0.1"),
+                                                     str(stress / "emulation.dropout=0.0")]}
+                 ).to_csv(stress / "stress.csv", index=False)
     page = build_report(stress).read_text()
-    assert page.count(">Timeline by device class</h3>") == 2
+    assert "Timeline by device class" not in page and plots(page) == ["grid", "bytes"]  # no learning metrics
+    assert ">Grid over emulation.dropout</h2>" in page and "<td>280</td>" in page
+
+
+def test_stress_grid_is_a_metric_per_swept_value(tmp_path):
+    stress = tmp_path / "stress"
+    table = pd.DataFrame({"emulation.dropout": [0.0, 0.1, 0.0, 0.1], "network.link": ["lte", "lte", "5g", "5g"],
+                          "final_accuracy": [0.6, 0.5, 0.62, 0.55], "sim_wall_clock_s": [90.0, 80.0, 40.0, 35.0],
+                          "time_to_target_s": [None, None, None, None], "status": "completed", "error": None,
+                          "run_dir": "x"})
+    stress.mkdir()
+    table.to_csv(stress / "stress.csv", index=False)
+    source = load_source(stress)
+    assert isinstance(source, StressData) and source.swept == ["emulation.dropout", "network.link"]
+    assert source.runs == {}
+    fig = grid_figure(source.stress, source.swept)
+    assert [a.text for a in fig.layout.annotations] == ["final_accuracy", "sim_wall_clock_s"]  # NaN metric left out
+    lte, fiveg = [t for t in fig.data if t.xaxis == "x2"]
+    assert (lte.name, list(lte.x), list(lte.y)) == ("network.link=lte", ["0.0", "0.1"], [90.0, 80.0])
+    assert (fiveg.name, list(fiveg.y)) == ("network.link=5g", [40.0, 35.0])
+    page = build_report(stress).read_text()
+    assert plots(page) == ["grid"] and ">Grid over emulation.dropout, network.link</h2>" in page
+    (stress / "stress.csv").write_text("final_accuracy,run_dir\n0.5,x\n")
+    with pytest.raises(ReportError, match=r"stress\.csv: no swept key columns before the metrics"):
+        load_source(stress)
 
 
 def test_a_10000_client_run_renders_a_small_page(tmp_path):
@@ -156,7 +191,7 @@ def test_a_10000_client_run_renders_a_small_page(tmp_path):
     written = time.perf_counter()
     index = build_report(folder)
     rendered = time.perf_counter()
-    size = index.stat().st_size
+    size = index.stat().st_size - len(get_plotlyjs())  # beyond the inlined plotly.js
     print(f"\n{FLEET_CLIENTS:,} clients, {len(pd.read_parquet(folder / 'events.parquet')):,} events: written in "
           f"{written - started:.1f} s, report in {rendered - written:.1f} s, page {size / 1e6:.2f} MB")
     assert size < MAX_PAGE_BYTES
@@ -166,8 +201,11 @@ def test_a_10000_client_run_renders_a_small_page(tmp_path):
         assert title in titles
     assert "Per-client timeline" not in titles
     assert "one lane per device class" in page and "Straggler delay: per round, the last arrival" in page
-    assert sorted(p.name for p in (folder / "report").glob("*.png")) == [
-        "bytes.png", "round_times.png", "straggler_delay.png", "stragglers.png", "timeline.png"]
+    assert plots(page) == ["timeline", "round_times", "memory", "energy", "bytes", "stragglers", "straggler_delay"]
+    assert "Energy per client" in titles and "Memory per client" in titles
+    missing = int(pd.read_parquet(folder / "client_rounds.parquet", columns=["energy_j"])["energy_j"].isna().sum())
+    assert missing > 0 and (f"{missing:,} of {FLEET_ROUNDS * FLEET_PER_ROUND:,} client-rounds have no energy figure "
+                            "(NaN), left out of the sums: no power_w for iphone-14") in page
     assert f"Clients ({FLEET_CLIENTS:,}, by device and link)" in page
     assert f"<td>{FLEET_PER_ROUND} clients: " in page  # rounds.csv's selected, shortened
     assert page.count("<tr") < 1_000  # summaries, not the 100,000 client-rounds

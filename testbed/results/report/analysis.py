@@ -9,7 +9,7 @@ import pandas as pd
 from testbed.results.recorder import FAILED_OUTCOMES
 
 SERVER = -1  # the client id events.csv gives the server
-SPAN_COLUMNS = ["round", "client", "category", "start_s", "end_s"]
+SPAN_COLUMNS = ["round", "client", "category", "start_s", "end_s", "kind", "payload_bytes", "device_s"]
 STRAGGLER_COLUMNS = ["round", "straggler", "straggler_end_s", "runner_up", "runner_up_end_s", "held_back_s"]
 
 
@@ -30,10 +30,14 @@ def _categories(kinds: pd.Series, statuses: pd.Series) -> np.ndarray:
 
 
 def activity_spans(events: pd.DataFrame) -> pd.DataFrame:
-    """One span per event: round, client (-1 = server), category, start_s, end_s."""
+    """One span per event: round, client (-1 = server), category, start_s, end_s, and for the
+    timeline's hover its kind, payload_bytes and device_s (NaN where events.csv has none)."""
+    device_s = events.get("device_s", np.nan)
     spans = pd.DataFrame({"round": events["round"], "client": events["client"],
                           "category": _categories(events["kind"], events["status"]),
-                          "start_s": events["sim_start_s"], "end_s": events["sim_end_s"]}, columns=SPAN_COLUMNS)
+                          "start_s": events["sim_start_s"], "end_s": events["sim_end_s"],
+                          "kind": events["kind"].astype(str), "payload_bytes": events["payload_bytes"],
+                          "device_s": device_s}, columns=SPAN_COLUMNS)
     return spans.dropna(subset=["start_s", "end_s"])
 
 
@@ -50,13 +54,13 @@ def waiting_spans(spans: pd.DataFrame, round_end_s: dict[int, float], failed: se
     start = clients["start_s"].to_numpy()
     gap = ~first & (start > before)  # a start after everything before it has ended
     gaps = pd.DataFrame({"round": clients["round"].to_numpy()[gap], "client": clients["client"].to_numpy()[gap],
-                         "category": "waiting", "start_s": before[gap], "end_s": start[gap]})
+                         "category": "waiting", "start_s": before[gap], "end_s": start[gap], "kind": "waiting"})
     last = clients.groupby(keys, sort=False)["end_s"].max().reset_index()
     end_s = last["round"].astype(int).map(round_end_s)
     alive = ~pd.MultiIndex.from_frame(last[keys].astype(int)).isin(list(failed))
     tail = last[alive & (end_s > last["end_s"]).to_numpy()]
     tails = pd.DataFrame({"round": tail["round"], "client": tail["client"], "category": "waiting",
-                          "start_s": tail["end_s"], "end_s": end_s[tail.index]})
+                          "start_s": tail["end_s"], "end_s": end_s[tail.index], "kind": "waiting"})
     both = [df for df in (gaps, tails) if not df.empty]
     if not both:
         return pd.DataFrame(columns=SPAN_COLUMNS)

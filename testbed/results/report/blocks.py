@@ -1,19 +1,17 @@
 """The page's building blocks: table cells and tables (capped at MAX_TABLE_ROWS rows), the
-figure writer (PNG beside the page and base64 inside it) and how runs and clients are named."""
+figure writer (each plotly figure a <div> with its data, drawn by the one plotly.js the page
+inlines) and how runs and clients are named."""
 
 from __future__ import annotations
 
-import base64
 import html
 import re
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
-from matplotlib.figure import Figure
+import plotly.graph_objects as go
 
 from testbed.results.metrics import generative_values, is_generative
-from testbed.results.report import plots
 from testbed.results.report.load import RunData
 
 MAX_TABLE_ROWS = 500  # a longer table shows its first rows and says where the rest is
@@ -49,23 +47,25 @@ def slug(name: str) -> str:
 
 
 class PageWriter:
-    """Writes each plot as ``<out_dir>/<name>.png`` and returns the HTML that embeds it."""
+    """Turns each figure into the HTML that draws it, and counts the figures of the page."""
 
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for old in out_dir.glob("*.png"):  # a plot that has no data this time must not linger
-            old.unlink()
+    CONFIG: ClassVar[dict[str, Any]] = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
-    def figure(self, name: str, fig: Figure | None, caption: str, empty_note: str) -> str:
-        """A <figure> with the plot embedded as PNG, or a note when there was nothing to draw."""
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def figure(self, name: str, fig: go.Figure | None, caption: str, empty_note: str) -> str:
+        """A <figure> with the plot's <div> (id ``plot-<name>``) and the script that draws it, or a
+        note when there was nothing to draw."""
         if fig is None:
             return f'<p class="note">{html.escape(empty_note)}</p>'
-        png = plots.to_png(fig)
-        (self.out_dir / f"{name}.png").write_bytes(png)
-        data = base64.b64encode(png).decode("ascii")
-        return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}">'
-                f"<figcaption>{html.escape(caption)} ({html.escape(name)}.png)</figcaption></figure>")
+        if name in self.names:
+            raise ValueError(f"figure {name} drawn twice on one page")
+        self.names.append(name)
+        height = fig.layout.height or 450
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}", config=self.CONFIG,
+                          default_width="100%", default_height=f"{height}px", validate=False)
+        return f'<figure>{div}<figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
 def client_names(run: RunData) -> dict[int, str]:

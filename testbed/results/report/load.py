@@ -1,6 +1,7 @@
 """Find and read the folders `testbed report` renders: one run folder, or a compare folder
 (``comparison.csv`` and one run folder per framework, ``<framework>/`` or
-``<framework>/seed<N>/``). A run table is read from ``<name>.parquet`` when the run wrote one
+``<framework>/seed<N>/``), or a stress folder (``stress.csv``, one row per grid point, and a run
+folder per point, ``<key=value,...>/``). A run table is read from ``<name>.parquet`` when the run wrote one
 beside ``<name>.csv`` (same columns; large fleets), else from the CSV."""
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ class CompareData:
     comparison: pd.DataFrame | None
     runs: dict[str, list[RunData]]
     unreadable: dict[str, str]
+
+
+@dataclass
+class StressData(CompareData):
+    """A stress folder: stress.csv (one row per grid point), the swept keys (its leading
+    columns) and, as in a compare folder, each point's run folder by folder name."""
+
+    stress: pd.DataFrame
+    swept: list[str]
 
 
 def _read_csv(path: Path, needs: list[str]) -> pd.DataFrame:
@@ -140,12 +150,12 @@ def _framework_run_dirs(path: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _load_compare(path: Path, run_dirs: dict[str, list[Path]]) -> CompareData:
+def _load_compare(path: Path, run_dirs: dict[str, list[Path]], read_comparison: bool = True) -> CompareData:
     """Read a compare folder; frameworks follow comparison.csv's order when it exists. Run
     folders that cannot be read are listed, not fatal, unless none can be read."""
     comparison = None
     order = list(run_dirs)
-    if (path / "comparison.csv").is_file():
+    if read_comparison and (path / "comparison.csv").is_file():
         comparison = _read_csv(path / "comparison.csv", ["framework"])
         listed = list(dict.fromkeys(str(f) for f in comparison["framework"]))
         order = listed + [f for f in run_dirs if f not in listed]
@@ -167,14 +177,49 @@ def _load_compare(path: Path, run_dirs: dict[str, list[Path]]) -> CompareData:
     return CompareData(path=path, comparison=comparison, runs=runs, unreadable=unreadable)
 
 
+def swept_keys(stress: pd.DataFrame) -> list[str]:
+    """stress.csv's swept keys: its columns before the first metric or bookkeeping column."""
+    from testbed.results.compare import TABLE_METRICS, TARGET_COLUMNS
+
+    known = {*TABLE_METRICS, *TARGET_COLUMNS, "status", "error", "run_dir"}
+    keys = []
+    for column in stress.columns:
+        if column in known:
+            break
+        keys.append(str(column))
+    return keys
+
+
+def _load_stress(path: Path, run_dirs: dict[str, list[Path]]) -> StressData:
+    """Read a stress folder: stress.csv and the run folder of each point (in stress.csv's
+    order, from its run_dir column); stress.csv alone renders its grid."""
+    table = _read_csv(path / "stress.csv", [])
+    if table.empty or not len(table.columns):
+        raise ReportError(f"{path / 'stress.csv'}: no grid points (expected a header and a row per point)")
+    swept = swept_keys(table)
+    if not swept:
+        raise ReportError(f"{path / 'stress.csv'}: no swept key columns before the metrics")
+    order = [Path(str(d)).name for d in table["run_dir"].dropna()] if "run_dir" in table else []
+    dirs = {name: run_dirs[name] for name in [*order, *run_dirs] if name in run_dirs}
+    try:
+        data = _load_compare(path, dirs, read_comparison=False) if dirs else CompareData(path, None, {}, {})
+    except ReportError as exc:  # no point's run folder is readable: the grid still renders
+        data = CompareData(path, None, {}, {"": str(exc)})
+    return StressData(path=path, comparison=None, runs=data.runs, unreadable=data.unreadable, stress=table,
+                      swept=swept)
+
+
 def load_source(path: Path) -> RunData | CompareData:
-    """A run folder (has events.csv or rounds.csv) or a compare folder (has comparison.csv or
-    subfolders holding runs); anything else is a ReportError."""
+    """A run folder (has events.csv or rounds.csv), a stress folder (has stress.csv) or a
+    compare folder (has comparison.csv or subfolders holding runs); anything else is a
+    ReportError."""
     if not path.is_dir():
         raise ReportError(f"{path}: not a folder (expected a run folder or a compare folder)")
     if _is_run_dir(path):
         return load_run(path)
     run_dirs = _framework_run_dirs(path)
+    if (path / "stress.csv").is_file():
+        return _load_stress(path, run_dirs)
     if run_dirs or (path / "comparison.csv").is_file():
         return _load_compare(path, run_dirs)
     raise ReportError(f"{path}: neither a run folder (events.csv, rounds.csv) nor a compare folder "

@@ -1,5 +1,6 @@
-"""Assemble the report page: ``<folder>/report/index.html`` with every plot written next to it
-as a PNG and embedded in it (base64), so the page also works when copied alone."""
+"""Assemble the report page: ``<folder>/report/index.html``, one self-contained file: plotly.js
+inlined once in its head, every figure a <div> with its data, so the page opens with no network
+and still works when copied alone."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import pandas as pd
 from testbed.results.metrics import GENERATIVE_CURVES, TASK_METRICS, is_generative, task_metrics
 from testbed.results.report import analysis, plots
 from testbed.results.report.blocks import PageWriter, run_label, slug, table, task_summary
-from testbed.results.report.load import CompareData, RunData
+from testbed.results.report.grid import grid_section
+from testbed.results.report.load import CompareData, RunData, StressData
 from testbed.results.report.run_sections import (
+    energy_section,
     fleet,
+    memory_section,
     round_time_section,
     rounds_section,
     scenario_section,
@@ -33,7 +37,7 @@ img{max-width:100%;border:1px solid #eee}figure{margin:8px 0}
 table{border-collapse:collapse;font-size:12.5px;margin:8px 0}th,td{padding:3px 8px;border-bottom:1px solid #e4e4e4;
 text-align:right;white-space:nowrap}th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
 table.facts th{text-align:left}table.facts td{text-align:left}
-.scroll{overflow:auto;max-height:520px}.ok{color:#1a7f37;font-weight:600}.bad{color:#c62828;font-weight:600}
+.scroll{overflow:auto;max-height:520px}.plotly-graph-div{border:1px solid #eee}.ok{color:#1a7f37;font-weight:600}.bad{color:#c62828;font-weight:600}
 pre{background:#f6f6f6;padding:10px;overflow:auto;font-size:12px}
 """
 
@@ -78,6 +82,14 @@ def metrics_sections(runs: dict[str, list[RunData]], writer: PageWriter) -> list
     return sections
 
 
+def loss_section(runs: dict[str, list[RunData]], writer: PageWriter) -> str:
+    """rounds.csv's train and eval loss versus simulated wall-clock."""
+    fig = plots.loss_figure({name: [r.rounds for r in seeds] for name, seeds in runs.items()})
+    caption = ("rounds.csv train_loss (solid: the round's mean over its clients) and eval_loss (dotted) at each "
+               "round's simulated end time.")
+    return "<h2 id=loss>Loss vs simulated wall-clock</h2>" + writer.figure("loss", fig, caption, "No loss was recorded.")
+
+
 def bytes_section(runs: dict[str, list[RunData]], writer: PageWriter) -> str:
     """Payload bytes per exchange kind (first seed of each framework), plot and table."""
     tables = {name: analysis.bytes_by_kind(seeds[0].events) for name, seeds in runs.items()}
@@ -100,13 +112,17 @@ def run_page(run: RunData, writer: PageWriter) -> tuple[str, str]:
         "<section id=timeline>" + timeline_section(run, view, writer, "", 2) + "</section>",
         "<section>" + round_time_section(view, writer, "", 2) + "</section>",
         *("<section>" + section + "</section>" for _, section in metrics),
+        "<section>" + loss_section(runs, writer) + "</section>",
+        "<section>" + memory_section(run, view, writer, "", 2) + "</section>",
+        "<section>" + energy_section(run, view, writer, "", 2) + "</section>",
         "<section>" + bytes_section(runs, writer) + "</section>",
         "<section id=stragglers>" + straggler_section(run, view, writer, "", 2) + "</section>",
         "<section>" + straggler_delay_section(run, writer, "", 2) + "</section>",
         "<section id=rounds>" + rounds_section(run, 2) + "</section>",
     ])
     nav = [("scenario", "scenario"), ("timeline", "timeline"), ("round-times", "round times"),
-           *_metric_links(metrics), ("bytes", "bytes"), ("stragglers", "stragglers"),
+           *_metric_links(metrics), ("loss", "loss"), ("memory", "memory"), ("energy", "energy"),
+           ("bytes", "bytes"), ("stragglers", "stragglers"),
            ("straggler-delay", "straggler delay"), ("rounds", "rounds")]
     return f"run {run.path.name} ({run_label(run)})", _nav(nav) + body
 
@@ -140,8 +156,9 @@ def compare_page(data: CompareData, writer: PageWriter) -> tuple[str, str]:
     parts += [f'<p class="bad">Not rendered: {html.escape(why)}</p>' for why in data.unreadable.values()]
     metrics = metrics_sections(data.runs, writer)
     parts += ["</section>", *("<section>" + section + "</section>" for _, section in metrics),
+              "<section>" + loss_section(data.runs, writer) + "</section>",
               "<section>" + bytes_section(data.runs, writer) + "</section>"]
-    nav = [("comparison", "comparison"), *_metric_links(metrics), ("bytes", "bytes")]
+    nav = [("comparison", "comparison"), *_metric_links(metrics), ("loss", "loss"), ("bytes", "bytes")]
     for name, seeds in data.runs.items():
         run, key = seeds[0], f"-{slug(name)}"
         view = fleet(run)
@@ -149,6 +166,7 @@ def compare_page(data: CompareData, writer: PageWriter) -> tuple[str, str]:
         parts += [f"<section id=fw{key}><h2>{html.escape(name)}</h2>",
                   f'<p class="meta">{html.escape(str(run.path))}</p>', scenario_section(run, 3),
                   timeline_section(run, view, writer, key, 3), round_time_section(view, writer, key, 3),
+                  memory_section(run, view, writer, key, 3), energy_section(run, view, writer, key, 3),
                   straggler_section(run, view, writer, key, 3), straggler_delay_section(run, writer, key, 3),
                   rounds_section(run, 3), "</section>"]
     return f"comparison {data.path.name}", _nav(nav) + "\n".join(parts)
@@ -159,15 +177,50 @@ def _nav(links: list[tuple[str, str]]) -> str:
     return "<nav>" + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in links) + "</nav>"
 
 
+def stress_page(data: StressData, writer: PageWriter) -> tuple[str, str]:
+    """(title, body) of the page for a stress folder: the grid, then each point's task metrics
+    and bytes on shared plots (one line per point); a point's own timeline and stragglers are in
+    its report (``testbed report DIR/<point>``)."""
+    parts = ["<section>" + grid_section(data, writer) + "</section>"]
+    parts += [f'<p class="bad">Not rendered: {html.escape(why)}</p>' for why in data.unreadable.values()]
+    nav = [("grid", "grid")]
+    if data.runs:
+        metrics = metrics_sections(data.runs, writer)
+        parts += [*("<section>" + section + "</section>" for _, section in metrics),
+                  "<section>" + loss_section(data.runs, writer) + "</section>",
+                  "<section>" + bytes_section(data.runs, writer) + "</section>"]
+        nav += [*_metric_links(metrics), ("loss", "loss"), ("bytes", "bytes")]
+        parts.append('<p class="note">One line per grid point. Each point\'s timeline, memory, energy and '
+                     "stragglers: <code>testbed report " + html.escape(str(data.path)) + "/&lt;point&gt;</code>.</p>")
+    return f"stress {data.path.name}", _nav(nav) + "\n".join(parts)
+
+
+def _plotly_js() -> str:
+    """plotly.js, to inline once per page (any ``</script`` escaped so it cannot close its tag)."""
+    from plotly.offline import get_plotlyjs
+
+    return re.sub(r"</(script)", r"<\\/\1", get_plotlyjs(), flags=re.IGNORECASE)
+
+
 def write_page(source: RunData | CompareData, out_dir: Path) -> Path:
-    """Render the source's page and plots into out_dir; returns index.html's path."""
-    writer = PageWriter(out_dir)
-    title, body = run_page(source, writer) if isinstance(source, RunData) else compare_page(source, writer)
+    """Render the source's page into out_dir (index.html; PNGs an older report left there are
+    removed); returns index.html's path."""
+    writer = PageWriter()
+    if isinstance(source, RunData):
+        title, body = run_page(source, writer)
+    elif isinstance(source, StressData):
+        title, body = stress_page(source, writer)
+    else:
+        title, body = compare_page(source, writer)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    meta = f"{source.path.resolve()} · generated {generated}"
+    meta = f"{source.path.resolve()} · generated {generated} · drag to zoom, double-click to reset, hover for values"
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style></head><body><h1>testbed report: {html.escape(title)}</h1>"
+            f'<style>{CSS}</style><script type="text/javascript">{_plotly_js()}</script></head>'
+            f'<body data-figures="{len(writer.names)}"><h1>testbed report: {html.escape(title)}</h1>'
             f'<p class="meta">{html.escape(meta)}</p>{body}</body></html>')
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.png"):
+        old.unlink()
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

@@ -1,26 +1,34 @@
 """The report's figures that scale with the fleet: the device-class lanes that replace the
 per-client timeline above analysis.FLEET_CLIENTS clients, and the distributions of client round
-time and straggler delay drawn for every run. Each returns None when there is nothing to draw."""
+time and straggler delay drawn for every run. Distributions are binned and boxes summarised here
+(numpy), so a figure's size does not grow with the fleet. Each returns None when there is
+nothing to draw."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from testbed.results.recorder import FAILED_OUTCOMES
 from testbed.results.report.analysis import busy_share
-from testbed.results.report.plots import WIDTH_IN, round_labels
+from testbed.results.report.plots import LEGEND, ROUND_LINES
 
-LANE_BINS = 1000  # time bins across a panel: about one per pixel column of the axes
+LANE_BINS = 1000  # time bins across a panel: about one per pixel column of the plot
 ZOOM_ROUNDS = 3  # the lanes' second panel stretches the first rounds
 LINES_UP_TO = 40  # rounds: with more, the whole-run panel draws no round lines
 OUTCOME_COLOURS = {"ok": "#4C72B0", "discarded": "#8C8C8C", "failed": "#C44E52", "oom": "#8172B3"}
 BOX_COLOUR = "#4C72B0"
+LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "legend": LEGEND}
 
 
-def lanes_figure(times: pd.DataFrame, sizes: pd.Series, rounds: pd.DataFrame) -> Figure | None:
+def lane_label(device_class: str, clients: int) -> str:
+    """A lane's name: the device class and its clients."""
+    return f"{device_class} ({clients:,} clients)"
+
+
+def lanes_figure(times: pd.DataFrame, sizes: pd.Series, rounds: pd.DataFrame) -> go.Figure | None:
     """One lane per device class, x = simulated seconds: a heatmap of the share of the class's
     clients inside a client-round span (download start to upload end or failure), averaged
     over each of LANE_BINS bins; red ticks where clients of the class failed (size ~ count).
@@ -38,109 +46,107 @@ def lanes_figure(times: pd.DataFrame, sizes: pd.Series, rounds: pd.DataFrame) ->
         t0 = float(start_s) if pd.notna(start_s) else 0.0
         t1 = float(first["sim_end_s"].max())
         if t1 > t0:
-            title = f"rounds {int(first['round'].min())}-{int(first['round'].max())}, stretched"
-            windows.append((t0, t1, first, title))
+            windows.append((t0, t1, first, f"rounds {int(first['round'].min())}-{int(first['round'].max())}, stretched"))
     edges = [np.linspace(t0, t1, LANE_BINS + 1) for t0, t1, _, _ in windows]
     grids = [busy_share(times, sizes, e) for e in edges]
     vmax = max(float(g.max()) for g in grids) or 1.0
-    fig = Figure(figsize=(WIDTH_IN, 1.2 + (0.9 + 0.5 * len(sizes)) * len(windows)), layout="constrained")
-    axes = fig.subplots(len(windows), 1, squeeze=False)[:, 0]
+    labels = [lane_label(c, n) for c, n in sizes.items()]
+    fig = make_subplots(rows=len(windows), cols=1, subplot_titles=[w[3] for w in windows], vertical_spacing=0.12)
+    fig.update_layout(height=int(110 + (70 + 30 * len(sizes)) * len(windows)), **LAYOUT)
     failed = times[times["outcome"].isin(FAILED_OUTCOMES)]
-    for ax, (t0, t1, rnds, title), e, shares in zip(axes, windows, edges, grids):
-        image = ax.imshow(shares, aspect="auto", interpolation="nearest", cmap="Blues", vmin=0.0, vmax=vmax,
-                          extent=(t0, t1, len(sizes) - 0.5, -0.5))
-        _failure_ticks(ax, failed[(failed["end_s"] >= t0) & (failed["end_s"] <= t1)], sizes, e)
-        ax.set_xlim(t0, t1 + (t1 - t0) * 0.01)
-        round_labels(ax, rnds, t1 - t0, lines=len(rnds) <= LINES_UP_TO + 1)
-        ax.set_yticks(range(len(sizes)), [f"{c} ({n:,} clients)" for c, n in sizes.items()])
-        ax.set_ylim(len(sizes) - 0.5, -0.5)
-        ax.set_title(title, loc="left", fontsize=10, pad=16)
-    axes[-1].set_xlabel("simulated time (s)" + ("; dashed lines end rounds" if len(windows) == 1 or
-                                                 len(rounds) <= LINES_UP_TO + 1 else ""))
-    fig.colorbar(image, ax=list(axes), pad=0.01, fraction=0.03, label="share of the class's clients in a round")
-    if len(failed):
-        fig.legend(handles=[Line2D([], [], ls="none", marker="|", color="red", mew=1.5,
-                                   label=f"failures ({len(failed):,} in all; tick size ~ count)")],
-                   loc="outside lower center", frameon=False)
+    for row, ((t0, t1, rnds, _), e, shares) in enumerate(zip(windows, edges, grids), start=1):
+        centres = (e[:-1] + e[1:]) / 2
+        fig.add_heatmap(z=np.round(shares, 4), x=np.round(centres, 3), y=labels, zmin=0.0, zmax=vmax,
+                        colorscale="Blues", showscale=row == 1, name="busy share",
+                        colorbar={"title": {"text": "share in a round", "side": "right"}, "len": 0.5, "y": 0.75},
+                        hovertemplate="%{y}<br>t %{x:.4g} s<br>%{z:.1%} of the class in a client-round<extra></extra>",
+                        row=row, col=1)
+        _failure_ticks(fig, failed[(failed["end_s"] >= t0) & (failed["end_s"] <= t1)], sizes, e, row, labels)
+        if len(rnds) <= min(LINES_UP_TO, ROUND_LINES) + 1:
+            for end_s in rnds.loc[(rnds["round"] > 0) & rnds["sim_end_s"].notna(), "sim_end_s"]:
+                fig.add_vline(x=float(end_s), line={"dash": "dash", "width": 0.7, "color": "#555555"}, row=row, col=1)
+        fig.update_xaxes(range=[t0, t1 + (t1 - t0) * 0.01], row=row, col=1)
+        fig.update_yaxes(autorange="reversed", row=row, col=1)
+    fig.update_xaxes(title_text="simulated time (s)", row=len(windows), col=1)
     return fig
 
 
-def _failure_ticks(ax, failed: pd.DataFrame, sizes: pd.Series, edges: np.ndarray) -> None:
-    """Red ticks at the foot of each lane: one per time bin with failures, larger for more."""
+def _failure_ticks(fig: go.Figure, failed: pd.DataFrame, sizes: pd.Series, edges: np.ndarray, row: int,
+                   labels: list[str]) -> None:
+    """Red ticks on each lane: one per time bin with failures, larger for more."""
     if failed.empty:
         return
-    lane = {c: i for i, c in enumerate(sizes.index)}
+    label = dict(zip(sizes.index, labels))
     counts = failed.groupby(["device_class", np.digitize(failed["end_s"], edges[1:-1])]).size()
     classes, bins = counts.index.get_level_values(0), counts.index.get_level_values(1).to_numpy()
     centres = (edges[bins] + edges[bins + 1]) / 2
-    y = pd.Index(classes).map(lane).to_numpy(float) + 0.38
-    ax.scatter(centres, y, s=4 + 6 * np.sqrt(counts.to_numpy()), marker="|", color="red", linewidths=1.0,
-               alpha=0.8, zorder=3)
+    fig.add_scatter(x=np.round(centres, 3), y=pd.Index(classes).map(label), mode="markers", name="failures",
+                    showlegend=row == 1, customdata=counts.to_numpy(),
+                    marker={"symbol": "line-ns-open", "color": "red", "size": 5 + 2 * np.sqrt(counts.to_numpy()),
+                            "line": {"width": 1.5}},
+                    hovertemplate="%{y}<br>t %{x:.4g} s: %{customdata} failed<extra></extra>", row=row, col=1)
 
 
-def round_time_figure(times: pd.DataFrame, sizes: pd.Series) -> Figure | None:
+def _box(values: np.ndarray) -> dict[str, float]:
+    """A box's summary: p25, median, p75 and whiskers at p5 and p95."""
+    p5, q1, med, q3, p95 = np.percentile(values, [5, 25, 50, 75, 95])
+    return {"q1": q1, "median": med, "q3": q3, "lowerfence": p5, "upperfence": p95}
+
+
+def round_time_figure(times: pd.DataFrame, sizes: pd.Series) -> go.Figure | None:
     """Left: client round time (end - start) per device class, of the clients that did not
-    fail: box = p25-p75, line = median, whiskers p5-p95 (annotated with median and count).
-    Right: histogram of every client-round's time by outcome."""
+    fail: box = p25-p75, line = median, whiskers p5-p95. Right: histogram of every
+    client-round's time by outcome (log counts from 1,000 client-rounds on)."""
     if times.empty or not np.isfinite(times["time_s"]).any():
         return None
     times = times[np.isfinite(times["time_s"])]
     arrived = times[~times["outcome"].isin(FAILED_OUTCOMES)]
-    classes = [c for c in sizes.index if (arrived["device_class"] == c).any()] or list(sizes.index)
-    fig = Figure(figsize=(WIDTH_IN, max(3.8, 1.6 + 0.45 * len(classes))), layout="constrained")
-    by_class, by_outcome = fig.subplots(1, 2, width_ratios=[3, 2])
+    classes = [c for c in sizes.index if (arrived["device_class"] == c).any()]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.16)
+    fig.update_layout(height=max(380, 130 + 30 * len(classes)), **LAYOUT)
     groups = arrived.groupby("device_class")["time_s"]
-    values = [groups.get_group(c).to_numpy() if c in groups.groups else np.array([]) for c in classes]
-    by_class.boxplot(values, orientation="horizontal", whis=(5, 95), showfliers=False, widths=0.6,
-                     patch_artist=True, boxprops={"facecolor": "#c6d4ea", "color": BOX_COLOUR},
-                     medianprops={"color": "black"}, tick_labels=classes)
-    for y, v in enumerate(values, start=1):
-        if len(v):
-            by_class.annotate(f" {np.median(v):.3g} s, n={len(v):,}", (np.percentile(v, 95), y), va="center",
-                              fontsize=8)
-    top = float(np.nanmax([np.percentile(v, 95) for v in values if len(v)] or [1.0]))
-    by_class.set_xlim(0, top * 1.35)
-    by_class.invert_yaxis()
-    by_class.set_xlabel("client round time (s), clients that did not fail")
-    by_class.grid(axis="x", alpha=0.3)
-    bins = np.histogram_bin_edges(times["time_s"], bins=min(60, max(5, len(times) // 5)))
+    for c in classes:
+        v = groups.get_group(c).to_numpy()
+        stats = {k: [round(float(x), 4)] for k, x in _box(v).items()}
+        fig.add_box(y=[f"{c} (n={len(v):,})"], orientation="h", **stats, name=c, showlegend=False,
+                    marker={"color": BOX_COLOUR}, fillcolor="#c6d4ea", hoverinfo="x+y", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    fig.update_xaxes(title_text="client round time (s), clients that did not fail", rangemode="tozero", row=1, col=1)
+    edges = np.histogram_bin_edges(times["time_s"], bins=min(60, max(5, len(times) // 5)))
     parts = dict(list(times.groupby("outcome")))
     for outcome in sorted(parts, key=lambda o: (list(OUTCOME_COLOURS).index(o) if o in OUTCOME_COLOURS else 9, o)):
-        part = parts[outcome]  # ok first, failures on top of it, dashed
-        by_outcome.hist(part["time_s"], bins=bins, histtype="step", lw=1.6, label=f"{outcome} ({len(part):,})",
-                        ls="--" if outcome in FAILED_OUTCOMES else "-", color=OUTCOME_COLOURS.get(outcome, "#937860"))
-    if len(times) >= 1000:
-        by_outcome.set_yscale("log")
-    else:
-        by_outcome.yaxis.get_major_locator().set_params(integer=True)
-    by_outcome.set_xlabel("client round time (s)")
-    by_outcome.set_ylabel("client-rounds")
-    by_outcome.grid(alpha=0.3)
-    by_outcome.legend(fontsize=8)
+        counts, _ = np.histogram(parts[outcome]["time_s"], bins=edges)
+        fig.add_scatter(x=np.round(edges, 4), y=np.r_[counts, counts[-1]], line_shape="hv", mode="lines",
+                        name=f"{outcome} ({len(parts[outcome]):,})",
+                        line={"color": OUTCOME_COLOURS.get(outcome, "#937860"), "width": 1.6,
+                              "dash": "dash" if outcome in FAILED_OUTCOMES else "solid"},
+                        hovertemplate=f"{outcome}: %{{y}} client-rounds from %{{x:.4g}} s<extra></extra>", row=1, col=2)
+    fig.update_xaxes(title_text="client round time (s)", row=1, col=2)
+    fig.update_yaxes(title_text="client-rounds", type="log" if len(times) >= 1000 else "linear", row=1, col=2)
     return fig
 
 
-def straggler_delay_figure(delays: pd.DataFrame) -> Figure | None:
+def straggler_delay_figure(delays: pd.DataFrame) -> go.Figure | None:
     """Left: per round, the last arrival's end minus the median arrival's end. Right: their
     histogram, with the median and the p90 marked."""
     if delays.empty or not np.isfinite(delays["delay_s"]).any():
         return None
     delays = delays[np.isfinite(delays["delay_s"])]
-    fig = Figure(figsize=(WIDTH_IN, 3.8), layout="constrained")
-    per_round, hist = fig.subplots(1, 2, width_ratios=[3, 2])
-    per_round.bar(delays["round"].astype(int), delays["delay_s"], color="#DD8452", width=0.8)
-    per_round.set_xlabel("round")
-    per_round.set_ylabel("last minus median arrival (s)")
-    per_round.xaxis.get_major_locator().set_params(integer=True)
-    per_round.grid(axis="y", alpha=0.3)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1)
+    fig.update_layout(height=380, showlegend=False, **LAYOUT)
+    fig.add_bar(x=delays["round"].astype(int), y=delays["delay_s"], marker={"color": "#DD8452"},
+                customdata=delays["arrivals"], name="delay",
+                hovertemplate="round %{x}: %{y:.4g} s (%{customdata} arrivals)<extra></extra>", row=1, col=1)
     values = delays["delay_s"].to_numpy()
-    hist.hist(values, bins=min(40, max(5, len(values) // 3)), color="#DD8452", alpha=0.85)
-    for q, ls in ((50, "-"), (90, "--")):
+    counts, edges = np.histogram(values, bins=min(40, max(5, len(values) // 3)))
+    fig.add_bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker={"color": "#DD8452"},
+                name="rounds", hovertemplate="%{y} rounds near %{x:.4g} s<extra></extra>", row=1, col=2)
+    for q, dash in ((50, "solid"), (90, "dash")):
         v = float(np.percentile(values, q))
-        hist.axvline(v, color="black", ls=ls, lw=1.2, label=f"p{q}: {v:.3g} s")
-    hist.yaxis.get_major_locator().set_params(integer=True)
-    hist.set_xlabel("straggler delay (s)")
-    hist.set_ylabel("rounds")
-    hist.grid(alpha=0.3)
-    hist.legend(fontsize=8)
+        fig.add_vline(x=v, line={"color": "black", "dash": dash, "width": 1.2}, row=1, col=2,
+                      annotation_text=f"p{q}: {v:.3g} s", annotation_position="top right")
+    fig.update_xaxes(title_text="round", row=1, col=1)
+    fig.update_yaxes(title_text="last minus median arrival (s)", row=1, col=1)
+    fig.update_xaxes(title_text="straggler delay (s)", row=1, col=2)
+    fig.update_yaxes(title_text="rounds", row=1, col=2)
     return fig

@@ -1,6 +1,6 @@
 """The sections of one run on the page: scenario, timeline (one row per client, or device-class
-lanes for fleets of more than analysis.FLEET_CLIENTS clients), client round times, straggler
-attribution, straggler delay and the rounds table."""
+lanes for fleets of more than analysis.FLEET_CLIENTS clients), client round times, memory and
+energy per client, straggler attribution, straggler delay and the rounds table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from testbed.results.report import analysis, plots, plots_fleet
+from testbed.results.report import analysis, plots, plots_clients, plots_fleet, resources
 from testbed.results.report.blocks import PageWriter, cell, client_names, table, task_summary
 from testbed.results.report.load import RunData
 
@@ -132,7 +132,11 @@ def timeline_section(run: RunData, view: Fleet, writer: PageWriter, key: str, le
     fig = plots.timeline_figure(spans, marks, run.rounds, view.names)
     caption = ("Per round and client: compute, uploads (*_up), downloads (*_down), server work done for the "
                "client, and waiting (light grey: gaps between its activities and from its end to the round's "
-               "end). Red crosses: failures, with their cause.")
+               "end). Red crosses: failures, with their cause. Hover a bar for its client, kind, round, bytes and "
+               "device seconds; drag to zoom, double-click to reset.")
+    if len(spans) > plots.MAX_SPANS:
+        caption += (f" {len(spans):,} activities: only the first rounds' (up to {plots.MAX_SPANS:,}) are drawn; "
+                    "the whole run is in events.csv.")
     return f"<h{level}>Per-client timeline</h{level}>" + writer.figure(f"timeline{key}", fig, caption, "No events.")
 
 
@@ -156,6 +160,32 @@ def straggler_delay_section(run: RunData, writer: PageWriter, key: str, level: i
                "clients after the typical one had arrived.")
     return (f"<h{level} id=straggler-delay{key}>Straggler delay</h{level}>"
             + writer.figure(f"straggler_delay{key}", fig, caption, "No round had an arrival."))
+
+
+def memory_section(run: RunData, view: Fleet, writer: PageWriter, key: str, level: int) -> str:
+    """Each client's peak memory against its budget (per device class for fleets)."""
+    memory = resources.memory_by_client(run.client_rounds, view.names)
+    fig = plots_clients.memory_figure(memory, view.lanes)
+    what = ("per device class, a box of its clients' peaks (p25-p75, median, whiskers p5-p95) and a tick at its "
+            "median budget" if view.lanes else "per client, its highest peak_rss_mb over its rounds (red: over its "
+            "budget in some round) and a tick at its memory_budget_mb")
+    over = int(memory["over_rounds"].sum()) if len(memory) else 0
+    caption = f"Peak resident memory (client_rounds.csv): {what}. Client-rounds over budget: {over:,}."
+    return (f"<h{level} id=memory{key}>Memory per client</h{level}>"
+            + writer.figure(f"memory{key}", fig, caption, "No peak memory was recorded (peak_rss_mb is empty: "
+                            "compute predicted or not measured by this backend)."))
+
+
+def energy_section(run: RunData, view: Fleet, writer: PageWriter, key: str, level: int) -> str:
+    """Energy per client over the run, compute and radio (per device class for fleets)."""
+    energy = resources.energy_by(run.client_rounds, view.names, view.lanes)
+    fig = plots_clients.energy_figure(energy, view.lanes)
+    gaps = resources.energy_gaps(run.client_rounds)
+    caption = ("Energy over the run (client_rounds.csv energy_j = compute_energy_j + radio_energy_j), "
+               + ("mean per client of each device class. " if view.lanes else "per client. ") + gaps)
+    note = "No energy figure was recorded. " + gaps
+    return (f"<h{level} id=energy{key}>Energy per client</h{level}>"
+            + writer.figure(f"energy{key}", fig, caption.strip(), note.strip()))
 
 
 def straggler_section(run: RunData, view: Fleet, writer: PageWriter, key: str, level: int) -> str:
