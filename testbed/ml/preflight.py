@@ -21,12 +21,14 @@ from testbed.config.node import ScenarioError, problem_line
 from testbed.config.references import from_file
 from testbed.config.scenario import Scenario
 from testbed.config.student_layers import student_layers
+from testbed.ml.extras_check import check_extras
 from testbed.ml.memory_need import activation_mb, client_blocks, client_need, fleet_memory, host_ram_mb
 from testbed.ml.model_facts import ModelConfigError, ModelFacts, find_model_config, read_model_facts
 
 
 def check_scenario(scenario: Scenario, source: str, *, ram_mb: float | None = None) -> None:
     """Every check of this module, in order; the first problem raises ScenarioError."""
+    check_extras(scenario, source)  # first: the extras it needs are installed (testbed.ml.extras_check)
     facts = model_facts(scenario, source)
     known = facts if facts is not None and facts.known else None
     ram = host_ram_mb() if ram_mb is None else ram_mb

@@ -222,5 +222,6 @@ def test_ray_not_installed_is_bad_input(assets, tmp_path):
     done = _testbed_run(tmp_path, "sys.modules['ray'] = None", [])
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == (
-        "error: emulation.backend: ray needs the ray package: pip install -e .[ray]")
+        f"error: {SMOKE}: emulation.backend: ray needs the 'ray' extra (ray is not installed): "
+        "pip install 'fedge-testbed[ray]'")
     assert "Traceback" not in done.stderr
