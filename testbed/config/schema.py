@@ -10,6 +10,7 @@ from testbed.config.dataset import DatasetConfig, PartitionConfig
 from testbed.config.emulation import EmulationConfig
 from testbed.config.framework import FrameworkConfig
 from testbed.config.node import Node
+from testbed.config.output import OutputConfig, default_output
 from testbed.config.paths import PATH_PREFIXES, TRACE_FIELDS, absolute
 from testbed.config.rounds import AvailabilityConfig, EvalConfig, FaultsConfig, GenerateConfig, NetworkConfig, PolicyConfig
 from testbed.config.task import TaskConfig
@@ -56,7 +57,7 @@ class Scenario(Node):
     availability: AvailabilityConfig = AvailabilityConfig()
     policy: PolicyConfig = PolicyConfig()
     network: NetworkConfig = NetworkConfig()
-    output: str = "runs/scenario"
+    output: OutputConfig = Field(default_factory=default_output)  # the run folder (+ tracking): config/output.py
 
     @field_validator("fleet")
     @classmethod

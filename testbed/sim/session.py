@@ -140,7 +140,12 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = 
         if checkpoint is not None and replay_dir is None and (prior or {}).get("replayed_compute_from"):
             replay_dir = str(Path(prior["replayed_compute_from"]).parent)  # its rounds replayed that run's compute
             console.log(f"--resume: replaying compute from {replay_dir}, as the rounds before the checkpoint did")
-        return _run(scenario, out_dir, console, replay_dir=replay_dir, checkpoint=checkpoint, prior=prior)
+        summary = _run(scenario, out_dir, console, replay_dir=replay_dir, checkpoint=checkpoint, prior=prior)
+        if scenario.output.tracking is not None:  # the finished run into its tracking store too (never fails it)
+            from testbed.results.tracking import track_run
+
+            track_run(scenario, out_dir, summary, console)
+        return summary
 
 
 def _checkpoint_to_resume(scenario: Scenario, out_dir: Path):
