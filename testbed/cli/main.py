@@ -19,6 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from testbed.cli import assets, calibrate, compare, compose, profiles, report, run, stress, validate
 from testbed.cli import net as netcli
 from testbed.cli.common import EXIT_BAD_INPUT  # noqa: F401  (re-exported: the bad-input exit code)
+from testbed.cli.common import bad_input
+from testbed.extras import missing_extra_message
 from testbed.cli.common import collector_paused as _collector_paused  # noqa: F401  (re-exported for tests)
 
 HANDLERS = {"run": run.cmd_run, "validate": validate.cmd_validate, "compare": compare.cmd_compare,
@@ -42,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:  # a module of an extra not installed: one line naming the extra, exit 2
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        return bad_input(message)
 
 
 def console_main() -> None:
