@@ -1,5 +1,6 @@
 # The two commands of the README. Both are idempotent: create .venv, install the pinned
-# requirements and the project, fetch/convert the bundled assets, then run.
+# requirements (the core install, every extra: pyproject's `all`, and the test tools) and the
+# project, fetch/convert the bundled assets, then run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
