@@ -15,11 +15,10 @@ thousands); only a new column (a key a framework first reports late) rewrites on
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,22 +91,40 @@ def _cell(value: Any, integer: bool) -> Any:
     return value
 
 
-_NARROW = frozenset({np.float32, np.float16})  # written as float64 values, as pandas writes them
+_QUOTED = re.compile(r'[,"\n]')  # a cell the csv module quotes (QUOTE_MINIMAL, lines ending in \n)
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if _QUOTED.search(text) else text
+
+
+def _text(value: Any, integer: bool) -> str:
+    """One cell as the csv module writes `_cell(value)`: a float as its repr, None as empty."""
+    cell = _cell(value, integer)
+    return _quoted(cell if cell.__class__ is str else str(cell))
+
+
+def _column(values: list[Any], integer: bool) -> list[str]:
+    """One column's cells as text: a whole column of ints, floats or plain strings at once (the
+    common case, a fleet round writes tens of thousands of rows), any other cell by itself."""
+    kinds = set(map(type, values))
+    if kinds <= {int}:
+        return list(map(str, values))
+    if kinds <= {float} and not integer:
+        cells = list(map(float.__repr__, values))
+        return ["" if c == "nan" else c for c in cells] if "nan" in cells else cells  # NaN: empty
+    if kinds <= {str}:
+        return [_quoted(v) for v in values] if any(map(_QUOTED.search, values)) else values
+    return [_text(v, integer) for v in values]
 
 
 def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Rows as CSV lines under `columns` (no header), as _table(...).to_csv would write them:
-    the csv module writes None as empty and a float as its repr, so only NaN (empty) and the
-    counting columns (integers) need a hand (a fleet round writes tens of thousands of rows)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    counts = [i for i, c in enumerate(columns) if c in INTEGER_COLUMNS]
-    for row in rows:
-        values = [row.get(c) for c in columns]
-        for i in counts:
-            values[i] = _cell(values[i], True)
-        writer.writerow(["" if v != v else (float(v) if v.__class__ in _NARROW else v) for v in values])  # NaN: ""
-    return buf.getvalue()
+    """Rows as CSV lines under `columns` (no header), as _table(...).to_csv would write them,
+    formatted column by column."""
+    if not rows:
+        return ""
+    cells = [_column([row.get(c) for row in rows], c in INTEGER_COLUMNS) for c in columns]
+    return "\n".join(map(",".join, zip(*cells))) + "\n"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
+import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from testbed.results import recorder as rec
 from testbed.results.recorder import RunRecorder, TableMark
@@ -92,3 +98,34 @@ def test_appended_rows_are_written_as_pandas_writes_them():
                  sim_start_s=np.float64("nan"), host_s=np.float32(0.1))]
     assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == rec._table(rows, rec.EVENT_COLUMNS).to_csv(index=False,
                                                                                                  header=False)
+
+
+
+
+def _row_by_row(rows: list[dict], columns: list[str]) -> str:
+    """The reference: each row through the csv module, each cell as _cell makes it."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        writer.writerow([rec._cell(row.get(c), c in rec.INTEGER_COLUMNS) for c in columns])
+    return buf.getvalue()
+
+
+_counts = st.one_of(st.none(), st.integers(-2**40, 2**40), st.integers(-1000, 1000).map(np.int64),
+                    st.integers(-1000, 1000).map(float), st.just(float("nan")))
+_cells = st.one_of(st.none(), st.integers(-2**40, 2**40), st.floats(allow_nan=True, width=64), st.booleans(),
+                   st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6),
+                   st.integers(-1000, 1000).map(np.int64), st.floats(-1e6, 1e6, width=32).map(np.float32))
+_row = st.fixed_dictionaries({c: _counts if c in rec.INTEGER_COLUMNS else _cells for c in rec.EVENT_COLUMNS})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_row, min_size=1, max_size=6), st.sampled_from(["float", "int", "str"]))
+def test_columns_written_at_once_are_written_as_the_csv_module_writes_each_row(rows, uniform):
+    """Whole columns of one type take the fast path, mixed ones go cell by cell: either way the
+    bytes are those of the csv module writing row by row (one column is made uniform so that
+    the fast path is taken for it)."""
+    make = {"float": lambda i: i / 7, "int": lambda i: i * 3, "str": lambda i: f"k{i},\"q\"" if i % 2 else f"k{i}"}
+    for i, row in enumerate(rows):
+        row["sim_start_s"] = make[uniform](i)
+    assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
