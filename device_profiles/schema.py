@@ -81,12 +81,23 @@ class DeviceProfile(_Profile):
     app_ram_budget_mb: PositiveInt  # RAM one client process may use, MiB (README policy)
     mem_bandwidth_gbps: PositiveFloat | None  # DRAM bandwidth, GB/s (10^9 bytes/s)
     power_w: PositiveFloat | None  # typical board/SoC power under load, W
+    # The training runtime a profile models and its efficiency next to PyTorch on the host:
+    # device time is divided by it (1.0 when null: the device trains as the host's PyTorch does).
+    training_runtime: Text | None = None  # e.g. "PyTorch CUDA, micro-batch 1", "C++ kernels, BLAS off"
+    training_efficiency: PositiveFloat | None = None  # fraction of the roofline rate that runtime attains
 
     @field_validator("accelerator_gflops")
     @classmethod
     def _accelerator_named(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value is not None and "accelerator" in info.data and info.data["accelerator"] is None:
             raise ValueError("is set but accelerator is null; name the accelerator")
+        return value
+
+    @field_validator("training_efficiency")
+    @classmethod
+    def _runtime_named(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("training_runtime") is None:
+            raise ValueError("is set but training_runtime is null; name the runtime it measures")
         return value
 
     @field_validator("app_ram_budget_mb")

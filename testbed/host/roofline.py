@@ -59,15 +59,20 @@ def dilate(
     device_gflops: float,
     device_mem_bandwidth_gbps: float,
     precision: Literal["fp32", "bf16"] = "fp32",
+    runtime_efficiency: float = 1.0,
 ) -> Dilation:
-    """Device time of work that took ``host_s`` on the host (``device_gflops`` at ``precision``)."""
+    """Device time of work that took ``host_s`` on the host (``device_gflops`` at ``precision``).
+
+    ``runtime_efficiency`` is the fraction of its roofline rate the device's training runtime
+    attains next to PyTorch on the host (a profile's ``training_efficiency``; 1.0: the same)."""
     positive("host_s", host_s)
     positive("device_gflops", device_gflops)
     positive("device_mem_bandwidth_gbps", device_mem_bandwidth_gbps)
+    positive("runtime_efficiency", runtime_efficiency)
     intensity = workload.arithmetic_intensity
     host_peak = host_peak_gflops(host, precision)
     host_att = roofline_gflops(host_peak, host.mem_bandwidth_gbps, intensity)
-    device_att = roofline_gflops(device_gflops, device_mem_bandwidth_gbps, intensity)
+    device_att = roofline_gflops(device_gflops, device_mem_bandwidth_gbps, intensity) * runtime_efficiency
     factor = host_att / device_att
     bound: Literal["compute", "memory"] = (
         "compute" if device_gflops <= intensity * device_mem_bandwidth_gbps else "memory"

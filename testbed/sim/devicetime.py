@@ -81,5 +81,6 @@ class DeviceTime:
     def _dilate(self, client: FleetClient, span: ComputeSpan) -> tuple[float, float, float, str]:
         d = dilate(span.host_s, workload=span.workload, host=self.calibration,
                    device_gflops=device_compute(client, use_accelerator=self.scenario.emulation.use_accelerator),
-                   device_mem_bandwidth_gbps=client.device.mem_bandwidth_gbps, precision=span.precision)
+                   device_mem_bandwidth_gbps=client.device.mem_bandwidth_gbps, precision=span.precision,
+                   runtime_efficiency=client.device.training_efficiency or 1.0)
         return d.host_s, d.device_s, d.factor, d.bound
