@@ -1,0 +1,206 @@
+"""Fidelity against real devices: predict EdgeFlowerTune's phone/Jetson federated-LoRA
+measurements with the testbed's own models and report the error.
+
+    python benchmarks/real_devices.py [--quick]
+
+For every published row (benchmarks/real_devices_study.py, each with its file:line), the
+testbed predicts:
+
+- device seconds per local step: a real training step of Gemma 3 270M (random weights, the
+  study's configuration, testbed/ml/study_models.py) at the row's shape, timed on this host,
+  converted by the testbed's roofline (testbed.host.roofline.dilate, as DeviceTime does) with
+  the device profile's sourced numbers (hi-nova-9-pro: CPU; jetson-nano: its GPU for the
+  PyTorch clients, its CPU for the C++ split clients);
+- peak RSS: the testbed's memory model (testbed.ml.memory_need: fp32 weights held, 16 B per
+  LoRA parameter, one fp32 hidden state per token per block, the worker runtime);
+- upload bytes per client-round: the adapter as the framework serialises it
+  (testbed.ml.modeling.serialize) or, for SplitLoRA, 10 steps of cut activations as
+  frameworks/split packs them (pack_activations).
+
+It prints the prediction from sourced numbers alone first, then fits one training efficiency
+per runtime on the FedAvg WikiText run and tests it on every other row. --quick times one
+step per shape (two of the Jetson's eight micro-batches, scaled) instead of a warm-up and
+two timed steps; it takes about 3 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.real_devices_study import (  # noqa: E402
+    CPP_CPU, JETSON, JETSON_MB1, PHONE_B8, ROWS, TORCH_GPU, VALIDATION_B1, Prediction, Row, bytes_max_error_pct,
+    fit_efficiency, fitted_step_s, held_out_medians, ratio,
+)
+from device_profiles import get_device  # noqa: E402
+from frameworks.split.model import CutActivations, pack_activations  # noqa: E402
+from testbed.host.calibration import HostCalibration, calibrate_host  # noqa: E402
+from testbed.host.roofline import dilate  # noqa: E402
+from testbed.ml import memory_need  # noqa: E402
+from testbed.ml.modeling import adapter_state, serialize  # noqa: E402
+from testbed.ml.study_models import (  # noqa: E402
+    FEDAVG_LORA, GEMMA3_270M_SOURCE, StudyLora, build_gemma3_270m, gemma3_270m_facts, params, with_lora,
+)
+from testbed.ml.workload import Workload, forward_workload, lora_training_workload  # noqa: E402
+
+SPLIT_LOCAL_STEPS = 10  # legacy_split/configs/splitlora_gemma270m_eight_client_wikitext_seq64_b8_l10_r100.yaml:19
+PHONE_PROFILE, JETSON_PROFILE = "hi-nova-9-pro", "jetson-nano"
+
+
+def _batch(model, batch: int, seq: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
+
+
+def time_step(model, shape: tuple[int, int, int], *, timed_micro: int, repeats: int) -> float:
+    """Host seconds of one local step at (batch, seq, accumulation): forward and backward of
+    each micro-batch, then one AdamW step. `timed_micro` < accumulation times that many
+    micro-batches and scales them to the whole step."""
+    batch, seq, accum = shape
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    model.train()
+    runs = []
+    for rep in range(repeats):
+        ids = _batch(model, batch, seq, rep)
+        t0 = time.perf_counter()
+        for _ in range(min(timed_micro, accum)):
+            model(input_ids=ids, labels=ids).loss.backward()
+        t_micro = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        runs.append(t_micro * accum / min(timed_micro, accum) + time.perf_counter() - t1)
+    return statistics.median(runs[1:] if len(runs) > 2 else runs)
+
+
+def adapter_bytes(base, rank: int) -> int:
+    """Serialised size of the study's q/k/v/o adapter at `rank` (the model is unwrapped after)."""
+    peft_model = with_lora(base, StudyLora(rank, FEDAVG_LORA.alpha, FEDAVG_LORA.targets, FEDAVG_LORA.source))
+    n = len(serialize(adapter_state(peft_model)))
+    peft_model.unload()
+    return n
+
+
+def split_step(base, shape: tuple[int, int, int]) -> tuple[float, int]:
+    """(host seconds, upload bytes) of one split step with the cut before the first block: the
+    client embeds the batch and packs the cut activations, mask and labels."""
+    batch, seq, _ = shape
+    ids = _batch(base, batch, seq, 0)
+    embed = base.get_input_embeddings()
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        hidden = embed(ids)
+        host_s = time.perf_counter() - t0
+    acts = CutActivations(hidden=hidden, attention_mask=torch.ones_like(ids), labels=ids)
+    return host_s, len(pack_activations(acts))
+
+
+def rss_mib(*, weights_params: int, trainable: int, tokens: int, blocks: int) -> float:
+    """The memory model's peak: fp32 weights, LoRA state, activations, worker runtime."""
+    facts = gemma3_270m_facts()
+    activations = tokens * facts.hidden_size * max(1, blocks) * 4.0
+    return ((weights_params * 4.0 + trainable * memory_need.TRAINABLE_BYTES + activations) / memory_need.MIB
+            + memory_need.WORKER_RUNTIME_MB)
+
+
+def device_s(host_s: float, work: Workload, host: HostCalibration, row: Row) -> float:
+    profile = get_device(PHONE_PROFILE if row.device != JETSON else JETSON_PROFILE)
+    gpu = row.runtime == TORCH_GPU
+    gflops = profile.accelerator_gflops if gpu and profile.accelerator_gflops else profile.cpu_gflops
+    return dilate(host_s, workload=work, host=host, device_gflops=gflops,
+                  device_mem_bandwidth_gbps=profile.mem_bandwidth_gbps or 1.0).device_s
+
+
+def measure(quick: bool) -> tuple[HostCalibration, dict]:
+    threads = torch.get_num_threads()
+    host = calibrate_host(threads=threads, seconds=1.0 if quick else 2.0)
+    base = build_gemma3_270m(seed=0)
+    n_base, _ = params(base)
+    m: dict = {"n_base": n_base, "bytes": {r: adapter_bytes(base, r) for r in (4, 8, 16)}}
+    model = with_lora(base, FEDAVG_LORA)
+    m["n_params"], m["n_trainable"] = params(model)
+    reps = 1 if quick else 3
+    m["host_s"] = {shape: time_step(model, shape, timed_micro=2 if quick else shape[2], repeats=reps)
+                   for shape in (PHONE_B8, JETSON_MB1, VALIDATION_B1)}
+    m["split_host_s"], m["split_bytes"] = {}, {}
+    for shape in (PHONE_B8, VALIDATION_B1):
+        m["split_host_s"][shape], m["split_bytes"][shape] = split_step(model.get_base_model(), shape)
+    return host, m
+
+
+def predict(row: Row, host: HostCalibration, m: dict) -> Prediction:
+    facts = gemma3_270m_facts()
+    batch, seq, accum = row.shape
+    if row.split:
+        embed = facts.embed_params
+        step = device_s(m["split_host_s"][row.shape], forward_workload(n_params=embed, tokens=batch * seq), host, row)
+        return Prediction(step, rss_mib(weights_params=embed, trainable=0, tokens=batch * seq, blocks=0),
+                          float(SPLIT_LOCAL_STEPS * m["split_bytes"][row.shape]))
+    work = lora_training_workload(n_params=m["n_params"], n_trainable=m["n_trainable"], tokens=batch * seq * accum)
+    step = device_s(m["host_s"][row.shape], work, host, row)
+    trainable = m["n_trainable"] * row.rank // 8
+    rss = rss_mib(weights_params=m["n_base"], trainable=trainable, tokens=batch * seq, blocks=facts.n_blocks)
+    return Prediction(step if row.step_s is not None else None, rss, float(m["bytes"][row.rank]))
+
+
+def _f(x: float | None, fmt: str = ".3g") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def print_table(title: str, rows: list[Row], preds: list[Prediction], eff: dict[str, float] | None) -> None:
+    print(f"\n{title}")
+    print(f"{'run':<27} {'client':<18} {'step pub s':>10} {'pred s':>9} {'ratio':>7} {'rss pub':>8} {'pred':>7} "
+          f"{'ratio':>6} {'up pub B':>11} {'pred B':>11} {'err %':>6}  source")
+    for r, p in zip(rows, preds, strict=True):
+        step = fitted_step_s(r, p, eff) if eff is not None else p.step_s
+        rss_r = ratio(p.rss_mb, r.rss_mb) if r.rss_comparable else None
+        err = None if r.up_bytes is None or not r.bytes_comparable else (p.up_bytes / r.up_bytes - 1) * 100
+        note = "" if r.rss_comparable or r.rss_mb is None else " [rss: CUDA memory outside]"
+        note += "" if r.bytes_comparable else " [bytes: per-prompt lengths]"
+        print(f"{r.run:<27} {r.client:<18} {_f(r.step_s, '.4g'):>10} {_f(step):>9} {_f(ratio(step, r.step_s)):>7} "
+              f"{_f(r.rss_mb, '.5g'):>8} {_f(p.rss_mb, '.5g'):>7} {_f(rss_r, '.3f'):>6} {_f(r.up_bytes, '.0f'):>11} "
+              f"{p.up_bytes:>11.0f} {_f(err, '+.2f'):>6}  {r.source}{note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one timed step per shape (about 3 minutes on 2 cores)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    host, m = measure(args.quick)
+    rows = list(ROWS)
+    preds = [predict(r, host, m) for r in rows]
+    print(f"EdgeFlowerTune (github.com/Edge-Intelligence-Lab/EdgeFlowerTune c5f9bdd) against the testbed; "
+          f"model {GEMMA3_270M_SOURCE}: {m['n_params']:,} parameters, {m['n_trainable']:,} LoRA")
+    print(f"host: {host.cpu_model}, {host.threads} threads, fp32 GEMM {host.gemm_gflops_fp32:.1f} GFLOP/s, "
+          f"copy {host.mem_bandwidth_gbps:.1f} GB/s; host s/step: "
+          + ", ".join(f"b{b} s{s} x{a}: {v:.2f}" for (b, s, a), v in m["host_s"].items()))
+    print("energy per step: not published (PROFILE:139: no board power on the Jetsons; no phone power figure)")
+    print("download bytes: not published (PROFILE:218-227 gives uploads only)")
+    print_table("1. From sourced device numbers alone (no fitting)", rows, preds, None)
+    eff = fit_efficiency(rows, preds)
+    print("\nfitted training efficiency (on the FedAvg WikiText rows): "
+          + ", ".join(f"{rt}: {v:.4f}" for rt, v in eff.items()))
+    if CPP_CPU not in eff:
+        print("no C++ rows to fit", file=sys.stderr)
+    fit = [i for i, r in enumerate(rows) if r.fit]
+    held = [i for i, r in enumerate(rows) if not r.fit]
+    print_table("2a. Fitted rows (FedAvg WikiText)", [rows[i] for i in fit], [preds[i] for i in fit], eff)
+    print_table("2b. Held-out rows", [rows[i] for i in held], [preds[i] for i in held], eff)
+    step_med, rss_med = held_out_medians(rows, preds, eff)
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    print(f"held-out median step-time ratio: {step_med:.3f}")
+    print(f"held-out median rss ratio: {rss_med:.3f}")
+    print(f"bytes max error %: {bytes_max_error_pct(rows, preds):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""benchmarks/real_devices.py: the study's rows, the prediction arithmetic, and the --quick path
+end to end on a shrunken Gemma 3 (the real one takes minutes; docs/fidelity.md has its run)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+import torch
+
+import benchmarks.real_devices as rd
+from benchmarks.real_devices_study import (
+    _JET_UP, CPP_CPU, JETSON, ROWS, TORCH_GPU, Prediction, bytes_max_error_pct, fit_efficiency, fitted_step_s,
+    held_out_medians,
+)
+from testbed.ml.memory_need import lora_params
+from testbed.ml.study_models import ATTENTION, FEDAVG_LORA, build_gemma3_270m, gemma3_270m_facts
+from tests.testbed.fake_hosts import fake_host
+
+TINY = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32}
+
+
+def test_the_jetson_upload_is_exactly_the_fp32_q_k_v_o_adapter() -> None:
+    # PROFILE:222 (8 clients) less 5 phones at REPORT:150, per Jetson
+    assert _JET_UP == 2_949_120
+    assert lora_params(gemma3_270m_facts(), FEDAVG_LORA.config(), ATTENTION, 18) * 4 == 2_949_120
+
+
+def test_the_split_upload_is_the_studys_five_arrays_per_step() -> None:
+    # split_flower_client.cpp:510-541: activation f32 [8,64,640], target embedding f32 [8,640],
+    # mask i32 [8,64], target ids i32 [8,64] (next-token LM), valid lengths i32 [8]; 10 steps a round
+    per_step = 8 * 64 * 640 * 4 + 8 * 640 * 4 + 8 * 64 * 4 + 8 * 64 * 4 + 8 * 4
+    split_rows = [r for r in ROWS if r.split and r.bytes_comparable]
+    assert len(split_rows) == 8
+    assert all(r.up_bytes == pytest.approx(10 * per_step, rel=5e-5) for r in split_rows)  # 13.353 MB
+
+
+def test_rows_every_published_client_and_the_fit_set() -> None:
+    assert len([r for r in ROWS if r.run == "FedAvg WikiText"]) == 8
+    assert all(r.fit == (r.run == "FedAvg WikiText") for r in ROWS)
+    assert {r.runtime for r in ROWS if r.fit} == {CPP_CPU, TORCH_GPU}
+    assert not any(r.rss_comparable for r in ROWS if r.device == JETSON and r.runtime == TORCH_GPU)
+
+
+def _preds(step_factor: dict[str, float], rss_factor: float, bytes_factor: float) -> list[Prediction]:
+    return [Prediction(None if r.step_s is None else r.step_s * step_factor[r.runtime],
+                       None if r.rss_mb is None else r.rss_mb * (rss_factor if r.rss_comparable else 5.0),
+                       (r.up_bytes or 1.0) * (bytes_factor if r.bytes_comparable else 10.0)) for r in ROWS]
+
+
+def test_fit_and_held_out_arithmetic() -> None:
+    rows = list(ROWS)
+    preds = _preds({CPP_CPU: 0.1, TORCH_GPU: 2.0}, rss_factor=1.1, bytes_factor=1.02)
+    eff = fit_efficiency(rows, preds)
+    assert eff == pytest.approx({CPP_CPU: 0.1, TORCH_GPU: 2.0})
+    assert fitted_step_s(rows[0], preds[0], eff) == pytest.approx(rows[0].step_s)
+    step_med, rss_med = held_out_medians(rows, preds, eff)
+    assert step_med == pytest.approx(1.0)
+    assert rss_med == pytest.approx(1.1)  # the Jetsons' PyTorch rows (x5) are not compared
+    assert bytes_max_error_pct(rows, preds) == pytest.approx(2.0)  # the per-prompt row (x10) is left out
+    # a held-out row twice as slow as predicted moves the median only through its rank
+    slow = [replace(p, step_s=p.step_s * 0.5) if r.run == "FedAvg MMLU" and p.step_s else p
+            for r, p in zip(rows, preds, strict=True)]
+    assert held_out_medians(rows, slow, eff)[0] == pytest.approx(1.0)
+
+
+def test_memory_model_of_the_phone_step() -> None:
+    rss = rd.rss_mib(weights_params=268_098_176, trainable=737_280, tokens=512, blocks=18)
+    assert rss == pytest.approx((268_098_176 * 4 + 737_280 * 16 + 512 * 640 * 18 * 4) / 2**20 + 100)  # 1156.46
+
+
+def test_adapter_bytes_of_the_real_layer_shapes_within_5_percent_of_published() -> None:
+    base = build_gemma3_270m(vocab_size=256)  # q/k/v/o adapters do not depend on the vocabulary
+    sizes = {r: rd.adapter_bytes(base, r) for r in (4, 8, 16)}
+    assert sizes[8] == 2_949_120 + 18_720  # the tensors plus the safetensors header
+    for rank, published in ((4, 1_486_080), (8, 2_960_640), (16, 5_909_760)):  # REPORT:294-296
+        assert abs(sizes[rank] / published - 1) < 0.05
+    assert abs(sizes[8] / 2_949_120 - 1) < 0.05  # the Jetsons' upload
+
+
+def test_quick_path_end_to_end_on_a_tiny_gemma(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(rd, "build_gemma3_270m", lambda seed=0: build_gemma3_270m(seed=seed, **TINY))
+    monkeypatch.setattr(rd, "calibrate_host", lambda threads, seconds: fake_host(threads=threads))
+    torch.manual_seed(0)
+    assert rd.main(["--quick"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"held-out median step-time ratio: \d+\.\d{3}", out[-3])
+    assert re.fullmatch(r"held-out median rss ratio: \d+\.\d{3}", out[-2])
+    assert re.fullmatch(r"bytes max error %: \d+\.\d{2}", out[-1])
+    text = "\n".join(out)
+    assert "1. From sourced device numbers alone (no fitting)" in text and "2b. Held-out rows" in text
+    assert text.count("current_system_and_device_profile_20260421.md:") >= 32  # every client row, twice
+    # a tiny model's split payload: hidden f32 [8,64,64] + mask u8 + labels i32, 10 steps, + headers
+    split_b = 10 * (8 * 64 * 64 * 4 + 8 * 64 + 8 * 64 * 4)
+    line = next(s for s in out if s.startswith("SplitLoRA WikiText l10      nova_19"))
+    assert split_b < float(line.split()[-3]) < split_b + 10 * 400
