@@ -30,6 +30,11 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
+def fig_height(rows: int) -> int:
+    """The grid figure's height in pixels for its rows of panels."""
+    return 150 + PANEL_HEIGHT_PX * rows
+
+
 def grid_figure(stress: pd.DataFrame, swept: list[str]) -> go.Figure | None:
     """One panel per metric: x = the first swept key's values (in the table's order), one line
     per combination of the other swept keys (one line when a single key is swept)."""
@@ -41,9 +46,8 @@ def grid_figure(stress: pd.DataFrame, swept: list[str]) -> go.Figure | None:
     rows = math.ceil(len(metrics) / PANEL_COLUMNS)
     fig = make_subplots(rows=rows, cols=min(PANEL_COLUMNS, len(metrics)), subplot_titles=metrics,
                         vertical_spacing=0.5 / rows, horizontal_spacing=0.08)
-    fig.update_layout(template="plotly_white", height=120 + PANEL_HEIGHT_PX * rows,
-                      margin={"l": 60, "r": 20, "t": 70, "b": 50}, legend={**LEGEND, "y": 1.04},
-                      legend_title_text=", ".join(others) if others else "")
+    fig.update_layout(template="plotly_white", height=fig_height(rows),
+                      margin={"l": 60, "r": 20, "t": 110, "b": 50}, legend={**LEGEND, "y": 1.0 + 60 / fig_height(rows)})
     lines = list(stress.groupby(others, sort=False, dropna=False)) if others else [((), stress)]
     for i, (values, part) in enumerate(lines):
         values = values if isinstance(values, tuple) else (values,)

@@ -22,8 +22,8 @@ def memory_figure(memory: pd.DataFrame, by_class: bool) -> go.Figure | None:
         return None
     key = "device_class" if by_class else "who"
     rows = list(dict.fromkeys(memory[key]))
-    fig = new_figure(150 + 26 * len(rows), xaxis_title="memory (MB)", yaxis={"autorange": "reversed"},
-                     barmode="overlay")
+    fig = new_figure(150 + 26 * len(rows), xaxis={"title": {"text": "memory (MB)"}, "rangemode": "tozero"},
+                     yaxis={"autorange": "reversed"}, barmode="overlay")
     if by_class:
         for cls, part in memory.groupby(key, sort=False):
             peaks = part["peak_rss_mb"].dropna().to_numpy()

@@ -162,9 +162,16 @@ def straggler_delay_section(run: RunData, writer: PageWriter, key: str, level: i
             + writer.figure(f"straggler_delay{key}", fig, caption, "No round had an arrival."))
 
 
+def _rank(view: Fleet) -> dict[str, int]:
+    """Device class -> its place among the lanes (largest first)."""
+    return {str(c): i for i, c in enumerate(view.sizes.index)}
+
+
 def memory_section(run: RunData, view: Fleet, writer: PageWriter, key: str, level: int) -> str:
     """Each client's peak memory against its budget (per device class for fleets)."""
     memory = resources.memory_by_client(run.client_rounds, view.names)
+    if view.lanes:  # the lanes' order: largest device class first
+        memory = memory.sort_values("device_class", key=lambda c: c.map(_rank(view)), kind="stable")
     fig = plots_clients.memory_figure(memory, view.lanes)
     what = ("per device class, a box of its clients' peaks (p25-p75, median, whiskers p5-p95) and a tick at its "
             "median budget" if view.lanes else "per client, its highest peak_rss_mb over its rounds (red: over its "
@@ -179,6 +186,8 @@ def memory_section(run: RunData, view: Fleet, writer: PageWriter, key: str, leve
 def energy_section(run: RunData, view: Fleet, writer: PageWriter, key: str, level: int) -> str:
     """Energy per client over the run, compute and radio (per device class for fleets)."""
     energy = resources.energy_by(run.client_rounds, view.names, view.lanes)
+    if view.lanes:
+        energy = energy.sort_values("who", key=lambda c: c.map(_rank(view)), kind="stable")
     fig = plots_clients.energy_figure(energy, view.lanes)
     gaps = resources.energy_gaps(run.client_rounds)
     caption = ("Energy over the run (client_rounds.csv energy_j = compute_energy_j + radio_energy_j), "
