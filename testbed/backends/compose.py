@@ -12,6 +12,11 @@ the clients compose started. The same limits are repeated under ``deploy.resourc
 asset cache read-only and writes only to its own folder, ``<cache>/runs/compose-<scenario>/
 client-<id>`` (made when the file is written, kept between compose runs).
 
+No path in the file is this host's: every folder a service mounts is written relative to the
+compose file's folder and mounted at a fixed place under ``/fedge`` (compose_layout.py), so the
+file runs from its folder wherever the project, its data and the file sit, as long as they keep
+their places relative to one another.
+
     TESTBED_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))') \\
         docker compose -f FILE up --abort-on-container-exit --exit-code-from server
 """
@@ -19,21 +24,23 @@ client-<id>`` (made when the file is written, kept between compose runs).
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from testbed.backends.docker import (
-    LABEL_CLIENT,
-    LABEL_ROLE,
-    PROJECT_DIR,
-    _scenario_files,
-    derived_folder,
-    name_stem,
-    runtime_paths,
+from testbed.backends.compose_layout import (
+    CACHE,
+    PROJECT,
+    RUN,
+    SCENARIO,
+    Layout,
+    Mount,
+    input_mounts,
+    real,
+    relative_source,
 )
+from testbed.backends.docker import LABEL_CLIENT, LABEL_ROLE, PROJECT_DIR, derived_folder, name_stem
 from testbed.config.fleet import FleetClient, device_compute, expand_fleet
 from testbed.config.scenario import Scenario
 
@@ -69,23 +76,23 @@ def _host_gflops(scenario: Scenario) -> float | None:
         else cal.gemm_gflops_fp32
 
 
-def _volumes(paths: list[Path], mode: str) -> list[str]:
-    from testbed.backends.docker import host_volumes
-
-    return [f"{src}:{v['bind']}:{mode}" for src, v in host_volumes(paths).items()]
-
-
 def compose_spec(scenario: Scenario, scenario_file: str | Path, overrides: list[str] = (), *,
-                 out_dir: str | Path | None = None, port: int = DEFAULT_PORT) -> dict[str, Any]:
-    """The compose file's content as a mapping."""
+                 out_dir: str | Path | None = None, port: int = DEFAULT_PORT,
+                 compose_dir: str | Path = ".") -> dict[str, Any]:
+    """The compose file's content as a mapping, its host paths relative to `compose_dir` (the
+    folder the file is written to)."""
     from testbed.ml.assets import DERIVED_ENV, cache_dir
 
     opts = scenario.emulation.docker
-    cache = cache_dir().resolve()
+    cache = real(cache_dir())
+    layout = Layout(compose_dir, PROJECT_DIR, cache)
     run_id = f"compose-{name_stem(scenario.name)}"  # stable: the scenario's, not one run's
-    out = Path(out_dir or scenario.output).resolve()
-    ro = _volumes(runtime_paths() + _scenario_files(scenario) + [Path(scenario_file).resolve().parent], "ro")
-    python = sys.executable
+    out = real(out_dir or scenario.output)
+    scenario_path = real(scenario_file)
+    inputs, input_sets = input_mounts(scenario)
+    ro = [m.volume(layout.base) for m in (*layout.runtime, *inputs)]
+    python = layout.executable()
+    env = {"TESTBED_CACHE": str(CACHE), "HF_HUB_OFFLINE": "1", "HOME": "/tmp", **layout.python_env()}
     gflops = _host_gflops(scenario)
     services: dict[str, Any] = {}
     for client in expand_fleet(scenario):
@@ -93,17 +100,16 @@ def compose_spec(scenario: Scenario, scenario_file: str | Path, overrides: list[
         cpus = client_cpus(client, scenario, host_gflops=gflops)
         mem = int(client.memory_budget_mb * 2**20) if scenario.emulation.enforce_memory else None
         threads = min(client.device.cpu_cores, scenario.emulation.threads_per_client)
-        derived = derived_folder(run_id, cid)
+        derived = Mount(derived_folder(run_id, cid), CACHE / "runs" / run_id / f"client-{cid}", "rw")
         service: dict[str, Any] = {
             "image": opts.image,
             "command": [python, "-m", "testbed.backends.http_worker"],
             "network_mode": "host",
-            "working_dir": str(PROJECT_DIR),
+            "working_dir": str(PROJECT),
             "environment": {"TESTBED_ENDPOINT": f"http://127.0.0.1:{port}", "TESTBED_TOKEN": TOKEN_REF,
                             "TESTBED_CLIENT_ID": str(cid), "TESTBED_RESPAWN": "1", "TESTBED_CONNECT_RETRY_S": "900",
-                            "TESTBED_CACHE": str(cache), DERIVED_ENV: str(derived), "HF_HUB_OFFLINE": "1",
-                            "HOME": "/tmp", "OMP_NUM_THREADS": str(threads)},
-            "volumes": [*ro, f"{cache}:{cache}:ro", f"{derived}:{derived}:rw"],
+                            **env, DERIVED_ENV: str(derived.inside), "OMP_NUM_THREADS": str(threads)},
+            "volumes": [*ro, Mount(cache, CACHE, "ro").volume(layout.base), derived.volume(layout.base)],
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges:true"],
             "labels": {LABEL_ROLE: "client", LABEL_CLIENT: str(cid), "fedge-testbed.device": client.name},
@@ -115,19 +121,21 @@ def compose_spec(scenario: Scenario, scenario_file: str | Path, overrides: list[
             service.update(mem_limit=mem, memswap_limit=mem)
             service["deploy"]["resources"]["limits"]["memory"] = f"{mem}b"
         services[f"client-{cid}"] = service
-    sets = [*overrides, "emulation.backend=docker", "emulation.docker.server=host",
+    # the user's --set first, then where the scenario's files are inside (they replace the
+    # host paths those resolved to), then the docker settings of a compose run
+    sets = [*overrides, *input_sets, "emulation.backend=docker", "emulation.docker.server=host",
             "emulation.docker.clients=external", f"emulation.docker.port={port}"]
-    command = [python, "-m", "testbed.cli", "run", str(Path(scenario_file).resolve()), "--out", str(out)]
+    command = [python, "-m", "testbed.cli", "run", str(SCENARIO / scenario_path.name), "--out", str(RUN)]
     for assignment in sets:
         command += ["--set", assignment]
     services["server"] = {
         "image": opts.image,
         "command": command,
         "network_mode": "host",
-        "working_dir": str(Path.cwd()),
-        "environment": {"TESTBED_TOKEN": TOKEN_REF, "TESTBED_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
-                        "HOME": "/tmp", "PYTHONUNBUFFERED": "1"},
-        "volumes": [*ro, f"{out}:{out}:rw", f"{cache}:{cache}:rw"],
+        "working_dir": str(RUN),
+        "environment": {"TESTBED_TOKEN": TOKEN_REF, **env, "PYTHONUNBUFFERED": "1"},
+        "volumes": [*ro, Mount(scenario_path.parent, SCENARIO, "ro").volume(layout.base),
+                    Mount(out, RUN, "rw").volume(layout.base), Mount(cache, CACHE, "rw").volume(layout.base)],
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
         "labels": {LABEL_ROLE: "server"},
@@ -139,13 +147,15 @@ def write_compose(scenario: Scenario, scenario_file: str | Path, path: str | Pat
                   out_dir: str | Path | None = None, port: int = DEFAULT_PORT) -> Path:
     from testbed.ml.assets import DERIVED_ENV
 
-    spec = compose_spec(scenario, scenario_file, overrides, out_dir=out_dir, port=port)
-    for service in spec["services"].values():  # the clients' writable folders, made here (as this user)
-        if DERIVED_ENV in service["environment"]:
-            Path(service["environment"][DERIVED_ENV]).mkdir(parents=True, exist_ok=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Generated by `testbed compose {scenario_file}`: scenario {scenario.name!r}, "
+    spec = compose_spec(scenario, scenario_file, overrides, out_dir=out_dir, port=port, compose_dir=path.parent)
+    run_id = f"compose-{name_stem(scenario.name)}"
+    for service in spec["services"].values():  # the clients' writable folders, made here (as this user)
+        if DERIVED_ENV in service["environment"]:
+            derived_folder(run_id, int(service["environment"]["TESTBED_CLIENT_ID"])).mkdir(parents=True, exist_ok=True)
+    shown = relative_source(real(scenario_file), real(path.parent))
+    header = (f"# Generated by `testbed compose`: scenario {shown} ({scenario.name!r}), "
               f"{scenario.n_clients} clients.\n# Run: TESTBED_TOKEN=<random secret> docker compose -f {path.name} up "
               "--abort-on-container-exit --exit-code-from server\n")
     path.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=120))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,14 +20,28 @@ from testbed.ml.assets import cache_dir
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 
 
-def _compose(tmp_path: Path, *sets: str) -> Path:
+def _compose(tmp_path: Path, *sets: str, scenario: Path = SMOKE) -> Path:
     path = tmp_path / "docker-compose.yml"
-    cmd = [sys.executable, "-m", "testbed.cli", "compose", str(SMOKE), "-o", str(path), "--out", str(tmp_path / "run")]
+    cmd = [sys.executable, "-m", "testbed.cli", "compose", str(scenario), "-o", str(path), "--out", str(tmp_path / "run")]
     for s in sets:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
     return path
+
+
+def _mounts(service: dict) -> dict[str, tuple[Path, str]]:
+    """Inside path -> (host folder, as compose resolves the relative source, mode)."""
+    out = {}
+    for volume in service["volumes"]:
+        source, inside, mode = volume.split(":")
+        assert source.startswith((".", "..")), volume  # relative to the compose file, never this host's
+        out[inside] = (source, mode)
+    return out
+
+
+def _host(tmp_path: Path, source: str) -> Path:
+    return Path(os.path.realpath(tmp_path / source))
 
 
 def test_one_service_per_client_with_the_devices_cpus_and_memory(tmp_path):
@@ -42,12 +57,67 @@ def test_one_service_per_client_with_the_devices_cpus_and_memory(tmp_path):
         assert svc["environment"]["TESTBED_CLIENT_ID"] == str(client.client_id)
         cache = cache_dir().resolve()  # read-only; the client's own folder under it is its one writable mount
         derived = cache / "runs" / "compose-smoke" / f"client-{client.client_id}"
-        assert f"{cache}:{cache}:ro" in svc["volumes"] and derived.is_dir()
-        assert [v for v in svc["volumes"] if not v.endswith(":ro")] == [f"{derived}:{derived}:rw"]
-        assert svc["environment"]["TESTBED_DERIVED"] == str(derived)
+        mounts = _mounts(svc)
+        inside = f"/fedge/cache/runs/compose-smoke/client-{client.client_id}"
+        assert (_host(tmp_path, mounts["/fedge/cache"][0]), mounts["/fedge/cache"][1]) == (cache, "ro")
+        assert derived.is_dir() and _host(tmp_path, mounts[inside][0]) == derived
+        assert [k for k, (_, mode) in mounts.items() if mode != "ro"] == [inside]
+        assert svc["environment"]["TESTBED_DERIVED"] == inside
+        assert svc["environment"]["TESTBED_CACHE"] == "/fedge/cache"
     server = services["server"]
     assert "emulation.docker.clients=external" in server["command"]
     assert "cpus" not in server and "mem_limit" not in server
+    assert server["command"][4:7] == ["/fedge/scenario/smoke.yaml", "--out", "/fedge/run"]
+    assert _host(tmp_path, _mounts(server)["/fedge/run"][0]) == tmp_path / "run"
+    assert _host(tmp_path, _mounts(server)["/fedge/scenario"][0]) == SMOKE.parent
+
+
+def test_no_path_of_this_host_is_in_the_file(tmp_path):
+    """Every host folder is relative to the file; inside, everything lives under /fedge."""
+    spec = yaml.safe_load(_compose(tmp_path).read_text())
+    host_paths = (str(tmp_path), str(SMOKE.parents[1]), str(cache_dir().resolve()), sys.prefix,
+                  os.path.realpath(sys.base_prefix), os.path.realpath(sys.executable))
+    todo, seen = [spec], 0
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            todo += list(node.values())
+        elif isinstance(node, list):
+            todo += node
+        else:
+            for token in re.split(r"[:=]", str(node)):  # volume parts, --set values
+                seen += 1
+                assert not token.startswith(host_paths), node
+    assert seen > 100
+    for service in spec["services"].values():
+        python = service["command"][0]
+        assert python.startswith("/fedge/python/bin/python") and service["environment"]["PYTHONHOME"] == "/fedge/python"
+        mounts = _mounts(service)
+        assert _host(tmp_path, mounts["/fedge/python"][0]) == Path(os.path.realpath(sys.base_prefix))
+        assert _host(tmp_path, mounts["/fedge/project"][0]) == SMOKE.parents[1]
+        assert Path(os.path.realpath(sys.executable)).name == Path(python).name
+
+
+def test_the_files_a_scenario_names_are_mounted_and_named_inside(tmp_path):
+    """A scenario's data, traces and availability file: each folder mounted read-only, and the
+    server told where each file is inside (its host path would lead nowhere there)."""
+    from tests.testbed.config.test_paths import scenario_in, write_inputs
+
+    project = tmp_path / "project"
+    write_inputs(project)
+    spec = yaml.safe_load(_compose(tmp_path, scenario=scenario_in(project)).read_text())
+    server = spec["services"]["server"]
+    sets = [server["command"][i + 1] for i, arg in enumerate(server["command"]) if arg == "--set"]
+    named = dict(s.split("=", 1) for s in sets if not s.startswith("emulation."))
+    assert set(named) == {"dataset.path", "availability.path", "fleet.0.link.trace_up", "fleet.0.link.trace_down"}
+    for service in spec["services"].values():
+        mounts = _mounts(service)
+        for field, inside in named.items():
+            folder, name = inside.rsplit("/", 1)
+            host = _host(tmp_path, mounts[folder][0]) / name
+            assert mounts[folder][1] == "ro" and host.is_file(), (field, inside)
+    assert named["fleet.0.link.trace_up"].rsplit("/", 1)[1] == "cell.up"
+    assert named["dataset.path"].endswith("/news.csv")
 
 
 def test_a_memory_override_sets_every_clients_mem_limit(tmp_path):
@@ -64,3 +134,8 @@ def test_docker_compose_accepts_the_file(tmp_path):
     resolved = yaml.safe_load(proc.stdout)
     assert set(resolved["services"]) == {"client-0", "client-1", "client-2", "server"}
     assert resolved["services"]["client-1"]["environment"]["TESTBED_TOKEN"] == "test-token"
+    # compose resolves each relative source against the file's folder: the host folders, from anywhere
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in resolved["services"]["server"]["volumes"]
+               if isinstance(v, str)} or {v["target"]: v["source"] for v in resolved["services"]["server"]["volumes"]}
+    assert Path(volumes["/fedge/run"]) == tmp_path / "run"
+    assert Path(os.path.realpath(volumes["/fedge/project"])) == SMOKE.parents[1]
