@@ -32,8 +32,10 @@ RUN_PAGE = ["timeline", "round_times", "accuracy", "loss", "memory", "energy", "
 
 def _event(rnd: int, client: int, kind: str, start_s: float, end_s: float, payload: int = 0,
            status: str = "ok") -> dict:
+    """An events.csv row; a compute's device seconds are 0.8 x its span."""
+    device_s = 0.8 * (end_s - start_s) if kind == "compute" else 0.0
     return {"round": rnd, "client": client, "kind": kind, "payload_bytes": payload, "wire_bytes": payload + 40,
-            "sim_start_s": start_s, "sim_end_s": end_s, "host_s": 0.0, "device_s": 0.0, "status": status,
+            "sim_start_s": start_s, "sim_end_s": end_s, "host_s": 0.0, "device_s": device_s, "status": status,
             "detail": ""}
 
 
