@@ -1,5 +1,6 @@
-"""``testbed calibrate``: measure this host's sustained compute and memory bandwidth
-(stored in the asset cache as calibration-<threads>t.json, printed as JSON)."""
+"""``testbed calibrate``: measure this host's sustained compute and memory bandwidth and print
+them as JSON (stdout). Nothing is stored: a run measures the host itself, as its clients use
+it (testbed.host.calibration), and keeps the figures in its summary.json."""
 
 from __future__ import annotations
 
@@ -20,13 +21,9 @@ def cmd_calibrate(args) -> int:
     import json
 
     from testbed.host.calibration import calibrate_host
-    from testbed.ml.assets import cache_dir
 
     cal = calibrate_host(threads=args.threads, seconds=args.seconds)
-    path = cache_dir() / f"calibration-{args.threads}t.json"
-    path.write_text(json.dumps(cal.to_dict(), indent=2) + "\n")
     print(json.dumps(cal.to_dict(), indent=2))
-    print(f"stored in {path}", file=sys.stderr)
     if args.compare:
         from rich.console import Console
 

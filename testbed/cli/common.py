@@ -16,12 +16,12 @@ import sys
 EXIT_BAD_INPUT = 2
 
 
-def bad_input(message: str) -> int:
-    """Print ``error: message`` on stderr, as one line; the exit code of bad input (2)."""
+def bad_input(message: str, file=None) -> int:
+    """Print ``error: message`` on stderr (or ``file``), as one line; the exit code of bad input (2)."""
     line = " ".join(str(message).splitlines())
     if not line.isprintable():
         line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
-    print(f"error: {line}", file=sys.stderr)
+    print(f"error: {line}", file=file or sys.stderr)
     return EXIT_BAD_INPUT
 
 

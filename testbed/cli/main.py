@@ -21,6 +21,7 @@ from testbed.cli import net as netcli
 from testbed.cli.common import EXIT_BAD_INPUT  # noqa: F401  (re-exported: the bad-input exit code)
 from testbed.cli.common import bad_input
 from testbed.extras import missing_extra_message
+from testbed.cli.runlog import package_version
 from testbed.cli.common import collector_paused as _collector_paused  # noqa: F401  (re-exported for tests)
 
 HANDLERS = {"run": run.cmd_run, "validate": validate.cmd_validate, "compare": compare.cmd_compare,
@@ -31,6 +32,7 @@ HANDLERS = {"run": run.cmd_run, "validate": validate.cmd_validate, "compare": co
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="testbed", description="Edge-device emulation testbed for federated LLM fine-tuning")
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     for module in (run, validate, compare, stress, compose, profiles, calibrate, assets, report, netcli):
         module.add_parser(sub)  # in this order in `testbed --help`

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from testbed.config.scenario import Scenario, ScenarioError
+from testbed.results.console import RunConsole
 from testbed.results.recorder import FAILED_OUTCOMES, write_json_atomic
 from testbed.results.runfolder import claim, read_summary
 from testbed.sim.replay import ComputeReplay
@@ -128,7 +129,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, replay_dir: str | None = 
     checkpoint); a completed run is only reported. `overwrite`: start the folder over.
     RunFolderError: the folder is another run's, or holds a run and neither was asked for;
     ScenarioError: `resume` with a scenario other than the folder's."""
-    console = Console(stderr=True, quiet=quiet)
+    console = RunConsole(stderr=True, quiet=quiet)  # outside a terminal: tables in full width
     out_dir = Path(out_dir)
     with claim(out_dir, resume=resume, overwrite=overwrite):
         prior = read_summary(out_dir) if resume else None

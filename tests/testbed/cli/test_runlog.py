@@ -1,0 +1,70 @@
+"""run.log: the console's text as a terminal ends up showing it, kept in the run folder."""
+
+from __future__ import annotations
+
+import sys
+
+from testbed.cli.runlog import LOG_NAME, PlainText, RunLog
+
+
+def test_plain_text_keeps_what_a_terminal_shows():
+    plain = PlainText()
+    # colours dropped; a progress line redrawn with \r and erase-line leaves its last state
+    done = plain.feed("\x1b[1;32mround 1\x1b[0m: acc 0.250\n")
+    done += plain.feed("rounds 0/2\r\x1b[2Krounds 1/2\r\x1b[2Krounds 2/2")
+    done += plain.feed("\n\x1b]8;id=1;file:///x\x1b\\link\x1b]8;;\x1b\\ text\n")
+    assert done == []  # the last lines stay reachable by a cursor-up until closed
+    assert plain.close() == ["round 1: acc 0.250", "rounds 2/2", "link text"]
+    # a two-line live display moved up over and redrawn: only its final state is kept
+    plain.feed("bar a 1\nbar b 1")
+    plain.feed("\r\x1b[2K\x1b[1A\x1b[2Kround 2 done\nbar a 2\nbar b 2")
+    assert plain.close() == ["round 2 done", "bar a 2", "bar b 2"]
+
+
+def test_plain_text_gives_up_lines_beyond_a_cursor_ups_reach():
+    plain = PlainText()
+    done = plain.feed("".join(f"line {i}\n" for i in range(20)))
+    assert done == [f"line {i}" for i in range(12)]  # 8 held back
+    assert plain.close() == [f"line {i}" for i in range(12, 20)]
+
+
+def test_the_log_holds_what_came_before_the_folder_and_survives_its_emptying(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with RunLog() as log:
+        print("before the folder is known")
+        print("a warning", file=sys.stderr)
+        path = log.attach(run_dir, append=False)
+        assert path == run_dir / LOG_NAME
+        for i in range(12):
+            print(f"round {i}")
+        path.unlink()  # what --overwrite does to the folder after the log started
+        for i in range(12, 20):
+            print(f"round {i}")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# testbed ") and "run at" in lines[0]
+    assert lines[1:] == ["before the folder is known", "a warning"] + [f"round {i}" for i in range(20)]
+    shown = capsys.readouterr()
+    assert shown.out.count("round ") == 20 and "a warning" in shown.err
+
+
+def test_quiet_shows_errors_only_and_a_resumed_run_appends(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOG_NAME).write_text("the first part\n")
+    with RunLog(quiet=True) as log:
+        print("progress")
+        print("a warning", file=sys.stderr)
+        assert not sys.stderr.isatty()  # rich draws no live bar where nothing is seen
+        log.attach(run_dir, append=True)
+        log.error("error: it broke")
+    shown = capsys.readouterr()
+    assert shown.out == "" and shown.err == "error: it broke\n"
+    lines = (run_dir / LOG_NAME).read_text().splitlines()
+    assert lines[0] == "the first part" and lines[2:] == ["progress", "a warning", "error: it broke"]
+
+
+def test_json_mode_sends_stdout_to_stderr(capsys):
+    with RunLog(stdout_to_stderr=True):
+        print("a table")
+    shown = capsys.readouterr()
+    assert shown.out == "" and shown.err == "a table\n"
