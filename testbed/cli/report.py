@@ -1,4 +1,5 @@
-"""``testbed report``: an HTML report (DIR/report/index.html) of a run or compare folder."""
+"""``testbed report``: an interactive HTML report (DIR/report/index.html, one self-contained page)
+of a run, compare or stress folder."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from testbed.cli.common import bad_input
 
 def add_parser(subparsers: Any) -> None:
     """Add ``report`` to the ``testbed`` command."""
-    rep = subparsers.add_parser("report", help="write an HTML report (DIR/report/index.html) of a run or compare folder")
-    rep.add_argument("dir", help="run folder or compare folder")
+    rep = subparsers.add_parser("report", help="write an interactive HTML report (DIR/report/index.html) of a run, compare or "
+                                                "stress folder")
+    rep.add_argument("dir", help="run folder, compare folder or stress folder")
 
 
 def cmd_report(args) -> int:
-    """0 and the index's path, 2 if the folder is not a run or compare folder."""
+    """0 and the index's path, 2 if the folder is not a run, compare or stress folder."""
     from testbed.results.report import ReportError, build_report
 
     try:
