@@ -35,20 +35,38 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.real_devices_study import (  # noqa: E402
-    CPP_CPU, JETSON, JETSON_MB1, PHONE_B8, ROWS, TORCH_GPU, VALIDATION_B1, Prediction, Row, bytes_max_error_pct,
-    fit_efficiency, fitted_step_s, held_out_medians, ratio,
+from benchmarks.real_devices_study import (
+    CPP_CPU,
+    JETSON,
+    JETSON_MB1,
+    PHONE_B8,
+    ROWS,
+    TORCH_GPU,
+    VALIDATION_B1,
+    Prediction,
+    Row,
+    bytes_max_error_pct,
+    fit_efficiency,
+    fitted_step_s,
+    held_out_medians,
+    ratio,
 )
-from device_profiles import get_device  # noqa: E402
-from frameworks.split.model import CutActivations, pack_activations  # noqa: E402
-from testbed.host.calibration import HostCalibration, calibrate_host  # noqa: E402
-from testbed.host.roofline import dilate  # noqa: E402
-from testbed.ml import memory_need  # noqa: E402
-from testbed.ml.modeling import adapter_state, serialize  # noqa: E402
-from testbed.ml.study_models import (  # noqa: E402
-    FEDAVG_LORA, GEMMA3_270M_SOURCE, StudyLora, build_gemma3_270m, gemma3_270m_facts, params, with_lora,
+from device_profiles import get_device
+from frameworks.split.model import CutActivations, pack_activations
+from testbed.host.calibration import HostCalibration, calibrate_host
+from testbed.host.roofline import dilate
+from testbed.ml import memory_need
+from testbed.ml.modeling import adapter_state, serialize
+from testbed.ml.study_models import (
+    FEDAVG_LORA,
+    GEMMA3_270M_SOURCE,
+    StudyLora,
+    build_gemma3_270m,
+    gemma3_270m_facts,
+    params,
+    with_lora,
 )
-from testbed.ml.workload import Workload, forward_workload, lora_training_workload  # noqa: E402
+from testbed.ml.workload import Workload, forward_workload, lora_training_workload
 
 SPLIT_LOCAL_STEPS = 10  # legacy_split/configs/splitlora_gemma270m_eight_client_wikitext_seq64_b8_l10_r100.yaml:19
 PHONE_PROFILE, JETSON_PROFILE = "hi-nova-9-pro", "jetson-nano"

@@ -11,7 +11,15 @@ import torch
 
 import benchmarks.real_devices as rd
 from benchmarks.real_devices_study import (
-    _JET_UP, CPP_CPU, JETSON, ROWS, TORCH_GPU, Prediction, bytes_max_error_pct, fit_efficiency, fitted_step_s,
+    _JET_UP,
+    CPP_CPU,
+    JETSON,
+    ROWS,
+    TORCH_GPU,
+    Prediction,
+    bytes_max_error_pct,
+    fit_efficiency,
+    fitted_step_s,
     held_out_medians,
 )
 from testbed.ml.memory_need import lora_params
@@ -29,7 +37,7 @@ def test_the_jetson_upload_is_exactly_the_fp32_q_k_v_o_adapter() -> None:
 
 
 def test_the_split_upload_is_the_studys_five_arrays_per_step() -> None:
-    # split_flower_client.cpp:510-541: activation f32 [8,64,640], target embedding f32 [8,640],
+    # split_flower_client.cpp:511-542: activation f32 [8,64,640], target embedding f32 [8,640],
     # mask i32 [8,64], target ids i32 [8,64] (next-token LM), valid lengths i32 [8]; 10 steps a round
     per_step = 8 * 64 * 640 * 4 + 8 * 640 * 4 + 8 * 64 * 4 + 8 * 64 * 4 + 8 * 4
     split_rows = [r for r in ROWS if r.split and r.bytes_comparable]
