@@ -403,3 +403,17 @@ def test_generative_compare_folder_lists_final_and_initial_perplexity(tmp_path):
             "      <th>initial_rouge_l</th>") in page
     assert "<td>25</td>" in page and "<td>0.35</td>" in page
     assert len(plots(page)) == 3 + 2 + 2 * len(RUN_PLOTS)  # 3 metrics, loss, bytes, each run's
+
+
+def test_a_long_timeline_draws_its_first_rounds_only():
+    rounds = pd.DataFrame({"round": range(0, 401), "sim_start_s": [10.0 * max(r - 1, 0) for r in range(401)],
+                           "sim_end_s": [10.0 * r for r in range(401)]})
+    spans = pd.DataFrame([{"round": r, "client": c, "category": "compute", "start_s": 10.0 * (r - 1),
+                           "end_s": 10.0 * r - 1, "kind": "compute", "payload_bytes": 0, "device_s": 9.0}
+                          for r in range(1, 401) for c in range(60)])  # 24,000 spans
+    fig = timeline_figure(spans, failures(pd.DataFrame(columns=["round", "client", "outcome", "cause", "sim_end_s"])),
+                          rounds, {})
+    (bars,) = fig.data
+    drawn_rounds = sorted({int(r[1]) for r in bars.customdata})
+    assert drawn_rounds == list(range(1, 334)) and len(bars.x) == 333 * 60 <= 20_000  # whole rounds, in order
+    assert len(fig.layout.shapes) == 0  # more than ROUND_LINES (200) rounds drawn: no round lines
