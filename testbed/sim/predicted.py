@@ -50,11 +50,6 @@ COSTS_FILE = "costs.json"  # the run folder's copy of the table it ran with
 
 
 @lru_cache(maxsize=64)
-def _zeros(n: int) -> bytes:
-    """A payload of n bytes (only its length crosses the simulated network)."""
-    return bytes(n)
-
-
 def _nothing() -> None:
     return None
 
@@ -68,6 +63,7 @@ class PredictedFramework(Framework):
     def __init__(self, ctx: ServerContext, table: CostTable) -> None:
         super().__init__(ctx)
         self.table = table
+        self._made: dict[int, tuple[Send | ServerCall | ClientCall, ...]] = {}  # probed round -> its actions
 
     def setup(self) -> None:
         """Nothing to load."""
@@ -80,15 +76,22 @@ class PredictedFramework(Framework):
         return None  # nothing runs on the host
 
     def client_script(self, rnd: int, cid: int, ins: FitIns):
-        cost = self.table.for_round(rnd)
-        for index, step in enumerate(cost.steps):
-            if isinstance(step, SendCost):
-                yield Send(Payload(step.kind, _zeros(step.payload_bytes)), step.direction)
-            elif isinstance(step, ServerCost):
-                yield ServerCall(_nothing, (), label=step.label, cost_s=step.host_s)
-            else:
-                yield ClientCall(step.method, (cost.round, index))
+        for action in self._actions(rnd):  # each reply is the clock's (a link record, a result): unused
+            yield action
         return FitRes(cid, rnd, (), n_samples=None, metrics={}, spans=())
+
+    def _actions(self, rnd: int) -> tuple[Send | ServerCall | ClientCall, ...]:
+        """Every client's script of round `rnd`: the same immutable actions, made once per probed round
+        (a payload is zeros of the probed size: only its length crosses the simulated network)."""
+        cost = self.table.for_round(rnd)
+        actions = self._made.get(cost.round)
+        if actions is None:
+            actions = self._made[cost.round] = tuple(
+                Send(Payload(step.kind, bytes(step.payload_bytes)), step.direction) if isinstance(step, SendCost)
+                else ServerCall(_nothing, (), label=step.label, cost_s=step.host_s) if isinstance(step, ServerCost)
+                else ClientCall(step.method, (cost.round, index))
+                for index, step in enumerate(cost.steps))
+        return actions
 
     def aggregate_cost_s(self, rnd: int, updates: int) -> float:
         return self.table.for_round(rnd).aggregate_s(updates)
