@@ -27,8 +27,8 @@ def _testbed(cwd: Path, *args: str, kill_round: int | None = None) -> subprocess
     env.pop("TESTBED_FAULT_SIGKILL_ROUND", None)
     if kill_round is not None:
         env["TESTBED_FAULT_SIGKILL_ROUND"] = str(kill_round)
-    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], check=False, cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.usefixtures("assets")
