@@ -221,10 +221,13 @@ def _cache_dir() -> Path:
 
 
 def _scenario_files(scenario) -> list[Path]:
-    """Folders of the files a scenario names (own data, traces, availability), to mount."""
+    """Folders of the files a scenario names (own data, traces, availability) and its model
+    folder (a scenario's paths are relative to its own folder, not to the current one), to mount."""
     paths = [scenario.dataset.path, scenario.availability.path]
     for entry in scenario.fleet:
         link = entry.link
         if not isinstance(link, str):
             paths += [link.trace_down, link.trace_up]
-    return [Path(p).expanduser().resolve().parent for p in paths if p]
+    folders = [Path(p).expanduser().resolve().parent for p in paths if p]
+    model = Path(scenario.model)
+    return folders + ([model.resolve()] if model.is_absolute() and model.is_dir() else [])

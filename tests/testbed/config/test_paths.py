@@ -151,3 +151,14 @@ def test_the_recorded_scenario_reads_the_same_from_anywhere(moved, tmp_path, mon
     copy.write_text(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
     monkeypatch.chdir(tmp_path)
     assert load_scenario(copy) == scenario
+
+
+def test_the_docker_backend_mounts_the_files_and_model_folder_the_scenario_names(moved, assets) -> None:
+    """Relative to the scenario, they may lie outside the current directory (which the server
+    container mounts): each is mounted itself."""
+    from testbed.backends.docker import _scenario_files
+
+    path, _ = moved
+    shutil.copytree(assets.tiny, path.parent / "models" / "mine")
+    folders = _scenario_files(load_scenario(scenario_in(path.parent, model="models/mine")))
+    assert set(folders) == {path.parent / "data", path.parent / "traces", path.parent, path.parent / "models" / "mine"}
