@@ -134,6 +134,7 @@ def test_timeline_has_a_row_per_client_and_a_cross_at_the_failure(tmp_path):
     assert list(cross.x) == [16.0] and list(cross.y) == ["c0 pixel-7"] and list(cross.text) == ["killed"]
     assert cross.marker.symbol == "x"
     assert [shape.x0 for shape in fig.layout.shapes] == [12.5, 22.0]  # round ends, dashed
+    assert [a.text for a in fig.layout.annotations] == ["r1", "r2"]
     bars = {t.name: t for t in fig.data if t.type == "bar"}
     assert list(bars) == ["compute", "failed compute", "upload", "download", "aggregate", "waiting"]
     failed = bars["failed compute"]

@@ -27,6 +27,7 @@ MARKERS = ["circle", "square", "triangle-up", "diamond", "triangle-down", "cross
 STRAGGLER_CLIENTS = 20  # more distinct straggler clients: attribute to device classes
 MAX_SPANS = 20_000  # timeline bars drawn; a longer run shows its first rounds and says so
 ROUND_LINES = 200  # round ends drawn as lines up to this many rounds
+ROUND_LABELS = 40  # and labelled r<N> up to this many
 LEGEND = {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"}  # above the plot, clear of the axis title
 BYTE_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1.0, "B"))
 
@@ -45,12 +46,16 @@ def new_figure(height_px: float, **layout) -> go.Figure:
 
 
 def round_lines(fig: go.Figure, rounds: pd.DataFrame, **where) -> None:
-    """Dashed lines at the round ends (up to ROUND_LINES rounds) with ``r<N>`` on hover-free labels."""
+    """Dashed lines at the round ends (up to ROUND_LINES rounds), each labelled ``r<N>`` at its
+    top left (up to ROUND_LABELS rounds)."""
     trained = rounds[(rounds["round"] > 0) & rounds["sim_end_s"].notna()]
     if len(trained) > ROUND_LINES:
         return
+    labels = len(trained) <= ROUND_LABELS
     for rnd, end_s in zip(trained["round"], trained["sim_end_s"]):
-        fig.add_vline(x=float(end_s), line={"dash": "dash", "width": 0.7, "color": "#555555"}, **where)
+        fig.add_vline(x=float(end_s), line={"dash": "dash", "width": 0.7, "color": "#555555"},
+                      annotation_text=f"r{int(rnd)}" if labels else None, annotation_position="top left",
+                      annotation_font={"size": 10, "color": "#555555"}, **where)
 
 
 def timeline_figure(spans: pd.DataFrame, marks: pd.DataFrame, rounds: pd.DataFrame,
