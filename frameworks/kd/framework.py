@@ -46,7 +46,7 @@ from frameworks.kd.public import (
 from frameworks.kd.student import load_student, student_layers
 from frameworks.training import model_mb, quantize_blocks, task_encoder, train_local
 from testbed.config.scenario import KDOptions, Scenario, ScenarioError
-from testbed.extras import check, require
+from testbed.config.extras import check, require
 from testbed.ml.modeling import (
     AdapterState,
     OptimizerSpec,

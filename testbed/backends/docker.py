@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed.backends.messages import Exited
-from testbed.extras import MissingExtra, require
+from testbed.config.extras import MissingExtra, require
 
 if TYPE_CHECKING:
     from testbed.protocol import ClientSpec

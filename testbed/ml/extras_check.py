@@ -1,4 +1,4 @@
-"""Whether this install has the extras a scenario needs (testbed.extras), checked with the
+"""Whether this install has the extras a scenario needs (testbed.config.extras), checked with the
 scenario's other checks before anything starts, so that a core install says at once, in one
 ``file: field: problem`` line, which extra to install: ``testbed validate`` and ``testbed run``
 exit 2 with it. Looks for the modules, imports none of them.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from testbed.config.node import ScenarioError
 from testbed.config.scenario import Scenario
-from testbed.extras import absent, install_hint
+from testbed.config.extras import absent, install_hint
 from testbed.ml.assets import MODEL_NAMES, builds_from_gguf
 
 

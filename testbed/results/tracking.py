@@ -36,7 +36,7 @@ from rich.markup import escape
 
 from testbed.config.output import DEFAULT_TRACKING_STORE, OutputConfig
 from testbed.config.scenario import Scenario
-from testbed.extras import require
+from testbed.config.extras import require
 from testbed.results.recorder import write_json_atomic
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a parameter's value

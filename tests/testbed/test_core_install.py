@@ -1,7 +1,7 @@
 """The core install (pyproject's dependencies, no extra) runs a scenario, and a scenario or
 command that needs an extra says which, in one line, exit 2.
 
-The core install is emulated by hiding every module of every extra (testbed.extras.EXTRAS,
+The core install is emulated by hiding every module of every extra (testbed.config.extras.EXTRAS,
 and matplotlib) from each Python process of the test: a sitecustomize on PYTHONPATH, which
 the workers inherit, sets them to None in sys.modules, so importing one raises ImportError and
 finding one finds nothing, as where it is not installed. That the core install's own
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testbed.extras import EXTRAS, MissingExtra, absent, extra_of, missing_extra_message, require
+from testbed.config.extras import EXTRAS, MissingExtra, absent, extra_of, missing_extra_message, require
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "scenarios" / "smoke.yaml"
@@ -121,7 +121,7 @@ def test_a_bundled_model_not_built_yet_needs_gguf(core_env, tmp_path, assets):
                                 "extra (gguf is not installed): pip install 'fedge-testbed[gguf]'")
 
 
-# --- testbed.extras itself, in this process --------------------------------------------------------
+# --- testbed.config.extras itself, in this process --------------------------------------------------------
 
 
 def test_require_names_the_extra(monkeypatch):

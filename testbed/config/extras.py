@@ -9,7 +9,8 @@ install imports none of them::
     pip install 'fedge-testbed[onnx]'     # one extra
     pip install 'fedge-testbed[all]'      # every one (what `make setup` installs, pinned)
 
-Imports nothing of the project: every layer may use it.
+In testbed.config, the lowest layer of testbed, and it imports nothing of the project: every
+layer may use it.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def require(module: str, purpose: str | None = None) -> ModuleType:
     (default: what the extra is for)."""
     extra = extra_of(module)
     if extra is None:
-        raise ValueError(f"{module} is not a module of an extra (testbed.extras.EXTRAS)")
+        raise ValueError(f"{module} is not a module of an extra (testbed.config.extras.EXTRAS)")
     try:
         return importlib.import_module(module)
     except ImportError as exc:
