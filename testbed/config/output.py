@@ -35,7 +35,12 @@ class OutputConfig(Node):
     @model_validator(mode="before")
     @classmethod
     def _folder_alone(cls, value: Any) -> Any:
-        return {"dir": value} if isinstance(value, str) else value
+        if isinstance(value, str):
+            return {"dir": value}
+        if not isinstance(value, (dict, OutputConfig)):
+            raise ValueError(f"expected the run folder (text) or a mapping of dir, tracking and tracking_uri, "
+                             f"got {type(value).__name__}")
+        return value
 
     @field_validator("dir")
     @classmethod
@@ -43,7 +48,11 @@ class OutputConfig(Node):
         """Against the current directory, as command-line paths are (testbed.config.paths)."""
         if not value.strip():
             raise ValueError("must name a folder")
-        return os.path.normpath(os.path.join(Path.cwd(), Path(value).expanduser()))
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # ~nosuchuser
+            raise ValueError(f"{value!r}: no such user's home folder") from None
+        return os.path.normpath(os.path.join(Path.cwd(), path))
 
     @field_validator("tracking_uri")
     @classmethod
