@@ -44,6 +44,7 @@ class DeviceTime:
         self.calibration = calibration
         self.throttled = throttled  # client -> CPU quota (cores) under `time: throttle`
         self.replay = replay
+        self._predicted: dict[tuple[int, int], tuple[object, ComputeSpan, tuple[float, float, float, str]]] = {}
 
     def span(self, rnd: int, cid: int, span: ComputeSpan) -> tuple[float, float, float, str]:
         """(host_s, device_s, factor, bound) of one measured span of client `cid`."""
@@ -79,6 +80,16 @@ class DeviceTime:
         return self.replay.lookup(rnd, cid, key, host_s, host_s)
 
     def _dilate(self, client: FleetClient, span: ComputeSpan) -> tuple[float, float, float, str]:
+        if span.t_end_unix:  # measured work: every span is new
+            return self._dilated(client, span)
+        # a predicted span (it never ran) stands for every client's same step: converted once per device
+        key = (id(client.device), id(span))
+        held = self._predicted.get(key)
+        if held is None or held[0] is not client.device or held[1] is not span:
+            held = self._predicted[key] = (client.device, span, self._dilated(client, span))
+        return held[2]
+
+    def _dilated(self, client: FleetClient, span: ComputeSpan) -> tuple[float, float, float, str]:
         d = dilate(span.host_s, workload=span.workload, host=self.calibration,
                    device_gflops=device_compute(client, use_accelerator=self.scenario.emulation.use_accelerator),
                    device_mem_bandwidth_gbps=client.device.mem_bandwidth_gbps, precision=span.precision,
