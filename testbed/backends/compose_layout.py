@@ -10,6 +10,7 @@ scenario's inputs), wherever that layout sits:
 | --- | --- | --- |
 | ``/fedge/python`` | the Python the ``.venv`` was made from (``sys.base_prefix``) | ``PYTHONHOME`` |
 | ``/fedge/project`` | the project (with its ``.venv`` where it holds it, else ``/fedge/venv``) | ``PYTHONPATH`` |
+| ``/fedge/site/<k>`` | site-packages outside all of those (a user site), if any | ``PYTHONPATH`` |
 | ``/fedge/cache`` | the asset cache (``TESTBED_CACHE``) | |
 | ``/fedge/scenario`` | the scenario file's folder (server) | |
 | ``/fedge/inputs/<k>`` | each folder of a file the scenario names, a model folder | ``--set`` |
@@ -69,6 +70,9 @@ class Layout:
         roots = [(self.python_prefix, PYTHON), (self.project, PROJECT)]
         if not _under(self.venv, self.project) and self.venv != self.python_prefix:
             roots.append((self.venv, VENV))
+        self.site = list(dict.fromkeys(real(sysconfig.get_path(kind)) for kind in ("purelib", "platlib")))
+        for k, site in enumerate(s for s in self.site if not any(_under(s, host) for host, _ in roots)):
+            roots.append((site, INSIDE / "site" / str(k)))  # packages outside the prefixes (a user site)
         self.runtime = [Mount(host, inside, "ro") for host, inside in roots]
 
     def inside(self, host: str | os.PathLike[str], mounts: list[Mount] | None = None) -> PurePosixPath:
@@ -81,10 +85,7 @@ class Layout:
 
     def python_env(self) -> dict[str, str]:
         """The environment that runs the host's Python with the project's packages inside."""
-        site = [str(PROJECT), str(self.inside(sysconfig.get_path("purelib")))]
-        platlib = str(self.inside(sysconfig.get_path("platlib")))
-        if platlib not in site:
-            site.append(platlib)
+        site = [str(PROJECT), *(str(self.inside(s)) for s in self.site)]
         return {"PYTHONHOME": str(PYTHON), "PYTHONPATH": ":".join(site), "PYTHONNOUSERSITE": "1",
                 "LD_LIBRARY_PATH": str(PYTHON / "lib")}
 
