@@ -11,7 +11,10 @@ a folder of that name is there.
 
 The validated scenario holds every path absolute (``~`` expanded, ``.``/``..`` folded,
 symbolic links kept), so nothing after loading depends on the current directory: the
-scenario copy a run folder records reads the same from anywhere.
+scenario copy a run folder records (``scenario.yaml``) reads the same from anywhere. A run
+resumes from any directory, and its folder may move: ``--resume DIR`` compares that copy with
+the scenario given, field by field, except ``output`` (where the folder was first asked for).
+The files the scenario names must stay where they were: another path is another scenario.
 """
 
 from __future__ import annotations
