@@ -272,7 +272,17 @@ class KDFedLLM(Framework):
         self.down: dict[int, bytes] = {}  # round -> logits_down payload (teacher on that round's batch)
         self._prepare_down(1)
         if self.opts.onnx:  # the deployment step: export the students' graph here, not in a device's memory
-            ort_student(build_student(scenario, self.ctx.model_dir), scenario, self.ctx.model_dir, threads=1).prepare()
+            self._export_student_graph()
+
+    def _export_student_graph(self) -> None:
+        """Export the students' ONNX graph into the asset cache, unless an earlier run did:
+        then no student model is built here at all (it served the export alone)."""
+        from frameworks.kd.onnx_student import graph_cached
+
+        scenario, model_dir = self.ctx.scenario, self.ctx.model_dir
+        check("onnx", "framework.kd.onnx: true (kd's student on onnxruntime)")
+        if not graph_cached(onnx_cache_key(model_dir, self.opts, student_lora(scenario), scenario.task.generative)):
+            ort_student(build_student(scenario, model_dir), scenario, model_dir, threads=1).prepare()
 
     @classmethod
     def phase_rounds(cls, scenario: Scenario) -> tuple[int, ...]:

@@ -85,6 +85,19 @@ class _LogitHead(torch.nn.Module):
         return values, indices
 
 
+def _graph_folder(cache_key: str) -> str:
+    """Where the graph of `cache_key` lives, relative to the asset cache (or the derived folder)."""
+    return f"onnx/{cache_key}"
+
+
+def graph_cached(cache_key: str) -> bool:
+    """Whether the graph of `cache_key` was exported already (testbed.ml.assets.derived_once
+    would open it rather than export)."""
+    from testbed.ml.assets import cache_dir, derived_dir
+
+    return any((root / _graph_folder(cache_key) / "student.onnx").is_file() for root in (cache_dir(), derived_dir()))
+
+
 @dataclass(frozen=True)
 class OrtTimings:
     export_s: float  # getting the graph (export, or loading a cached export) and opening the session
@@ -167,7 +180,7 @@ class OrtStudent:
             return self._build_graph()
         from testbed.ml.assets import derived_once
 
-        folder = derived_once(f"onnx/{self.cache_key}", f"onnx-{self.cache_key}",
+        folder = derived_once(_graph_folder(self.cache_key), f"onnx-{self.cache_key}",
                               lambda tmp: (tmp / "student.onnx").write_bytes(self._build_graph()))
         return str(folder / "student.onnx")
 
