@@ -131,11 +131,9 @@ class Scenario(Node):
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Scenario:
-        """Paths still relative once validated (a scenario built in memory, the default
-        `output`) are relative to the current directory; a file's were placed by its loader."""
+        """Paths still relative once validated (a scenario built in memory) are relative to the
+        current directory; a file's were placed by its loader, `output` places its own."""
         cwd = Path.cwd()
-        if isinstance(self.output, str) and not Path(self.output).is_absolute():
-            object.__setattr__(self, "output", absolute(self.output, cwd))
         if self.model.startswith(PATH_PREFIXES) and not Path(self.model).is_absolute():
             object.__setattr__(self, "model", absolute(self.model, cwd))
         for section in ("dataset", "availability"):
