@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from testbed.config.files import FileProblem, read_text
 from testbed.config.node import ScenarioError, problem_line
-from testbed.config.paths import resolve_file_paths, resolve_output
+from testbed.config.paths import resolve_file_paths
 from testbed.config.references import check_references
 from testbed.config.schema import Scenario
 
@@ -213,7 +213,6 @@ def validate_raw(raw: dict[str, Any], source: str, *, resolved: bool = False) ->
     check_shape(raw, source)
     if not resolved:
         resolve_file_paths(raw, Path.cwd())
-    resolve_output(raw)
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as err:

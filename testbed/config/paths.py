@@ -82,16 +82,3 @@ def resolve_file_paths(raw: dict[str, Any], base: str | os.PathLike[str], *, onl
             node[key] = absolute(node[key], base)
     if _under("model", only) and model_is_path(raw.get("model"), base):
         raw["model"] = absolute(raw["model"], base)
-
-
-def resolve_output(raw: dict[str, Any], cwd: str | os.PathLike[str] | None = None) -> None:
-    """`output` (the run folder: text, or a mapping's `dir`/`path`) made absolute against the
-    current directory (or `cwd`), in place."""
-    base = Path(os.path.abspath(cwd or os.getcwd()))
-    output = raw.get("output")
-    if isinstance(output, str):
-        raw["output"] = absolute(output, base)
-    elif isinstance(output, dict):
-        for key in ("dir", "path"):
-            if key in output:
-                output[key] = absolute(output[key], base)
