@@ -1,6 +1,6 @@
 """What several subcommands of the ``testbed`` command share: the bad-input exit, loading the
 scenario named on the command line, SIGTERM as Ctrl-C, imports with the collector paused, and
-the options of ``compare`` and ``stress``.
+the options of ``compare`` and ``stress`` and their ``--json`` document.
 
 Light on purpose: every ``testbed`` command imports it, so the project's heavy modules are
 imported inside the functions that need them.
@@ -88,7 +88,18 @@ def add_multi_run_options(cmd: argparse.ArgumentParser, out_help: str) -> None:
     cmd.add_argument("--target-accuracy", type=float, metavar="X",
                      help="the same as --target accuracy=X (not with --target)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bars or tables of the runs")
+    cmd.add_argument("--json", action="store_true",
+                     help="print the table as one JSON document on stdout ({out_dir, rows: one object per row}) "
+                          "instead of markdown; the runs' progress goes to stderr")
     again = cmd.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="skip the runs in DIR that completed and go on with the others after their last round")
     again.add_argument("--overwrite", action="store_true", help="start over the runs DIR already holds")
+
+
+def table_document(table, out_dir) -> str:
+    """``compare``/``stress --json``: the table as one strict JSON document (NaN as null)."""
+    import json
+
+    rows = json.loads(table.to_json(orient="records"))  # pandas: NaN -> null, numpy numbers -> JSON
+    return json.dumps({"out_dir": str(out_dir), "rows": rows}, allow_nan=False)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from testbed.cli.common import add_multi_run_options, bad_input, interrupt_on_sigterm
+from testbed.cli.common import add_multi_run_options, bad_input, interrupt_on_sigterm, table_document
 
 
 def add_parser(subparsers: Any) -> None:
@@ -35,6 +35,10 @@ def cmd_stress(args) -> int:
                        resume=args.resume, overwrite=args.overwrite)
     except (CompareError, ScenarioError) as exc:
         return bad_input(str(exc))
-    print(markdown_table(table, [s.key for s in sweeps]), end="")
-    print(f"written: {out_dir / 'stress.csv'}", file=sys.stderr)
+    if args.json:
+        print(table_document(table, out_dir))
+    else:
+        print(markdown_table(table, [s.key for s in sweeps]), end="")
+    if not args.quiet:
+        print(f"written: {out_dir / 'stress.csv'}", file=sys.stderr)
     return 0 if (table["status"] == "completed").all() else 1

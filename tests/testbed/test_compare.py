@@ -474,3 +474,14 @@ def test_bad_target_options_exit_2_naming_the_option(tmp_path, capsys, args, nam
     err = capsys.readouterr().err
     assert err.startswith(f"error: {named}") and err.count("\n") == 1
     assert not (tmp_path / "cmp").exists()
+
+
+def test_json_prints_the_comparison_as_one_document(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_run_scenario)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(SMOKE), "--frameworks", "fedllm,kd", "--out", str(out), "--json"]) == 1
+    shown = capsys.readouterr()
+    assert shown.out.count("\n") == 1 and "written:" in shown.err  # the markdown table is not printed
+    rows = {row["framework"]: row for row in json.loads(shown.out)["rows"]}
+    assert rows["fedllm"]["status"] == "completed" and rows["fedllm"]["final_accuracy"] == pytest.approx(0.5)
+    assert rows["kd"]["status"] == "crashed" and rows["kd"]["final_accuracy"] is None

@@ -3,6 +3,7 @@ metrics of `compare`; bad sweeps are bad input; one real 2-point grid on the tin
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,18 @@ def test_bad_targets_are_an_error_line_and_exit_2(tmp_path, capsys, args, named)
     assert main(["stress", str(SMOKE), "--sweep", "seed=1,2", "--out", str(tmp_path / "s"), *args]) == 2
     assert capsys.readouterr().err.startswith(f"error: {named}")
     assert not (tmp_path / "s").exists()
+
+
+def test_json_prints_the_grid_as_one_document_and_quiet_nothing_else(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_run_scenario)
+    out = tmp_path / "stress"
+    assert main(["stress", str(SMOKE), "--sweep", "framework.local_steps=1,2", "--out", str(out), "--quiet",
+                 "--json"]) == 0
+    shown = capsys.readouterr()
+    assert shown.err == "" and shown.out.count("\n") == 1
+    document = json.loads(shown.out)
+    assert document["out_dir"] == str(out)
+    assert [row["framework.local_steps"] for row in document["rows"]] == [1, 2]
+    assert [row["final_accuracy"] for row in document["rows"]] == pytest.approx([0.1, 0.2])
+    assert document["rows"][0]["time_to_target_s"] is None  # NaN in stress.csv: null here
+    assert all(row["status"] == "completed" for row in document["rows"])
