@@ -84,13 +84,20 @@ class _Tee(io.TextIOBase):
     """A text stream that writes to a terminal stream (unless hidden) and to the run log."""
 
     def __init__(self, log: RunLog, terminal: TextIO, visible: bool) -> None:
-        self._log, self._terminal, self._visible = log, terminal, visible
+        self._log: RunLog | None = log
+        self._terminal, self._visible = terminal, visible
 
     def write(self, text: str) -> int:
         if self._visible:
             self._terminal.write(text)
-        self._log.record(text)
+        if self._log is not None:
+            self._log.record(text)
         return len(text)
+
+    def detach(self) -> None:
+        """After the run: the terminal's stream as it was (a logging handler made during the
+        run, e.g. transformers', may keep this object as its stream)."""
+        self._log, self._visible = None, True
 
     def flush(self) -> None:
         if self._visible:
@@ -127,6 +134,7 @@ class RunLog:
         self._base = 0  # bytes the file held before this run (a resumed run appends)
         self._written = 0  # bytes of ours in the file
         self._saved: tuple[TextIO, TextIO] | None = None
+        self._tees: tuple[_Tee, ...] = ()
         self.errors: TextIO = sys.stderr  # in the `with` block: the terminal's stderr (even under quiet) and the log
         self._lines.append(f"# testbed {package_version()} run at {datetime.now(timezone.utc).isoformat()} "
                            f"(pid {os.getpid()}): {' '.join(sys.argv)}")
@@ -141,6 +149,7 @@ class RunLog:
         sys.stdout = _Tee(self, err if self._stdout_to_stderr else out, visible=not self.quiet)
         sys.stderr = _Tee(self, err, visible=not self.quiet)
         self.errors = _Tee(self, err, visible=True)
+        self._tees = (sys.stdout, sys.stderr, self.errors)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -149,6 +158,8 @@ class RunLog:
             stream.flush()
         sys.stdout, sys.stderr = self._saved
         self.errors = sys.stderr
+        for tee in self._tees:
+            tee.detach()
         self._commit(self._plain.close())
 
     def attach(self, run_dir: Path, *, append: bool) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 from testbed.cli.runlog import LOG_NAME, PlainText, RunLog
@@ -45,6 +46,40 @@ def test_the_log_holds_what_came_before_the_folder_and_survives_its_emptying(tmp
     assert lines[1:] == ["before the folder is known", "a warning"] + [f"round {i}" for i in range(20)]
     shown = capsys.readouterr()
     assert shown.out.count("round ") == 20 and "a warning" in shown.err
+
+
+def test_a_warning_reaches_the_log(tmp_path):
+    """In a plain interpreter (pytest records warnings itself): Python's warnings go to the log."""
+    code = ("import sys, warnings; from pathlib import Path; from testbed.cli.runlog import RunLog\n"
+            "with RunLog() as log:\n"
+            "    log.attach(Path(sys.argv[1]), append=False)\n"
+            "    warnings.warn('weights not tied', UserWarning)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "UserWarning: weights not tied" in done.stderr
+    assert "UserWarning: weights not tied" in (tmp_path / LOG_NAME).read_text()
+
+
+def test_logging_reaches_the_log_and_nothing_after_the_run(tmp_path, capsys):
+    import logging
+
+    with RunLog() as log:
+        path = log.attach(tmp_path, append=False)
+        handler = logging.StreamHandler()  # made during the run (as transformers' is): it keeps the tee
+        logger = logging.getLogger("test_runlog")
+        logger.addHandler(handler)
+        try:
+            logger.warning("a library's notice")
+        finally:
+            logger.removeHandler(handler)
+    logger.addHandler(handler)
+    try:
+        logger.warning("after the run")
+    finally:
+        logger.removeHandler(handler)
+    log_text = path.read_text()
+    assert "a library's notice" in log_text
+    assert "after the run" not in log_text and "after the run" in capsys.readouterr().err
 
 
 def test_quiet_shows_errors_only_and_a_resumed_run_appends(tmp_path, capsys):
