@@ -101,7 +101,7 @@ def test_no_path_of_this_host_is_in_the_file(tmp_path):
 def test_the_files_a_scenario_names_are_mounted_and_named_inside(tmp_path):
     """A scenario's data, traces and availability file: each folder mounted read-only, and the
     server told where each file is inside (its host path would lead nowhere there)."""
-    from tests.testbed.config.test_paths import scenario_in, write_inputs
+    from tests.testbed.scenario_folder import scenario_in, write_inputs
 
     project = tmp_path / "project"
     write_inputs(project)

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from testbed.backends.docker import PROJECT_DIR
-from tests.testbed.config.test_paths import scenario_in, write_inputs
+from tests.testbed.scenario_folder import scenario_in, write_inputs
 
 DRIVER = r'''
 import os, secrets, subprocess, sys, time

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.golden.cases import ROOT
-from tests.testbed.config.test_paths import scenario_in, write_inputs
+from tests.testbed.scenario_folder import scenario_in, write_inputs
 
 SETS = ("--set", "framework.rounds=3", "--set", "framework.precision=fp32", "--set", "availability.kind=always")
 
