@@ -22,6 +22,7 @@ import io
 import os
 import re
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
@@ -129,6 +130,7 @@ class RunLog:
         self.quiet = quiet
         self._stdout_to_stderr = stdout_to_stderr
         self._plain = PlainText()
+        self._lock = threading.Lock()
         self._lines: list[str] = []  # every line of this run, for a file emptied under us (--overwrite)
         self._path: Path | None = None
         self._base = 0  # bytes the file held before this run (a resumed run appends)
@@ -160,21 +162,24 @@ class RunLog:
         self.errors = sys.stderr
         for tee in self._tees:
             tee.detach()
-        self._commit(self._plain.close())
+        with self._lock:
+            self._commit(self._plain.close())
 
     def attach(self, run_dir: Path, *, append: bool) -> Path:
         """Write the log to ``run_dir/run.log`` from now on, starting with what was held in
         memory; ``append``: after what the file holds (a resumed run), else in its place."""
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / LOG_NAME
-        self._base = path.stat().st_size if append and path.is_file() else 0
-        self._path, self._written = path, 0
-        self._rewrite()
+        with self._lock:
+            self._base = path.stat().st_size if append and path.is_file() else 0
+            self._path, self._written = path, 0
+            self._rewrite()
         return path
 
     def record(self, text: str) -> None:
-        """Text written to a tee: its finished lines go to the log."""
-        self._commit(self._plain.feed(text))
+        """Text written to a tee: its finished lines go to the log (from any thread)."""
+        with self._lock:
+            self._commit(self._plain.feed(text))
 
     def error(self, line: str) -> None:
         """A line shown on the terminal's stderr even under ``quiet``, and logged."""
