@@ -99,9 +99,9 @@ def _cmd_run(args, log: RunLog, run_dir: list[Path]) -> int:
         from testbed.sim.session import run_scenario
 
     try:
+        run_dir.append(out_dir)
         if in_container:
             return _run_in_server_container(scenario, out_dir, args, log)
-        run_dir.append(out_dir)
         summary = run_scenario(scenario, out_dir, replay_dir=args.replay_compute, resume=bool(args.resume),
                                overwrite=args.overwrite)  # (--quiet: the console is kept for run.log)
     except (ScenarioError, DataError, ReplayError, RunFolderError) as exc:

@@ -18,6 +18,7 @@ workers report their errors to the server, which records them in the run's table
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import re
@@ -87,6 +88,7 @@ class _Tee(io.TextIOBase):
     def __init__(self, log: RunLog, terminal: TextIO, visible: bool) -> None:
         self._log: RunLog | None = log
         self._terminal, self._visible = terminal, visible
+        self._binary: _BinaryTee | None = None
 
     def write(self, text: str) -> int:
         if self._visible:
@@ -94,6 +96,13 @@ class _Tee(io.TextIOBase):
         if self._log is not None:
             self._log.record(text)
         return len(text)
+
+    @property
+    def buffer(self) -> _BinaryTee:
+        """Bytes written here (e.g. a container's streamed output) are decoded and teed alike."""
+        if self._binary is None:
+            self._binary = _BinaryTee(self)
+        return self._binary
 
     def detach(self) -> None:
         """After the run: the terminal's stream as it was (a logging handler made during the
@@ -116,6 +125,21 @@ class _Tee(io.TextIOBase):
 
     def writable(self) -> bool:
         return True
+
+
+class _BinaryTee:
+    """The ``buffer`` of a :class:`_Tee`: UTF-8 bytes in (a character may span two writes)."""
+
+    def __init__(self, tee: _Tee) -> None:
+        self._tee = tee
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write(self, data: bytes) -> int:
+        self._tee.write(self._decoder.decode(bytes(data)))
+        return len(data)
+
+    def flush(self) -> None:
+        self._tee.flush()
 
 
 class RunLog:

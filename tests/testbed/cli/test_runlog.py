@@ -103,3 +103,14 @@ def test_json_mode_sends_stdout_to_stderr(capsys):
         print("a table")
     shown = capsys.readouterr()
     assert shown.out == "" and shown.err == "a table\n"
+
+
+def test_bytes_written_to_the_buffer_are_teed_as_text(tmp_path, capsys):
+    with RunLog() as log:
+        path = log.attach(tmp_path, append=False)
+        text = "server container: r\u00e9sum\u00e9 of round 1\n".encode()
+        sys.stderr.buffer.write(text[:20])  # a chunk ends inside "é"
+        sys.stderr.buffer.write(text[20:])
+        sys.stderr.flush()
+    assert path.read_text().splitlines()[1] == "server container: r\u00e9sum\u00e9 of round 1"
+    assert capsys.readouterr().err == "server container: r\u00e9sum\u00e9 of round 1\n"
