@@ -18,9 +18,11 @@ testbed predicts:
   frameworks/split packs them (pack_activations).
 
 It prints the prediction from sourced numbers alone first, then fits one training efficiency
-per runtime on the FedAvg WikiText run and tests it on every other row. --quick times one
-step per shape (two of the Jetson's eight micro-batches, scaled) instead of a warm-up and
-two timed steps; it takes about 3 minutes on 2 cores.
+per runtime on the FedAvg WikiText run and tests it on every other row. The shapes take
+turns step by step and the host is calibrated before and after them (the mean is used), so a
+shared host's changing load falls on all alike. --quick times one step per shape (two of the
+Jetson's eight micro-batches, scaled) instead of a warm-up and two timed passes; it takes
+about 3 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -77,25 +80,35 @@ def _batch(model, batch: int, seq: int, seed: int) -> torch.Tensor:
     return torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
 
 
-def time_step(model, shape: tuple[int, int, int], *, timed_micro: int, repeats: int) -> float:
+def time_step(model, opt, shape: tuple[int, int, int], *, timed_micro: int, seed: int) -> float:
     """Host seconds of one local step at (batch, seq, accumulation): forward and backward of
     each micro-batch, then one AdamW step. `timed_micro` < accumulation times that many
     micro-batches and scales them to the whole step."""
     batch, seq, accum = shape
+    timed = min(timed_micro, accum)
+    ids = _batch(model, batch, seq, seed)
+    t0 = time.perf_counter()
+    for _ in range(timed):
+        model(input_ids=ids, labels=ids).loss.backward()
+    t_micro = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return t_micro * accum / timed + time.perf_counter() - t1
+
+
+def time_steps(model, shapes, *, quick: bool) -> dict[tuple[int, int, int], float]:
+    """Median host seconds per shape; the shapes take turns (one step each per pass), so a
+    changing load on a shared host falls on all of them alike. Full: a warm-up pass and two
+    timed passes; quick: one pass, two micro-batches of an accumulated step."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     model.train()
-    runs = []
-    for rep in range(repeats):
-        ids = _batch(model, batch, seq, rep)
-        t0 = time.perf_counter()
-        for _ in range(min(timed_micro, accum)):
-            model(input_ids=ids, labels=ids).loss.backward()
-        t_micro = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        runs.append(t_micro * accum / min(timed_micro, accum) + time.perf_counter() - t1)
-    return statistics.median(runs[1:] if len(runs) > 2 else runs)
+    passes = 1 if quick else 3
+    runs: dict[tuple[int, int, int], list[float]] = {s: [] for s in shapes}
+    for rep in range(passes):
+        for shape in shapes:
+            runs[shape].append(time_step(model, opt, shape, timed_micro=2 if quick else shape[2], seed=rep))
+    return {s: statistics.median(v[1:] if len(v) > 2 else v) for s, v in runs.items()}
 
 
 def adapter_bytes(base, rank: int) -> int:
@@ -106,18 +119,22 @@ def adapter_bytes(base, rank: int) -> int:
     return n
 
 
-def split_step(base, shape: tuple[int, int, int]) -> tuple[float, int]:
+def split_step(base, shape: tuple[int, int, int], *, repeats: int = 50) -> tuple[float, int]:
     """(host seconds, upload bytes) of one split step with the cut before the first block: the
-    client embeds the batch and packs the cut activations, mask and labels."""
+    client embeds the batch (median of `repeats` lookups after a warm-up: one is microseconds)
+    and packs the cut activations, mask and labels."""
     batch, seq, _ = shape
     ids = _batch(base, batch, seq, 0)
     embed = base.get_input_embeddings()
+    runs = []
     with torch.no_grad():
-        t0 = time.perf_counter()
         hidden = embed(ids)
-        host_s = time.perf_counter() - t0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            hidden = embed(ids)
+            runs.append(time.perf_counter() - t0)
     acts = CutActivations(hidden=hidden, attention_mask=torch.ones_like(ids), labels=ids)
-    return host_s, len(pack_activations(acts))
+    return statistics.median(runs), len(pack_activations(acts))
 
 
 def rss_mib(*, weights_params: int, trainable: int, tokens: int, blocks: int) -> float:
@@ -138,18 +155,20 @@ def device_s(host_s: float, work: Workload, host: HostCalibration, row: Row) -> 
 
 def measure(quick: bool) -> tuple[HostCalibration, dict]:
     threads = torch.get_num_threads()
-    host = calibrate_host(threads=threads, seconds=1.0 if quick else 2.0)
+    before = calibrate_host(threads=threads, seconds=1.0 if quick else 2.0)
     base = build_gemma3_270m(seed=0)
     n_base, _ = params(base)
     m: dict = {"n_base": n_base, "bytes": {r: adapter_bytes(base, r) for r in (4, 8, 16)}}
     model = with_lora(base, FEDAVG_LORA)
     m["n_params"], m["n_trainable"] = params(model)
-    reps = 1 if quick else 3
-    m["host_s"] = {shape: time_step(model, shape, timed_micro=2 if quick else shape[2], repeats=reps)
-                   for shape in (PHONE_B8, JETSON_MB1, VALIDATION_B1)}
+    m["host_s"] = time_steps(model, (PHONE_B8, JETSON_MB1, VALIDATION_B1), quick=quick)
     m["split_host_s"], m["split_bytes"] = {}, {}
     for shape in (PHONE_B8, VALIDATION_B1):
         m["split_host_s"][shape], m["split_bytes"][shape] = split_step(model.get_base_model(), shape)
+    after = calibrate_host(threads=threads, seconds=1.0 if quick else 2.0)  # the load may have changed
+    host = replace(before, gemm_gflops_fp32=(before.gemm_gflops_fp32 + after.gemm_gflops_fp32) / 2,
+                   mem_bandwidth_gbps=(before.mem_bandwidth_gbps + after.mem_bandwidth_gbps) / 2)
+    m["gemm_gflops"] = (before.gemm_gflops_fp32, after.gemm_gflops_fp32)
     return host, m
 
 
@@ -197,9 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     preds = [predict(r, host, m) for r in rows]
     print(f"EdgeFlowerTune (github.com/Edge-Intelligence-Lab/EdgeFlowerTune c5f9bdd) against the testbed; "
           f"model {GEMMA3_270M_SOURCE}: {m['n_params']:,} parameters, {m['n_trainable']:,} LoRA")
-    print(f"host: {host.cpu_model}, {host.threads} threads, fp32 GEMM {host.gemm_gflops_fp32:.1f} GFLOP/s, "
+    print(f"host: {host.cpu_model}, {host.threads} threads, fp32 GEMM {host.gemm_gflops_fp32:.1f} GFLOP/s "
+          f"(mean of {m['gemm_gflops'][0]:.1f} before and {m['gemm_gflops'][1]:.1f} after the steps), "
           f"copy {host.mem_bandwidth_gbps:.1f} GB/s; host s/step: "
-          + ", ".join(f"b{b} s{s} x{a}: {v:.2f}" for (b, s, a), v in m["host_s"].items()))
+          + ", ".join(f"b{b} s{s} x{a}: {v:.2f}" for (b, s, a), v in m["host_s"].items())
+          + "; split lookup b8 s64: " + f"{m['split_host_s'][PHONE_B8] * 1e6:.0f} us")
     print("energy per step: not published (PROFILE:139: no board power on the Jetsons; no phone power figure)")
     print("download bytes: not published (PROFILE:218-227 gives uploads only)")
     print_table("1. From sourced device numbers alone (no fitting)", rows, preds, None)
