@@ -5,7 +5,8 @@ The core install is emulated by hiding every module of every extra (testbed.conf
 and matplotlib) from each Python process of the test: a sitecustomize on PYTHONPATH, which
 the workers inherit, sets them to None in sys.modules, so importing one raises ImportError and
 finding one finds nothing, as where it is not installed. That the core install's own
-dependency closure holds none of them is checked by .ci/flower_coinstall.sh (pip's resolve).
+dependency closure holds none of them is checked by .ci/flower_coinstall.sh (pip's resolve),
+and a real core install, in a fresh venv, by .ci/core_install.sh (both in .ci/run).
 """
 
 from __future__ import annotations
