@@ -63,10 +63,12 @@ from testbed.ml.modeling import adapter_state, serialize
 from testbed.ml.study_models import (
     FEDAVG_LORA,
     GEMMA3_270M_SOURCE,
+    QWEN05B_SOURCE,
     StudyLora,
     build_gemma3_270m,
     gemma3_270m_facts,
     params,
+    qwen05b_facts,
     with_lora,
 )
 from testbed.ml.workload import Workload, forward_workload, lora_training_workload
@@ -223,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
           + "; split lookup b8 s64: " + f"{m['split_host_s'][PHONE_B8] * 1e6:.0f} us")
     print("energy per step: not published (PROFILE:139: no board power on the Jetsons; no phone power figure)")
     print("download bytes: not published (PROFILE:218-227 gives uploads only)")
+    qwen = qwen05b_facts()
+    qwen_lora = memory_need.lora_params(qwen, FEDAVG_LORA.config(), FEDAVG_LORA.targets, qwen.n_blocks)
+    print(f"other study models, no published timings: Qwen 0.5B ({QWEN05B_SOURCE}): {qwen.n_params:,} parameters "
+          f"(biases aside), LoRA r8 q/k/v/o {qwen_lora:,} = {4 * qwen_lora:,} B fp32; Gemma 3 1B: its configuration "
+          "is not in the repository (read from the model folder at run time), not built")
     print_table("1. From sourced device numbers alone (no fitting)", rows, preds, None)
     eff = fit_efficiency(rows, preds)
     print("\nfitted training efficiency (on the FedAvg WikiText rows): "

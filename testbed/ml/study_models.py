@@ -33,6 +33,17 @@ GEMMA3_270M: dict[str, object] = {
 GEMMA3_270M_SOURCE = f"{STUDY} {GEMMA_H}:18-37"
 
 
+# Qwen 0.5B, as qwen_model.h:18-30 gives it; q/k/v carry biases (qwen_model.cpp:75-79) and the
+# logits come from the tied embeddings (qwen_model.cpp:498). No timings were published for it.
+QWEN_H = "third_party/mobilefinetuner/operators/finetune_ops/graph/qwen_model.h"
+QWEN05B: dict[str, object] = {
+    "vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+    "num_attention_heads": 14, "num_key_value_heads": 2, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+    "rope_theta": 1_000_000.0, "hidden_act": "silu", "tie_word_embeddings": True,
+}
+QWEN05B_SOURCE = f"{STUDY} {QWEN_H}:18-30, qwen_model.cpp:64-80, 498"
+
+
 @dataclass(frozen=True)
 class StudyLora:
     """One of the study's LoRA set-ups (rank, alpha, target modules) and where it is written."""
@@ -73,6 +84,32 @@ def gemma3_270m_facts() -> ModelFacts:
                       n_blocks=int(c["num_hidden_layers"]), n_heads=int(c["num_attention_heads"]),  # type: ignore[call-overload]
                       n_kv_heads=int(c["num_key_value_heads"]), head_dim=int(c["head_dim"]),  # type: ignore[call-overload]
                       tied_embeddings=bool(c["tie_word_embeddings"]))
+
+
+def qwen05b_config(**overrides: object):
+    """transformers' Qwen2Config of the study's Qwen 0.5B (fp32, SDPA attention)."""
+    from transformers import Qwen2Config
+
+    config = Qwen2Config(**{**QWEN05B, **overrides})
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def qwen05b_facts() -> ModelFacts:
+    """The testbed's model arithmetic for Qwen 0.5B (head dim = hidden / heads = 64)."""
+    c = {k: int(v) for k, v in QWEN05B.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return ModelFacts(QWEN05B_SOURCE, "qwen2", known=True, vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
+                      intermediate_size=c["intermediate_size"], n_blocks=c["num_hidden_layers"],
+                      n_heads=c["num_attention_heads"], n_kv_heads=c["num_key_value_heads"],
+                      head_dim=c["hidden_size"] // c["num_attention_heads"], tied_embeddings=True)
+
+
+def build_qwen05b(*, seed: int = 0, **overrides: object) -> torch.nn.Module:
+    """Qwen 0.5B with seeded random weights, fp32, on the CPU (`overrides` as for the config)."""
+    from transformers import Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(qwen05b_config(**overrides)).float().eval()
 
 
 def build_gemma3_270m(*, seed: int = 0, **overrides: object) -> torch.nn.Module:
