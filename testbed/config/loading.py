@@ -111,6 +111,11 @@ def check_shape(raw: Any, source: object) -> None:
 # --set key.sub=value
 
 
+# Top-level fields whose text form stands for a mapping of one key (`--set output.tracking=mlflow`
+# on a scenario that names its output folder as text).
+TEXT_SHORT_FORMS = {"output": "dir"}
+
+
 def apply_override(raw: dict[str, Any], assignment: str, source: object = "(--set)") -> None:
     """Apply one ``key.sub=value`` (``fleet.0.count=3`` indexes lists) to a raw mapping."""
     if "=" not in assignment:
@@ -123,6 +128,9 @@ def apply_override(raw: dict[str, Any], assignment: str, source: object = "(--se
     value = parse_yaml(text, source, key) if text.strip() else ""
     check_shape(value, source)
     node: Any = raw
+    short = TEXT_SHORT_FORMS.get(parts[0])
+    if short is not None and len(parts) > 1 and isinstance(raw.get(parts[0]), str):
+        raw[parts[0]] = {short: raw[parts[0]]}  # `output: runs/x` is `output: {dir: runs/x}`: set beside it
     for i, part in enumerate(parts[:-1]):
         node = _step_into(node, part, parts[i + 1], key, source)
     _assign(node, parts[-1], value, key, source)

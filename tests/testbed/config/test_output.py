@@ -46,3 +46,12 @@ def test_bad_output_is_one_line_naming_the_field(value, problem):
     with pytest.raises(ScenarioError) as caught:
         load_scenario(SMOKE, [f"output={value}"])
     assert problem in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_text_output_takes_set_keys_beside_its_folder(tmp_path, monkeypatch):
+    """`--set output.tracking=mlflow` on a scenario whose output is text: the folder stays."""
+    monkeypatch.chdir(tmp_path)
+    scenario = load_scenario(SMOKE, ["output.tracking=mlflow"])
+    assert (scenario.output.dir, scenario.output.tracking) == (str(tmp_path / "runs" / "smoke"), "mlflow")
+    scenario = load_scenario(SMOKE, ["output=elsewhere", "output.tracking_uri=store", "output.tracking=mlflow"])
+    assert (scenario.output.dir, scenario.output.tracking_uri) == (str(tmp_path / "elsewhere"), "store")
