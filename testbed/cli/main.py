@@ -18,11 +18,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # for net, the network package
 from testbed.cli import assets, calibrate, compare, compose, profiles, report, run, stress, validate
 from testbed.cli import net as netcli
-from testbed.cli.common import EXIT_BAD_INPUT  # noqa: F401  (re-exported: the bad-input exit code)
-from testbed.cli.common import bad_input
-from testbed.config.extras import missing_extra_message
-from testbed.cli.runlog import package_version
+from testbed.cli.common import (
+    EXIT_BAD_INPUT,  # noqa: F401  (re-exported: the bad-input exit code)
+    bad_input,
+)
 from testbed.cli.common import collector_paused as _collector_paused  # noqa: F401  (re-exported for tests)
+from testbed.cli.runlog import package_version
+from testbed.config.extras import missing_extra_message
 
 HANDLERS = {"run": run.cmd_run, "validate": validate.cmd_validate, "compare": compare.cmd_compare,
             "stress": stress.cmd_stress, "compose": compose.cmd_compose, "profiles": profiles.cmd_profiles,

@@ -52,7 +52,7 @@ def cmd_run(args) -> int:
             log.record("interrupted\n")  # (main says it on the console)
             _print_json(args, run_dir)
             raise
-        except Exception as exc:  # a crash: its traceback in run.log (and on the console unless --quiet)
+        except Exception as exc:  # noqa: BLE001  (a crash: its traceback in run.log, and on the console unless --quiet)
             import traceback
 
             print(traceback.format_exc(), end="", file=sys.stderr)
