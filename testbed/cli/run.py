@@ -45,22 +45,35 @@ def cmd_run(args) -> int:
     """0 if the run completed, 1 if it did not (or assets/Docker are missing), 2 on bad input."""
     interrupt_on_sigterm()
     run_dir: list[Path] = []  # the folder, once the run has one
+    interrupted = False
     with RunLog(quiet=args.quiet, stdout_to_stderr=args.json) as log:
         try:
             code = _cmd_run(args, log, run_dir)
         except KeyboardInterrupt:
             log.record("interrupted\n")  # (main says it on the console)
-            _print_json(args, run_dir)
-            raise
+            interrupted = True
         except Exception as exc:  # noqa: BLE001  (a crash: its traceback in run.log, and on the console unless --quiet)
-            import traceback
-
-            print(traceback.format_exc(), end="", file=sys.stderr)
-            where = f" (traceback in {log.path})" if log.path is not None else ""
-            log.error(f"error: the run crashed: {type(exc).__name__}: {exc}{where}")
-            code = 1
-    _print_json(args, run_dir)
+            code = _crashed(exc, log)
+    _print_json(args, run_dir)  # (on the real stdout: the run log's tees are gone)
+    if interrupted:
+        raise KeyboardInterrupt
     return code
+
+
+def _crashed(exc: Exception, log: RunLog) -> int:
+    """A run that ended in an exception: a module of an extra not installed is bad input (one
+    line naming the extra, exit 2); anything else is a crash, its traceback in run.log (exit 1)."""
+    import traceback
+
+    from testbed.config.extras import missing_extra_message
+
+    message = missing_extra_message(exc) if isinstance(exc, ImportError) else None
+    if message is not None:
+        return bad_input(message, file=log.errors)
+    print(traceback.format_exc(), end="", file=sys.stderr)
+    where = f" (traceback in {log.path})" if log.path is not None else ""
+    log.error(f"error: the run crashed: {type(exc).__name__}: {exc}{where}")
+    return 1
 
 
 def _cmd_run(args, log: RunLog, run_dir: list[Path]) -> int:

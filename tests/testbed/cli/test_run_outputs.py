@@ -97,3 +97,20 @@ def test_calibrate_prints_and_stores_nothing(monkeypatch, tmp_path, capsys):
     measured = json.loads(capsys.readouterr().out)
     assert measured["threads"] == 1 and measured["gemm_gflops_fp32"] > 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_extra_during_the_run_is_one_line_and_exit_2(monkeypatch, tmp_path, capsys):
+    from testbed.sim import session
+
+    def needs_docker(scenario, out_dir, **kwargs):
+        raise ModuleNotFoundError("No module named 'docker'", name="docker")
+
+    monkeypatch.setattr(session, "run_scenario", needs_docker)
+    out = tmp_path / "run"
+    code = main(["run", str(SMOKE), "--out", str(out), "--set", "emulation.backend=inproc", "--json"])
+    assert code == 2
+    shown = capsys.readouterr()
+    assert shown.out == ""  # no run summary was written: no document
+    line = shown.err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "'docker' extra" in line and "Traceback" not in shown.err
+    assert line in (out / "run.log").read_text()
