@@ -39,11 +39,14 @@ class PlainText:
     """Terminal text -> the lines a terminal ends up showing: ``\\r`` and erase-line
     (``ESC[2K``) clear the current line, cursor-up (``ESC[nA``) goes back into the last
     :data:`_HELD_LINES` lines, other escape sequences are dropped. :meth:`feed` returns the
-    lines that can no longer change."""
+    lines that can no longer change: every finished line, until the text first moves the
+    cursor up (a live display of several lines, on a terminal); from then on the last few
+    are held back."""
 
     def __init__(self) -> None:
         self._held: list[str] = []  # finished lines, the last few (still reachable by cursor-up)
         self._current = ""
+        self._hold = 0  # lines held back: _HELD_LINES once a cursor-up was seen
 
     def feed(self, text: str) -> list[str]:
         text = _OSC.sub("", text)
@@ -53,7 +56,8 @@ class PlainText:
             self._control(match.group(1), match.group(2))
             pos = match.end()
         self._put(text[pos:])
-        done, self._held = self._held[:-_HELD_LINES], self._held[-_HELD_LINES:]
+        keep = len(self._held) - min(self._hold, len(self._held))
+        done, self._held = self._held[:keep], self._held[keep:]
         return done
 
     def close(self) -> list[str]:
@@ -76,6 +80,7 @@ class PlainText:
         if final == "K":  # erase in line
             self._current = ""
         elif final == "A":  # cursor up n lines: that line becomes the current one again
+            self._hold = _HELD_LINES
             for _ in range(int(params) if params.isdigit() else 1):
                 if self._held:
                     self._current = self._held.pop()
@@ -147,8 +152,8 @@ class RunLog:
 
     ``quiet``: nothing reaches the terminal but :meth:`error` lines. ``stdout_to_stderr``:
     what is printed to stdout goes to stderr (``--json``). Lines are kept in memory until
-    :meth:`attach` names the file; every finished line is appended to it at once, so a run
-    killed mid-way leaves its log up to then."""
+    :meth:`attach` names the file; then every finished line is appended to it as it comes
+    (:class:`PlainText`), so a run killed mid-way leaves its log up to then."""
 
     def __init__(self, *, quiet: bool = False, stdout_to_stderr: bool = False) -> None:
         self.quiet = quiet

@@ -12,18 +12,21 @@ def test_plain_text_keeps_what_a_terminal_shows():
     plain = PlainText()
     # colours dropped; a progress line redrawn with \r and erase-line leaves its last state
     done = plain.feed("\x1b[1;32mround 1\x1b[0m: acc 0.250\n")
-    done += plain.feed("rounds 0/2\r\x1b[2Krounds 1/2\r\x1b[2Krounds 2/2")
+    assert done == ["round 1: acc 0.250"]  # a finished line is given at once
+    done = plain.feed("rounds 0/2\r\x1b[2Krounds 1/2\r\x1b[2Krounds 2/2")
     done += plain.feed("\n\x1b]8;id=1;file:///x\x1b\\link\x1b]8;;\x1b\\ text\n")
-    assert done == []  # the last lines stay reachable by a cursor-up until closed
-    assert plain.close() == ["round 1: acc 0.250", "rounds 2/2", "link text"]
-    # a two-line live display moved up over and redrawn: only its final state is kept
-    plain.feed("bar a 1\nbar b 1")
-    plain.feed("\r\x1b[2K\x1b[1A\x1b[2Kround 2 done\nbar a 2\nbar b 2")
-    assert plain.close() == ["round 2 done", "bar a 2", "bar b 2"]
+    assert done == ["rounds 2/2", "link text"] and plain.close() == []
+    # a two-line live display moved up over and redrawn: from its first redraw on, only its final
+    # state is kept (its first frame's top line was given before anything moved up)
+    assert plain.feed("bar a 1\nbar b 1") == ["bar a 1"]
+    assert plain.feed("\r\x1b[2K\x1b[1A\x1b[2Kround 2 done\nbar a 2\nbar b 2") == []
+    plain.feed("\r\x1b[2K\x1b[1A\x1b[2Kbar a 3\nbar b 3")
+    assert plain.close() == ["round 2 done", "bar a 3", "bar b 3"]
 
 
-def test_plain_text_gives_up_lines_beyond_a_cursor_ups_reach():
+def test_after_a_cursor_up_the_last_lines_are_held_until_out_of_its_reach():
     plain = PlainText()
+    assert plain.feed("live 1\n\x1b[1A\x1b[2K") == []
     done = plain.feed("".join(f"line {i}\n" for i in range(20)))
     assert done == [f"line {i}" for i in range(12)]  # 8 held back
     assert plain.close() == [f"line {i}" for i in range(12, 20)]
