@@ -23,7 +23,7 @@ from testbed.cli.common import (
     bad_input,
 )
 from testbed.cli.common import collector_paused as _collector_paused  # noqa: F401  (re-exported for tests)
-from testbed.cli.runlog import package_version
+from testbed.results.runlog import package_version
 from testbed.config.extras import missing_extra_message
 
 HANDLERS = {"run": run.cmd_run, "validate": validate.cmd_validate, "compare": compare.cmd_compare,

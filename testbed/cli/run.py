@@ -4,7 +4,7 @@ Start-up order matters: the scenario is validated first, then (backend: process)
 forkserver is started, and only then are pandas, torch and the runner imported, with the
 garbage collector paused. Keep heavy imports inside the functions.
 
-What the console shows also goes to ``<run folder>/run.log`` (testbed.cli.runlog), a crash's
+What the console shows also goes to ``<run folder>/run.log`` (testbed.results.runlog), a crash's
 traceback too; ``--quiet`` shows only errors, ``--json`` prints one JSON document (the run's
 summary, its folder and its rounds) on stdout and nothing else there.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.cli.common import bad_input, collector_paused, interrupt_on_sigterm, load
-from testbed.cli.runlog import RunLog
+from testbed.results.runlog import RunLog
 
 
 def add_parser(subparsers: Any) -> None:

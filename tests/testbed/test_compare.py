@@ -485,3 +485,21 @@ def test_json_prints_the_comparison_as_one_document(tmp_path, monkeypatch, capsy
     rows = {row["framework"]: row for row in json.loads(shown.out)["rows"]}
     assert rows["fedllm"]["status"] == "completed" and rows["fedllm"]["final_accuracy"] == pytest.approx(0.5)
     assert rows["kd"]["status"] == "crashed" and rows["kd"]["final_accuracy"] is None
+
+
+def test_each_run_of_a_comparison_keeps_its_console_in_its_run_log(tmp_path, monkeypatch, capsys):
+    """What a run prints (and a crash's traceback) goes to that run's own run.log, as under `testbed run`."""
+    def printing_run(scenario: Scenario, out_dir: Path, **kw: Any) -> dict[str, Any]:
+        print(f"round 1 of {scenario.framework.name}")
+        return fake_run_scenario(scenario, out_dir, **kw)
+
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", printing_run)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(SMOKE), "--out", str(out), "--set", "seed=1"]) == 1
+    logs = {fw: (out / fw / "run.log").read_text() for fw in ("fedllm", "kd", "split")}
+    for fw, text in logs.items():
+        assert f"round 1 of {fw}\n" in text
+        assert all(f"round 1 of {other}" not in text for other in logs if other != fw)
+    assert "Traceback" in logs["kd"] and "RuntimeError: teacher exploded" in logs["kd"]
+    assert "Traceback" not in logs["fedllm"]
+    assert "round 1 of split" in capsys.readouterr().out  # the terminal still shows it

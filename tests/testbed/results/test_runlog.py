@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from testbed.cli.runlog import LOG_NAME, PlainText, RunLog
+from testbed.results.runlog import LOG_NAME, PlainText, RunLog
 
 
 def test_plain_text_keeps_what_a_terminal_shows():
@@ -53,7 +53,7 @@ def test_the_log_holds_what_came_before_the_folder_and_survives_its_emptying(tmp
 
 def test_a_warning_reaches_the_log(tmp_path):
     """In a plain interpreter (pytest records warnings itself): Python's warnings go to the log."""
-    code = ("import sys, warnings; from pathlib import Path; from testbed.cli.runlog import RunLog\n"
+    code = ("import sys, warnings; from pathlib import Path; from testbed.results.runlog import RunLog\n"
             "with RunLog() as log:\n"
             "    log.attach(Path(sys.argv[1]), append=False)\n"
             "    warnings.warn('weights not tied', UserWarning)\n")
