@@ -10,15 +10,21 @@ testbed predicts:
   study's configuration, testbed/ml/study_models.py) at the row's shape, timed on this host,
   converted by the testbed's roofline (testbed.host.roofline.dilate, as DeviceTime does) with
   the device profile's sourced numbers (hi-nova-9-pro: CPU; jetson-nano: its GPU for the
-  PyTorch clients, its CPU for the C++ split clients);
+  PyTorch clients, its CPU for the C++ split clients). A split client's step is its embedding
+  lookup and packing (memory-bound copies), compared with the client's own published round
+  time over its ten steps (the study's "step" column there is its server's suffix step);
 - peak RSS: the testbed's memory model (testbed.ml.memory_need: fp32 weights held, 16 B per
-  LoRA parameter, one fp32 hidden state per token per block, the worker runtime);
+  LoRA parameter, one fp32 hidden state per token per block, the worker runtime); for the
+  split client, the embeddings, the runtime and the payloads the study's client holds when it
+  samples its RSS;
 - upload bytes per client-round: the adapter as the framework serialises it
   (testbed.ml.modeling.serialize) or, for SplitLoRA, 10 steps of cut activations as
   frameworks/split packs them (pack_activations).
 
 It prints the prediction from sourced numbers alone first, then fits one training efficiency
-per runtime on the FedAvg WikiText run and tests it on every other row. The shapes take
+per runtime on the FedAvg WikiText run and tests it on every other row; the C++ split client's
+efficiency is fitted leave-one-group-out (on the Jetsons for the phones, on the phones for the
+Jetsons). The shapes take
 turns step by step and the host is calibrated before and after them (the mean is used), so a
 shared host's changing load falls on all alike. --quick times one step per shape (two of the
 Jetson's eight micro-batches, scaled) instead of a warm-up and two timed passes; it takes
@@ -40,12 +46,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.real_devices_study import (
     CPP_CPU,
+    CPP_SPLIT,
     JETSON,
     JETSON_MB1,
+    LEAVE_ONE_GROUP_OUT,
     PHONE_B8,
     ROWS,
+    SPLIT_LOCAL_STEPS,
     TORCH_GPU,
     VALIDATION_B1,
+    Fit,
     Prediction,
     Row,
     bytes_max_error_pct,
@@ -53,6 +63,8 @@ from benchmarks.real_devices_study import (
     fitted_step_s,
     held_out_medians,
     ratio,
+    split_client_held_bytes,
+    split_step_payload_bytes,
 )
 from device_profiles import get_device
 from frameworks.split.model import CutActivations, pack_activations
@@ -71,9 +83,8 @@ from testbed.ml.study_models import (
     qwen05b_facts,
     with_lora,
 )
-from testbed.ml.workload import Workload, forward_workload, lora_training_workload
+from testbed.ml.workload import Workload, lora_training_workload
 
-SPLIT_LOCAL_STEPS = 10  # legacy_split/configs/splitlora_gemma270m_eight_client_wikitext_seq64_b8_l10_r100.yaml:19
 PHONE_PROFILE, JETSON_PROFILE = "hi-nova-9-pro", "jetson-nano"
 
 
@@ -122,21 +133,32 @@ def adapter_bytes(base, rank: int) -> int:
 
 
 def split_step(base, shape: tuple[int, int, int], *, repeats: int = 50) -> tuple[float, int]:
-    """(host seconds, upload bytes) of one split step with the cut before the first block: the
-    client embeds the batch (median of `repeats` lookups after a warm-up: one is microseconds)
-    and packs the cut activations, mask and labels."""
+    """(host seconds, upload bytes) of one split client step with the cut before the first
+    block: the client embeds the batch and packs the cut activations, mask and labels for the
+    upload, the work the study's client times as its round (median of `repeats` after a
+    warm-up: one step is about a millisecond)."""
     batch, seq, _ = shape
     ids = _batch(base, batch, seq, 0)
     embed = base.get_input_embeddings()
+
+    def step() -> bytes:
+        acts = CutActivations(hidden=embed(ids), attention_mask=torch.ones_like(ids), labels=ids)
+        return pack_activations(acts)
+
     runs = []
     with torch.no_grad():
-        hidden = embed(ids)
+        packed = step()
         for _ in range(repeats):
             t0 = time.perf_counter()
-            hidden = embed(ids)
+            packed = step()
             runs.append(time.perf_counter() - t0)
-    acts = CutActivations(hidden=hidden, attention_mask=torch.ones_like(ids), labels=ids)
-    return statistics.median(runs), len(pack_activations(acts))
+    return statistics.median(runs), len(packed)
+
+
+def split_workload(batch: int, seq: int, hidden: int) -> Workload:
+    """A split client step is copies: one multiply per embedded number (the row gather scales,
+    prefix_encoder.cpp:554-563) and each payload byte read once and written once."""
+    return Workload(flops=float(batch * seq * hidden), bytes_moved=2.0 * split_step_payload_bytes(batch, seq, hidden))
 
 
 def rss_mib(*, weights_params: int, trainable: int, tokens: int, blocks: int) -> float:
@@ -179,8 +201,12 @@ def predict(row: Row, host: HostCalibration, m: dict) -> Prediction:
     batch, seq, accum = row.shape
     if row.split:
         embed = facts.embed_params
-        step = device_s(m["split_host_s"][row.shape], forward_workload(n_params=embed, tokens=batch * seq), host, row)
-        return Prediction(step, rss_mib(weights_params=embed, trainable=0, tokens=batch * seq, blocks=0),
+        step = device_s(m["split_host_s"][row.shape], split_workload(batch, seq, facts.hidden_size), host, row)
+        # the memory model's embeddings and runtime, plus the payloads the study's client holds
+        # when it samples RSS (in place of the model's one hidden state)
+        held = split_client_held_bytes(batch, seq, facts.hidden_size) / memory_need.MIB
+        return Prediction(step if row.step_s is not None else None,
+                          rss_mib(weights_params=embed, trainable=0, tokens=0, blocks=0) + held,
                           float(SPLIT_LOCAL_STEPS * m["split_bytes"][row.shape]))
     work = lora_training_workload(n_params=m["n_params"], n_trainable=m["n_trainable"], tokens=batch * seq * accum)
     step = device_s(m["host_s"][row.shape], work, host, row)
@@ -193,7 +219,7 @@ def _f(x: float | None, fmt: str = ".3g") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def print_table(title: str, rows: list[Row], preds: list[Prediction], eff: dict[str, float] | None) -> None:
+def print_table(title: str, rows: list[Row], preds: list[Prediction], eff: Fit | None) -> None:
     print(f"\n{title}")
     print(f"{'run':<27} {'client':<18} {'step pub s':>10} {'pred s':>9} {'ratio':>7} {'rss pub':>8} {'pred':>7} "
           f"{'ratio':>6} {'up pub B':>11} {'pred B':>11} {'err %':>6}  source")
@@ -203,6 +229,7 @@ def print_table(title: str, rows: list[Row], preds: list[Prediction], eff: dict[
         err = None if r.up_bytes is None or not r.bytes_comparable else (p.up_bytes / r.up_bytes - 1) * 100
         note = "" if r.rss_comparable or r.rss_mb is None else " [rss: CUDA memory outside]"
         note += "" if r.bytes_comparable else " [bytes: per-prompt lengths]"
+        note += "" if r.server_step_s is None else f" [client round / 10; {r.server_step_s:.4g} s = server step]"
         print(f"{r.run:<27} {r.client:<18} {_f(r.step_s, '.4g'):>10} {_f(step):>9} {_f(ratio(step, r.step_s)):>7} "
               f"{_f(r.rss_mb, '.5g'):>8} {_f(p.rss_mb, '.5g'):>7} {_f(rss_r, '.3f'):>6} {_f(r.up_bytes, '.0f'):>11} "
               f"{p.up_bytes:>11.0f} {_f(err, '+.2f'):>6}  {r.source}{note}")
@@ -222,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(mean of {m['gemm_gflops'][0]:.1f} before and {m['gemm_gflops'][1]:.1f} after the steps), "
           f"copy {host.mem_bandwidth_gbps:.1f} GB/s; host s/step: "
           + ", ".join(f"b{b} s{s} x{a}: {v:.2f}" for (b, s, a), v in m["host_s"].items())
-          + "; split lookup b8 s64: " + f"{m['split_host_s'][PHONE_B8] * 1e6:.0f} us")
+          + "; split client step (embed and pack) b8 s64: " + f"{m['split_host_s'][PHONE_B8] * 1e3:.2f} ms")
     print("energy per step: not published (PROFILE:139: no board power on the Jetsons; no phone power figure)")
     print("download bytes: not published (PROFILE:218-227 gives uploads only)")
     qwen = qwen05b_facts()
@@ -231,16 +258,32 @@ def main(argv: list[str] | None = None) -> int:
           f"(biases aside), LoRA r8 q/k/v/o {qwen_lora:,} = {4 * qwen_lora:,} B fp32; Gemma 3 1B: its configuration "
           "is not in the repository (read from the model folder at run time), not built")
     print_table("1. From sourced device numbers alone (no fitting)", rows, preds, None)
-    eff = fit_efficiency(rows, preds)
+    fit = fit_efficiency(rows, preds)
     print("\nfitted training efficiency (on the FedAvg WikiText rows): "
-          + ", ".join(f"{rt}: {v:.4f}" for rt, v in eff.items()))
-    if CPP_CPU not in eff:
+          + ", ".join(f"{rt}: {v:.4f}" for rt, v in fit.by_runtime.items()))
+    print("fitted leave-one-group-out: " + ", ".join(
+        f"{rt} for the {dev} rows {v:.4f} (fitted on the other devices' rows)" for (rt, dev), v in fit.by_runtime_device.items()))
+    if CPP_CPU not in fit.by_runtime:
         print("no C++ rows to fit", file=sys.stderr)
-    fit = [i for i, r in enumerate(rows) if r.fit]
-    held = [i for i, r in enumerate(rows) if not r.fit]
-    print_table("2a. Fitted rows (FedAvg WikiText)", [rows[i] for i in fit], [preds[i] for i in fit], eff)
-    print_table("2b. Held-out rows", [rows[i] for i in held], [preds[i] for i in held], eff)
-    step_med, rss_med = held_out_medians(rows, preds, eff)
+    groups = {"2a. Fitted rows (FedAvg WikiText)": lambda r: r.fit,
+              "2b. Held-out rows": lambda r: not r.fit and r.runtime not in LEAVE_ONE_GROUP_OUT,
+              f"2c. Held-out rows, {CPP_SPLIT} fitted leave-one-group-out (each device class with the "
+              "other's efficiency)": lambda r: r.runtime in LEAVE_ONE_GROUP_OUT}
+    for title, keep in groups.items():
+        idx = [i for i, r in enumerate(rows) if keep(r)]
+        print_table(title, [rows[i] for i in idx], [preds[i] for i in idx], fit)
+    print(f"\nsplit client memory: the embeddings ({gemma3_270m_facts().embed_params:,} fp32), the worker runtime "
+          f"({memory_need.WORKER_RUNTIME_MB:.0f} MiB) and {split_client_held_bytes(8, 64, 640) / memory_need.MIB:.2f} "
+          "MiB of payloads held when RSS is sampled (split_flower_client.cpp:201-216, 485-498, 553-556); not counted, "
+          "no size published: the packed WikiText shard (int32 ids, prefix_encoder.cpp:126-128, 140-201) and the "
+          "Hugging Face tokenizer (tokenizer_hf.cpp:18-32, the model folder's tokenizer.json)")
+    for name, keep in (("FedAvg MMLU", lambda r: r.run == "FedAvg MMLU"),
+                       ("3-phone validation", lambda r: r.run.startswith("3-phone")),
+                       ("SplitLoRA client", lambda r: r.runtime == CPP_SPLIT)):
+        sub = [(r, p) for r, p in zip(rows, preds, strict=True) if keep(r)]
+        st, rs = held_out_medians([r for r, _ in sub], [p for _, p in sub], fit)
+        print(f"held-out medians, {name}: step {st:.3f}, rss {rs:.3f}")
+    step_med, rss_med = held_out_medians(rows, preds, fit)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     print(f"held-out median step-time ratio: {step_med:.3f}")
     print(f"held-out median rss ratio: {rss_med:.3f}")

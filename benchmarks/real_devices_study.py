@@ -7,14 +7,26 @@ docs/original/current_system_and_device_profile_20260421.md, REPORT is docs/orig
 
 A row is one client's published average in one run (per-client tables) or one run's published
 average (the three-phone validation). `fit` rows (the FedAvg WikiText run) set each runtime's
-training efficiency; every other row is held out.
+training efficiency; every other row is held out. The C++ split client's rows are fitted
+leave-one-group-out instead: the phones' rows with the efficiency fitted on the Jetsons' rows
+and the other way round, so each of them is held out from the number that predicts it.
+
+The SplitLoRA table's "step" column (PROFILE:325-332, 0.195 s on every device) is not the
+client's: the splitlora server (src/lshaped/server/run_server.py:96-99) logs the metrics of its
+own suffix step (src/lshaped/server/gemma_suffix_trainer.py:248, 321-331: `mean_step_time_sec`
+is the server's elapsed time of one local step's forward and backward, averaged over the ten at
+363-372) into the per-client metrics row (:415-446, the server's fields after the client's).
+The client's own time is its `client_round_time_sec` (PROFILE:323-332 fourth column; the client
+measures it from before the first of its ten encode steps to the end of serialising them,
+clients/cpp/src/split_flower_client.cpp:478, 483-499, 508-543, 552, 595). A split row's
+`step_s` is that time / 10; the server's figure is kept as `server_step_s`.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 PROFILE = "docs/original/current_system_and_device_profile_20260421.md"
 REPORT = "docs/original/report.md"
@@ -25,6 +37,10 @@ PHONE, JETSON = "phone", "jetson"
 # Runtimes: the phones' C++ client (BLAS off, CPU) and the Jetsons' PyTorch on the GPU; the
 # split clients are the C++ client on every device (SPLIT_WIKI:72).
 CPP_CPU, TORCH_GPU = "C++ CPU (BLAS off)", "PyTorch CUDA"
+# The split client's step is copies, not GEMMs (prefix_encoder.cpp:466-517: token ids, an
+# embedding-row gather, the payload arrays; split_flower_client.cpp:201-216, 511-542: appended
+# and serialised): a runtime apart from the GEMM kernels the FedAvg rows fit.
+CPP_SPLIT = "C++ split client (copies)"
 
 # Shapes of a local step: (batch, seq, micro-batches accumulated).
 PHONE_B8 = (8, 64, 1)  # FEDAVG_WIKI:41,43 (batch 8, seq 64)
@@ -48,6 +64,7 @@ class Row:
     bytes_comparable: bool = True  # False where the published payload depends on unknown token counts
     rank: int = 8  # LoRA rank of the uploaded adapter
     split: bool = False  # SplitLoRA: the client holds the embeddings only and uploads activations
+    server_step_s: float | None = None  # SplitLoRA: the published server-side suffix step, s (not a client time)
 
 
 def _clients(run, fit, line0, data, device, runtime, shape, up, rss_ok=True):
@@ -58,6 +75,16 @@ def _clients(run, fit, line0, data, device, runtime, shape, up, rss_ok=True):
 _JET_UP = (23_650_560 - 5 * 2_960_640) / 3  # PROFILE:222 total of 8 clients less 5 phones (REPORT:150)
 _PHONE_UP = 2_960_640.0  # REPORT:150 (PROFILE:221 rounds it to 2.961 MB)
 _SPLIT_UP = 13.353e6  # PROFILE:226, 325-332 (13.353 MB per client-round, 10 local steps)
+SPLIT_LOCAL_STEPS = 10  # SPLIT_WIKI:19
+
+
+def _split(run, line0, data, device):
+    """Split rows: (client, mean RSS MB, server step s, client_round_time s) per PROFILE line;
+    the client's step is its round time over the ten local steps."""
+    return [Row(run, cid, device, CPP_SPLIT, PHONE_B8, client_round / SPLIT_LOCAL_STEPS, rss, _SPLIT_UP,
+                f"{PROFILE}:{line0 + i}", split=True, server_step_s=server)
+            for i, (cid, rss, server, client_round) in enumerate(data)]
+
 
 ROWS: tuple[Row, ...] = (
     *_clients("FedAvg WikiText", True, 260, [("jetson_121", 731.2, 11.3659), ("jetson_151", 606.6, 14.1289),
@@ -70,12 +97,11 @@ ROWS: tuple[Row, ...] = (
     *_clients("FedAvg MMLU", False, 298, [("nova_19", 1072.4, 167.5717), ("nova_252", 1071.8, 171.0454),
               ("nova_49", 1069.3, 168.0978), ("nova_72", 1070.8, 167.7521), ("nova_78", 1072.3, 167.3728)],
               PHONE, CPP_CPU, PHONE_B8, _PHONE_UP),
-    *[replace(r, split=True) for r in _clients("SplitLoRA WikiText l10", False, 325, [
-        ("jetson_121", 1390.6, 0.1957), ("jetson_151", 1391.1, 0.1956), ("jetson_88", 1391.1, 0.1956)],
-        JETSON, CPP_CPU, PHONE_B8, _SPLIT_UP)],
-    *[replace(r, split=True) for r in _clients("SplitLoRA WikiText l10", False, 328, [
-        ("nova_19", 1155.2, 0.1951), ("nova_252", 1155.1, 0.1961), ("nova_49", 1155.3, 0.1970),
-        ("nova_72", 1155.6, 0.1972), ("nova_78", 1154.9, 0.1949)], PHONE, CPP_CPU, PHONE_B8, _SPLIT_UP)],
+    *_split("SplitLoRA WikiText l10", 325, [("jetson_121", 1390.6, 0.1957, 0.045), ("jetson_151", 1391.1, 0.1956, 0.046),
+            ("jetson_88", 1391.1, 0.1956, 0.046)], JETSON),
+    *_split("SplitLoRA WikiText l10", 328, [("nova_19", 1155.2, 0.1951, 0.090), ("nova_252", 1155.1, 0.1961, 0.082),
+            ("nova_49", 1155.3, 0.1970, 0.087), ("nova_72", 1155.6, 0.1972, 0.088),
+            ("nova_78", 1154.9, 0.1949, 0.085)], PHONE),
     # The three-phone validation (REPORT: batch 1, seq 128, local_steps 1 unless said; no RSS).
     Row("3-phone FedAvg b1 s128", "nova x3", PHONE, CPP_CPU, VALIDATION_B1, 229.5, None, 2_960_640, f"{REPORT}:149-150"),
     Row("3-phone FedProx b1 s128", "nova x3", PHONE, CPP_CPU, VALIDATION_B1, 457.3 / 2, None, 2_960_640,
@@ -90,10 +116,27 @@ ROWS: tuple[Row, ...] = (
         f"{REPORT}:296", rank=16),
     Row("3-phone FlexLoRA b1 s128", "nova x3 (r4/8/16)", PHONE, CPP_CPU, VALIDATION_B1, 269.1, None, None,
         f"{REPORT}:298 (mean over ranks 4, 8, 16; predicted at r8)"),
-    Row("3-phone SplitLoRA b1 s128", "nova x3", PHONE, CPP_CPU, VALIDATION_B1, None, None, 185_751.56,
+    Row("3-phone SplitLoRA b1 s128", "nova x3", PHONE, CPP_SPLIT, VALIDATION_B1, None, None, 185_751.56,
         f"{REPORT}:387 (pad_to_max_seq_len false: bytes follow each prompt's token count)",
         bytes_comparable=False, split=True),
 )
+
+
+def split_step_payload_bytes(batch: int, seq: int, hidden: int) -> int:
+    """One local step's payload as the study's split client holds and sends it
+    (clients/cpp/src/prefix_encoder.cpp:629-635; split_flower_client.cpp:511-542): activation
+    f32 [B,S,H], target embedding f32 [B,H], attention mask and target ids i32 [B,S], valid
+    lengths i32 [B]."""
+    return 4 * (batch * seq * hidden + batch * hidden + 2 * batch * seq + batch)
+
+
+def split_client_held_bytes(batch: int, seq: int, hidden: int, local_steps: int = SPLIT_LOCAL_STEPS) -> float:
+    """Payload bytes the split client holds, averaged over its RSS samples: it samples RSS after
+    each local step and reports their mean (split_flower_client.cpp:495-498, 553-556); after
+    step k it holds the round's batch appended so far, k steps (AppendBatch, :201-216, 492), and
+    that step's own batch, still in scope (:485-487), so k + 1 steps' payloads."""
+    per_step = split_step_payload_bytes(batch, seq, hidden)
+    return per_step * statistics.fmean(k + 1 for k in range(1, local_steps + 1))
 
 
 @dataclass(frozen=True)
@@ -111,28 +154,58 @@ def ratio(predicted: float | None, published: float | None) -> float | None:
     return predicted / published
 
 
-def fit_efficiency(rows: list[Row], preds: list[Prediction]) -> dict[str, float]:
+# The runtimes fitted leave-one-group-out across device classes rather than on the `fit` rows.
+LEAVE_ONE_GROUP_OUT = (CPP_SPLIT,)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Fitted training efficiencies: one per runtime from the `fit` rows, and for the runtimes
+    in LEAVE_ONE_GROUP_OUT one per (runtime, device) fitted on that runtime's other devices."""
+
+    by_runtime: dict[str, float]
+    by_runtime_device: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def for_row(self, row: Row) -> float | None:
+        if row.runtime in LEAVE_ONE_GROUP_OUT:
+            return self.by_runtime_device.get((row.runtime, row.device))
+        return self.by_runtime.get(row.runtime)
+
+
+def _ratios(rows: list[Row], preds: list[Prediction], keep) -> list[float]:
+    out = [ratio(p.step_s, r.step_s) for r, p in zip(rows, preds, strict=True) if keep(r)]
+    return [x for x in out if x is not None]
+
+
+def fit_efficiency(rows: list[Row], preds: list[Prediction]) -> Fit:
     """Each runtime's training efficiency: the median of sourced-prediction / published step
-    time over its `fit` rows (a runtime slower than the host's PyTorch gets < 1)."""
-    by_runtime: dict[str, list[float]] = {}
-    for row, pred in zip(rows, preds, strict=True):
-        r = ratio(pred.step_s, row.step_s)
-        if row.fit and r is not None:
-            by_runtime.setdefault(row.runtime, []).append(r)
-    return {rt: statistics.median(v) for rt, v in by_runtime.items()}
+    time over its `fit` rows (a runtime slower than the host's PyTorch gets < 1); for a
+    LEAVE_ONE_GROUP_OUT runtime, each device's value is that median over the runtime's rows on
+    the other devices, so no row is predicted by a number fitted on it."""
+    by_runtime: dict[str, float] = {}
+    for rt in {r.runtime for r in rows if r.fit and r.runtime not in LEAVE_ONE_GROUP_OUT}:
+        by_runtime[rt] = statistics.median(_ratios(rows, preds, lambda r, rt=rt: r.fit and r.runtime == rt) or [math.nan])
+    by_device: dict[tuple[str, str], float] = {}
+    for rt in LEAVE_ONE_GROUP_OUT:
+        for dev in sorted({r.device for r in rows if r.runtime == rt and r.step_s is not None}):
+            others = _ratios(rows, preds, lambda r, rt=rt, dev=dev: r.runtime == rt and r.device != dev)
+            if others:
+                by_device[(rt, dev)] = statistics.median(others)
+    return Fit({k: v for k, v in by_runtime.items() if not math.isnan(v)}, by_device)
 
 
-def fitted_step_s(row: Row, pred: Prediction, efficiency: dict[str, float]) -> float | None:
+def fitted_step_s(row: Row, pred: Prediction, fit: Fit) -> float | None:
     """The step time once the runtime's fitted efficiency divides the device's rate."""
-    if pred.step_s is None or row.runtime not in efficiency:
+    eff = fit.for_row(row)
+    if pred.step_s is None or eff is None:
         return None
-    return pred.step_s / efficiency[row.runtime]
+    return pred.step_s / eff
 
 
-def held_out_medians(rows: list[Row], preds: list[Prediction], efficiency: dict[str, float]) -> tuple[float, float]:
+def held_out_medians(rows: list[Row], preds: list[Prediction], fit: Fit) -> tuple[float, float]:
     """(median fitted step-time ratio, median RSS ratio) over the rows not used to fit
     (RSS only where the published RSS covers what the memory model counts)."""
-    steps = [ratio(fitted_step_s(r, p, efficiency), r.step_s) for r, p in zip(rows, preds, strict=True) if not r.fit]
+    steps = [ratio(fitted_step_s(r, p, fit), r.step_s) for r, p in zip(rows, preds, strict=True) if not r.fit]
     rss = [ratio(p.rss_mb, r.rss_mb) for r, p in zip(rows, preds, strict=True) if not r.fit and r.rss_comparable]
     return _median([s for s in steps if s is not None]), _median([s for s in rss if s is not None])
 

@@ -13,7 +13,9 @@ import benchmarks.real_devices as rd
 from benchmarks.real_devices_study import (
     _JET_UP,
     CPP_CPU,
+    CPP_SPLIT,
     JETSON,
+    PHONE,
     ROWS,
     TORCH_GPU,
     Prediction,
@@ -21,6 +23,8 @@ from benchmarks.real_devices_study import (
     fit_efficiency,
     fitted_step_s,
     held_out_medians,
+    split_client_held_bytes,
+    split_step_payload_bytes,
 )
 from testbed.ml.memory_need import lora_params
 from testbed.ml.study_models import ATTENTION, FEDAVG_LORA, build_gemma3_270m, gemma3_270m_facts
@@ -40,9 +44,20 @@ def test_the_split_upload_is_the_studys_five_arrays_per_step() -> None:
     # split_flower_client.cpp:511-542: activation f32 [8,64,640], target embedding f32 [8,640],
     # mask i32 [8,64], target ids i32 [8,64] (next-token LM), valid lengths i32 [8]; 10 steps a round
     per_step = 8 * 64 * 640 * 4 + 8 * 640 * 4 + 8 * 64 * 4 + 8 * 64 * 4 + 8 * 4
+    assert split_step_payload_bytes(8, 64, 640) == per_step == 1_335_328
     split_rows = [r for r in ROWS if r.split and r.bytes_comparable]
     assert len(split_rows) == 8
     assert all(r.up_bytes == pytest.approx(10 * per_step, rel=5e-5) for r in split_rows)  # 13.353 MB
+
+
+def test_split_rows_compare_the_clients_own_time_not_the_servers_step() -> None:
+    # PROFILE:325-332: the "step" column (0.195 s everywhere) is the server's suffix step, ten of
+    # them make the full round; the client's own round (4th column) over its 10 steps is compared
+    split_rows = [r for r in ROWS if r.split and r.step_s is not None]
+    assert len(split_rows) == 8 and all(r.runtime == CPP_SPLIT for r in split_rows)
+    assert [round(r.step_s, 4) for r in split_rows] == [0.0045, 0.0046, 0.0046, 0.0090, 0.0082, 0.0087, 0.0088, 0.0085]
+    assert [r.server_step_s for r in split_rows][:4] == [0.1957, 0.1956, 0.1956, 0.1951]
+    assert not any(r.fit for r in split_rows)
 
 
 def test_rows_every_published_client_and_the_fit_set() -> None:
@@ -53,16 +68,18 @@ def test_rows_every_published_client_and_the_fit_set() -> None:
 
 
 def _preds(step_factor: dict[str, float], rss_factor: float, bytes_factor: float) -> list[Prediction]:
-    return [Prediction(None if r.step_s is None else r.step_s * step_factor[r.runtime],
+    return [Prediction(None if r.step_s is None else r.step_s * step_factor.get((r.runtime, r.device),
+                                                                              step_factor.get(r.runtime, 1.0)),
                        None if r.rss_mb is None else r.rss_mb * (rss_factor if r.rss_comparable else 5.0),
                        (r.up_bytes or 1.0) * (bytes_factor if r.bytes_comparable else 10.0)) for r in ROWS]
 
 
 def test_fit_and_held_out_arithmetic() -> None:
     rows = list(ROWS)
-    preds = _preds({CPP_CPU: 0.1, TORCH_GPU: 2.0}, rss_factor=1.1, bytes_factor=1.02)
+    preds = _preds({CPP_CPU: 0.1, TORCH_GPU: 2.0, CPP_SPLIT: 0.5}, rss_factor=1.1, bytes_factor=1.02)
     eff = fit_efficiency(rows, preds)
-    assert eff == pytest.approx({CPP_CPU: 0.1, TORCH_GPU: 2.0})
+    assert eff.by_runtime == pytest.approx({CPP_CPU: 0.1, TORCH_GPU: 2.0})
+    assert eff.by_runtime_device == pytest.approx({(CPP_SPLIT, JETSON): 0.5, (CPP_SPLIT, PHONE): 0.5})
     assert fitted_step_s(rows[0], preds[0], eff) == pytest.approx(rows[0].step_s)
     step_med, rss_med = held_out_medians(rows, preds, eff)
     assert step_med == pytest.approx(1.0)
@@ -72,6 +89,45 @@ def test_fit_and_held_out_arithmetic() -> None:
     slow = [replace(p, step_s=p.step_s * 0.5) if r.run == "FedAvg MMLU" and p.step_s else p
             for r, p in zip(rows, preds, strict=True)]
     assert held_out_medians(rows, slow, eff)[0] == pytest.approx(1.0)
+
+
+def test_the_split_efficiency_is_fitted_on_the_other_device_class_only() -> None:
+    # split rows: Jetsons predicted 0.2x their published time, phones 0.04x; each class's
+    # efficiency is the other's median, so a Jetson row comes out at 0.2 / 0.04 = 5x, a phone at 0.2x
+    rows = list(ROWS)
+    preds = _preds({CPP_CPU: 0.1, TORCH_GPU: 2.0, (CPP_SPLIT, JETSON): 0.2, (CPP_SPLIT, PHONE): 0.04},
+                   rss_factor=1.0, bytes_factor=1.0)
+    eff = fit_efficiency(rows, preds)
+    assert eff.by_runtime_device == pytest.approx({(CPP_SPLIT, JETSON): 0.04, (CPP_SPLIT, PHONE): 0.2})
+    split = [(r, p) for r, p in zip(rows, preds, strict=True) if r.runtime == CPP_SPLIT and r.step_s]
+    ratios = [fitted_step_s(r, p, eff) / r.step_s for r, p in split]
+    assert ratios == pytest.approx([5.0] * 3 + [0.2] * 5)
+    # a change in the phones' own rows moves only the Jetsons' prediction
+    preds2 = [replace(p, step_s=p.step_s * 3) if r.runtime == CPP_SPLIT and r.device == PHONE and p.step_s else p
+              for r, p in zip(rows, preds, strict=True)]
+    eff2 = fit_efficiency(rows, preds2)
+    assert eff2.by_runtime_device[(CPP_SPLIT, PHONE)] == pytest.approx(0.2)
+    assert eff2.by_runtime_device[(CPP_SPLIT, JETSON)] == pytest.approx(0.12)
+    # held out: 8 MMLU rows at 1.0, 4 validation rows at 1.0, 3 Jetson split rows at 5, 5 phone rows at 0.2
+    assert held_out_medians(rows, preds, eff)[0] == pytest.approx(1.0)
+
+
+def test_the_split_clients_held_payloads_by_hand() -> None:
+    # RSS sampled after each of 10 steps (split_flower_client.cpp:483-499), averaged (:553-556):
+    # after step k the round's batch holds k steps and the step's own batch one more
+    per_step = 8 * 64 * 640 * 4 + 8 * 640 * 4 + 2 * 8 * 64 * 4 + 8 * 4
+    assert split_client_held_bytes(8, 64, 640) == pytest.approx(per_step * (2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11) / 10)
+    assert split_client_held_bytes(8, 64, 640) == pytest.approx(8_679_632)  # 6.5 steps = 8.28 MiB
+    assert split_client_held_bytes(8, 64, 640, local_steps=1) == 2 * per_step
+
+
+def test_memory_model_of_the_split_client() -> None:
+    facts = gemma3_270m_facts()
+    pred = rd.rss_mib(weights_params=facts.embed_params, trainable=0, tokens=0, blocks=0) + 8_679_632 / 2**20
+    assert facts.embed_params == 262_144 * 640
+    assert pred == pytest.approx(640 + 100 + 8.2775, abs=1e-3)  # 748.28 MiB
+    assert pred / 1155.2 == pytest.approx(0.6477, abs=1e-4)  # nova_19, PROFILE:328
+    assert pred / 1390.6 == pytest.approx(0.5381, abs=1e-4)  # jetson_121, PROFILE:325
 
 
 def test_memory_model_of_the_phone_step() -> None:
@@ -103,4 +159,7 @@ def test_quick_path_end_to_end_on_a_tiny_gemma(monkeypatch, capsys) -> None:
     # a tiny model's split payload: hidden f32 [8,64,64] + mask u8 + labels i32, 10 steps, + headers
     split_b = 10 * (8 * 64 * 64 * 4 + 8 * 64 + 8 * 64 * 4)
     line = next(s for s in out if s.startswith("SplitLoRA WikiText l10      nova_19"))
-    assert split_b < float(line.split()[-3]) < split_b + 10 * 400
+    fields = line.split("  docs/")[0].split()
+    assert split_b < float(fields[-2]) < split_b + 10 * 400
+    assert "2c. Held-out rows, C++ split client (copies) fitted leave-one-group-out" in text
+    assert "0.1951 s = server step" in line
