@@ -126,6 +126,8 @@ def test_a_bundled_model_not_built_yet_needs_gguf(core_env, tmp_path, assets):
 
 
 def test_require_names_the_extra(monkeypatch):
+    for name in [m for m in sys.modules if m.startswith("onnxruntime.")]:  # imported by an earlier test
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingExtra) as caught:
         require("onnxruntime.quantization", "int8 students")
