@@ -20,7 +20,6 @@ import math
 import os
 from collections.abc import Callable
 from concurrent.futures import Future
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ from testbed.sim.costs import CallCost, CostTable, CostTableError, SendCost, Ser
 COSTS_FILE = "costs.json"  # the run folder's copy of the table it ran with
 
 
-@lru_cache(maxsize=64)
 def _nothing() -> None:
     return None
 
