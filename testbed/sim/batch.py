@@ -23,7 +23,7 @@ from testbed.results.compare import (
     runs_table,
     seeds_summary,
 )
-from testbed.results.runfolder import holds_run
+from testbed.results.runfolder import RunFolderError, holds_run, precheck
 from testbed.results.runlog import RunLog
 from testbed.results.stress import Sweep, plan_stress
 from testbed.sim.session import run_scenario
@@ -32,16 +32,22 @@ from testbed.sim.session import run_scenario
 def run_one(planned: PlannedRun, quiet: bool, *, resume: bool = False, overwrite: bool = False) -> RunOutcome:
     """Run one scenario; an exception is recorded (and its traceback kept), not raised.
     `resume`: a completed run is only reported, an interrupted one goes on."""
-    with RunLog() as log:  # the run's console in its own run.log, as `testbed run` keeps it
+    try:  # a folder another run holds is refused before its run.log is touched
+        precheck(planned.run_dir, resume=resume, overwrite=overwrite)
+    except RunFolderError as exc:
+        print(f"{label_text(planned.labels)}: {exc}", file=sys.stderr)
+        return RunOutcome(planned.labels, planned.run_dir, "crashed", f"{type(exc).__name__}: {exc}")
+    # the run's console in its own run.log, as `testbed run` keeps it (complete under --quiet too);
+    # on the terminal it goes to stderr, so that stdout holds the command's own table or JSON
+    with RunLog(quiet=quiet, stdout_to_stderr=True) as log:
         log.attach(planned.run_dir, append=resume)
         try:
-            summary = run_scenario(planned.scenario, planned.run_dir, quiet=quiet, resume=resume,
-                                   overwrite=overwrite)
+            summary = run_scenario(planned.scenario, planned.run_dir, resume=resume, overwrite=overwrite)
         except Exception as exc:  # noqa: BLE001 -- one run's failure must not stop the others
-            planned.run_dir.mkdir(parents=True, exist_ok=True)
-            (planned.run_dir / "error.txt").write_text(traceback.format_exc())
-            log.record(traceback.format_exc())
-            print(f"{label_text(planned.labels)}: crashed: {exc}", file=sys.stderr)
+            trace = traceback.format_exc()
+            (planned.run_dir / "error.txt").write_text(trace)
+            log.record(trace)
+            log.error(f"{label_text(planned.labels)}: crashed: {exc}")
             return RunOutcome(planned.labels, planned.run_dir, "crashed", f"{type(exc).__name__}: {exc}")
     return RunOutcome(planned.labels, planned.run_dir, str(summary.get("status")))
 

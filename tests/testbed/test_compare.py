@@ -502,4 +502,21 @@ def test_each_run_of_a_comparison_keeps_its_console_in_its_run_log(tmp_path, mon
         assert all(f"round 1 of {other}" not in text for other in logs if other != fw)
     assert "Traceback" in logs["kd"] and "RuntimeError: teacher exploded" in logs["kd"]
     assert "Traceback" not in logs["fedllm"]
-    assert "round 1 of split" in capsys.readouterr().out  # the terminal still shows it
+    assert "round 1 of split" in capsys.readouterr().err  # the terminal still shows it (stdout: the table)
+    assert main(["compare", str(SMOKE), "--out", str(out), "--set", "seed=1", "--overwrite", "--quiet"]) == 1
+    assert "round 1 of fedllm\n" in (out / "fedllm" / "run.log").read_text()  # --quiet: the log is complete
+    assert "round 1 of" not in capsys.readouterr().err
+
+
+def test_a_comparison_leaves_the_run_log_of_a_folder_another_run_holds_alone(tmp_path, monkeypatch):
+    from testbed.results.runfolder import claim
+
+    monkeypatch.setattr(testbed.sim.batch, "run_scenario", fake_run_scenario)
+    out = tmp_path / "cmp"
+    (out / "fedllm").mkdir(parents=True)
+    (out / "fedllm" / "run.log").write_text("the other run's log\n")
+    with claim(out / "fedllm"):
+        assert main(["compare", str(SMOKE), "--out", str(out), "--frameworks", "fedllm,split", "--quiet"]) == 1
+    assert (out / "fedllm" / "run.log").read_text() == "the other run's log\n"
+    table = pd.read_csv(out / "comparison.csv").set_index("framework")
+    assert table.loc["fedllm", "status"] == "crashed" and table.loc["split", "status"] == "completed"
