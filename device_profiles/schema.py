@@ -96,7 +96,7 @@ class DeviceProfile(_Profile):
     @field_validator("training_efficiency")
     @classmethod
     def _runtime_named(cls, value: float | None, info: ValidationInfo) -> float | None:
-        if value is not None and info.data.get("training_runtime") is None:
+        if value is not None and "training_runtime" in info.data and info.data["training_runtime"] is None:
             raise ValueError("is set but training_runtime is null; name the runtime it measures")
         return value
 
@@ -147,7 +147,7 @@ class LinkProfile(_Profile):
             return value
         if (info.data["radio_tail_s"] is None) != (value is None):
             raise ValueError("radio_tail_s and radio_tail_mw must both be set or both be null")
-        if value is not None and info.data.get("radio_base_mw") is None:
+        if value is not None and "radio_base_mw" in info.data and info.data["radio_base_mw"] is None:
             raise ValueError("a radio tail needs the radio power model (radio_base_mw and the rest)")
         return value
 

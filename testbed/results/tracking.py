@@ -92,7 +92,7 @@ def round_metrics(rounds_csv: Path) -> list[tuple[str, float, int, int]]:
     with rounds_csv.open(newline="") as f:
         for row in csv.DictReader(f):
             step = int(row["round"])
-            sim_ms = int(round(_number(row.get("sim_end_s")) * 1000)) if _number(row.get("sim_end_s")) else 0
+            sim_ms = round((_number(row.get("sim_end_s")) or 0.0) * 1000)
             for key, text in row.items():
                 value = _number(text)
                 if key != "round" and value is not None:
@@ -139,7 +139,7 @@ def log_run(scenario: Scenario, out_dir: Path, summary: dict[str, Any], *, cwd: 
     require("sqlalchemy", "output.tracking: mlflow (its SQLite store)")
     store = store_of(scenario.output, cwd)
     with _quiet():
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=store.uri)

@@ -83,9 +83,10 @@ class DeviceTime:
         if span.t_end_unix:  # measured work: every span is new
             return self._dilated(client, span)
         # a predicted span (it never ran) stands for every client's same step: converted once per device
+        # (the entry holds both objects, so their ids are not reused while it is there)
         key = (id(client.device), id(span))
         held = self._predicted.get(key)
-        if held is None or held[0] is not client.device or held[1] is not span:
+        if held is None:
             held = self._predicted[key] = (client.device, span, self._dilated(client, span))
         return held[2]
 

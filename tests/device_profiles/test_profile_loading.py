@@ -286,3 +286,14 @@ def test_estimated_field_must_have_a_value(tmp_path: Path) -> None:
 
 def test_profile_error_is_a_value_error() -> None:
     assert issubclass(ProfileError, ValueError)
+
+
+def test_a_field_that_fails_its_own_check_is_not_also_blamed_for_what_depends_on_it(tmp_path: Path) -> None:
+    """A bad radio_base_mw or training_runtime is the one problem named: the tail and the
+    efficiency that depend on it are not reported a second time."""
+    path = link_file(tmp_path, **(RADIO | {"radio_base_mw": -3.0}), radio_tail_s=10.0, radio_tail_mw=1000.0)
+    message = load_error(load_link, path)
+    assert message.startswith(f"{path}: radio_base_mw: ") and "radio tail" not in message
+    path = device_file(tmp_path, training_runtime=5, training_efficiency=0.5)
+    message = load_error(load_device, path)
+    assert message.startswith(f"{path}: training_runtime: ") and "training_efficiency" not in message
