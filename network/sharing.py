@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 import simpy
 
-from network.fairness import Share, max_min_shares
+from network.fairness import Share, fill
 from network.links import EPS_S, OutagePolicy, Pipe
 from network.transfer import Transfer
 
@@ -60,6 +60,7 @@ class Sharing:
         self._full = False  # a change that may move every share: reallocate all
         self._users: dict[Pipe, int] = {}  # active flows crossing each pipe
         self._load: dict[Pipe, float] = {}  # sum of their rates, bytes/s
+        self._outaged = 0  # active flows with a pipe that goes down at some time on their path
 
     def add(self, flow: Transfer) -> bool:
         """Add a starting flow; True if admitted at once, False if it waits for `share`.
@@ -69,6 +70,8 @@ class Sharing:
         would settle them; and only if that disturbs no other flow.
         """
         self.flows[flow] = None
+        if flow.route.with_outages:
+            self._outaged += 1
         users = self._users
         for hop in flow.route.path:
             users[hop] = users.get(hop, 0) + 1
@@ -122,6 +125,8 @@ class Sharing:
         Only a pipe that was full can hand the freed rate to flows bottlenecked on it.
         """
         del self.flows[flow]
+        if flow.route.with_outages:
+            self._outaged -= 1
         now_s = self.env.now
         rate = flow.rate_bytes_per_s
         users, load = self._users, self._load
@@ -178,7 +183,7 @@ class Sharing:
         """Drop the failed flows, share the pipes anew; re-time each flow whose share moved."""
         self._joining.clear()
         now_s = float(self.env.now)
-        if self.policy.action == "fail":
+        if self.policy.action == "fail" and self._outaged:
             self._fail_down(now_s)
         self._full = False
         flows = list(self.flows)
@@ -203,9 +208,7 @@ class Sharing:
                 self._end(flow, "failed")
 
     def _shares(self, flows: list[Transfer], now_s: float) -> list[Share[Pipe]]:
-        """Max-min fair shares over the pipes the flows cross (a pipe that is down has 0)."""
-        crossed = {pipe for flow in flows for pipe in flow.route.path}
-        ordered = sorted(crossed, key=self._rank.__getitem__)
-        capacity = {p: capacity_now(p, now_s) for p in ordered}
-        limits = [f.route.limit_bytes_per_s for f in flows]
-        return max_min_shares([f.route.path for f in flows], capacity, limits)
+        """Max-min fair shares over the pipes the flows cross (a pipe that is down has 0:
+        capacity_now, inlined)."""
+        return fill([f.route.path for f in flows], lambda p: 0.0 if p.outages and p.is_down(now_s) else p._rate, self._rank,
+                    [f.route.limit_bytes_per_s for f in flows])
