@@ -7,9 +7,9 @@ own wall clock went: one row per interval of model compute (a client's span, an
 aggregation, a server step, an evaluation), in Unix seconds, so time outside model compute
 can be measured.
 
-The three large tables grow by appending each flush's new rows (a fleet run writes hundreds of
-thousands); only a new column (a key a framework first reports late) rewrites one whole.
-``rounds.csv`` (one row per round) is rewritten whole. A table of more than
+Every table grows by appending each flush's new rows (a fleet run writes hundreds of thousands);
+only a new column (a key a framework first reports late) rewrites one whole. ``rounds.csv`` is
+written anew from the checkpoint's rows when a run resumes. A table of more than
 ``PARQUET_MIN_ROWS`` rows is also written as ``<name>.parquet`` when the run ends.
 """
 
@@ -91,6 +91,7 @@ def _cell(value: Any, integer: bool) -> Any:
     return value
 
 
+MEMO_MIN_CELLS = 64  # a float column this long formats each distinct value once, when half repeat
 _QUOTED = re.compile(r'[,"\n]')  # a cell the csv module quotes (QUOTE_MINIMAL, lines ending in \n)
 
 
@@ -106,15 +107,23 @@ def _text(value: Any, integer: bool) -> str:
 
 def _column(values: list[Any], integer: bool) -> list[str]:
     """One column's cells as text: a whole column of ints, floats or plain strings at once (the
-    common case, a fleet round writes tens of thousands of rows), any other cell by itself."""
+    common case, a fleet round writes tens of thousands of rows), any other cell by itself.
+    Python's float repr is the cost (~0.5 us a cell); a fleet's columns repeat most values
+    (device seconds of a device class, shared start times), so each distinct one is formatted once."""
     kinds = set(map(type, values))
     if kinds <= {int}:
         return list(map(str, values))
     if kinds <= {float} and not integer:
-        cells = list(map(float.__repr__, values))
+        distinct = dict.fromkeys(values) if len(values) >= MEMO_MIN_CELLS else {}
+        if distinct and 2 * len(distinct) <= len(values) and 0.0 not in distinct:  # 0.0 == -0.0 would share a key
+            text = {v: float.__repr__(v) for v in distinct}  # a repeated value formatted once
+            cells = list(map(text.__getitem__, values))
+        else:
+            cells = list(map(float.__repr__, values))
         return ["" if c == "nan" else c for c in cells] if "nan" in cells else cells  # NaN: empty
     if kinds <= {str}:
-        return [_quoted(v) for v in values] if any(map(_QUOTED.search, values)) else values
+        quoted = any(map(_QUOTED.search, dict.fromkeys(values)))
+        return [_quoted(v) for v in values] if quoted else values
     return [_text(v, integer) for v in values]
 
 
@@ -216,6 +225,8 @@ class RunRecorder:
         self.out_dir = Path(out_dir)
         self.tables = {name: AppendedTable(self.out_dir / name, cols) for name, cols in APPENDED.items()}
         self.rounds: list[dict[str, Any]] = []
+        self._rounds_table = AppendedTable(self.out_dir / "rounds.csv", ROUND_COLUMNS)
+        self._rounds_written = 0  # of self.rounds, the rows in rounds.csv
         self.last_client_rounds: list[dict[str, Any]] = []  # the client rows of the latest flush
         self.muted = False
 
@@ -243,7 +254,9 @@ class RunRecorder:
             written = table.flush()
             if name == "client_rounds.csv":
                 self.last_client_rounds = written
-        _atomic_write_text(self.out_dir / "rounds.csv", _table(self.rounds, ROUND_COLUMNS).to_csv(index=False))
+        self._rounds_table.pending = self.rounds[self._rounds_written:]
+        self._rounds_table.flush()
+        self._rounds_written = len(self.rounds)
 
     def marks(self) -> dict[str, TableMark]:
         """How far each appended table was written (after a flush)."""
@@ -255,6 +268,8 @@ class RunRecorder:
         self.rounds[:] = rounds
         for name, table in self.tables.items():
             table.cut_to(marks.get(name, TableMark(0, 0, ())))
+        self._rounds_table.cut_to(TableMark(0, 0, ()))  # written anew from the checkpoint's rows
+        self._rounds_written = 0
         self.flush()
 
     def finish(self) -> list[Path]:

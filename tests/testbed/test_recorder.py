@@ -100,8 +100,6 @@ def test_appended_rows_are_written_as_pandas_writes_them():
                                                                                                  header=False)
 
 
-
-
 def _row_by_row(rows: list[dict], columns: list[str]) -> str:
     """The reference: each row through the csv module, each cell as _cell makes it."""
     buf = io.StringIO()
@@ -128,4 +126,19 @@ def test_columns_written_at_once_are_written_as_the_csv_module_writes_each_row(r
     make = {"float": lambda i: i / 7, "int": lambda i: i * 3, "str": lambda i: f"k{i},\"q\"" if i % 2 else f"k{i}"}
     for i, row in enumerate(rows):
         row["sim_start_s"] = make[uniform](i)
+    assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
+
+
+_repeating = st.sampled_from([0.0, -0.0, 1.5, 1 / 3, 2.0, 1e-05, 1e16, float("inf"), -float("inf"), float("nan"),
+                              123456789.123456789])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_repeating, min_size=rec.MEMO_MIN_CELLS, max_size=4 * rec.MEMO_MIN_CELLS),
+       st.lists(st.sampled_from(["ok", "a,b", 'q"', "x\ny", ""]), min_size=1, max_size=200))
+def test_long_columns_of_repeated_values_are_written_as_each_cell_alone(floats, texts):
+    """A long float column formats each distinct value once (zeros of both signs and NaN
+    included); a string column checks each distinct value for quoting: the same bytes as the
+    csv module writing row by row."""
+    rows = [dict(_event(1, i), sim_end_s=v, detail=texts[i % len(texts)]) for i, v in enumerate(floats)]
     assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
