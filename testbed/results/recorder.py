@@ -19,7 +19,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -106,25 +109,51 @@ def _text(value: Any, integer: bool) -> str:
 
 
 def _column(values: list[Any], integer: bool) -> list[str]:
-    """One column's cells as text: a whole column of ints, floats or plain strings at once (the
-    common case, a fleet round writes tens of thousands of rows), any other cell by itself.
-    Python's float repr is the cost (~0.5 us a cell); a fleet's columns repeat most values
-    (device seconds of a device class, shared start times), so each distinct one is formatted once."""
+    """One column's cells as text: a whole column of ints (or bools), floats or plain strings,
+    with or without empty cells (None), at once (the common case: a fleet round writes tens of
+    thousands of rows), any other column cell by cell. Python's float repr is the cost (~0.5 us
+    a cell); a fleet's columns repeat most values (the device seconds of a device class, shared
+    start times), so a long column formats each distinct value once."""
     kinds = set(map(type, values))
-    if kinds <= {int}:
-        return list(map(str, values))
+    empty = _NONE in kinds
+    kinds.discard(_NONE)
+    if kinds <= {int} or kinds == {bool}:  # not both: True == 1 would share a memo key
+        return _formatted(values, str, empty)
     if kinds <= {float} and not integer:
-        distinct = dict.fromkeys(values) if len(values) >= MEMO_MIN_CELLS else {}
-        if distinct and 2 * len(distinct) <= len(values) and 0.0 not in distinct:  # 0.0 == -0.0 would share a key
-            text = {v: float.__repr__(v) for v in distinct}  # a repeated value formatted once
-            cells = list(map(text.__getitem__, values))
-        else:
-            cells = list(map(float.__repr__, values))
-        return ["" if c == "nan" else c for c in cells] if "nan" in cells else cells  # NaN: empty
+        return _formatted(values, _float_text, empty)
     if kinds <= {str}:
-        quoted = any(map(_QUOTED.search, dict.fromkeys(values)))
-        return [_quoted(v) for v in values] if quoted else values
+        distinct = dict.fromkeys(values)
+        distinct.pop(None, None)
+        if any(map(_QUOTED.search, distinct)):
+            return [_quoted(v) if v is not None else "" for v in values]
+        return ["" if v is None else v for v in values] if empty else values
     return [_text(v, integer) for v in values]
+
+
+_NONE = type(None)
+
+
+def _float_text(value: float) -> str:
+    """A float cell: its repr, NaN empty."""
+    return "" if value != value else float.__repr__(value)
+
+
+def _formatted(values: list[Any], fmt: Callable[[Any], str], empty: bool) -> list[str]:
+    """`fmt` of each value (None: empty), each distinct value once where most repeat."""
+    if len(values) >= MEMO_MIN_CELLS:
+        distinct = dict.fromkeys(values)
+        if 2 * len(distinct) <= len(values) and not (0.0 in distinct and _both_zeros(values)):
+            text = {v: "" if v is None else fmt(v) for v in distinct}  # 0.0 == -0.0: one key, one sign here
+            return list(map(text.__getitem__, values))
+    if fmt is _float_text and not empty:
+        cells = list(map(float.__repr__, values))
+        return ["" if c == "nan" else c for c in cells] if "nan" in cells else cells
+    return [fmt(v) for v in values] if not empty else ["" if v is None else fmt(v) for v in values]
+
+
+def _both_zeros(values: list[Any]) -> bool:
+    """Whether 0.0 and -0.0 both occur (a memo would write one of them with the other's sign)."""
+    return len({math.copysign(1.0, v) for v in values if v == 0 and v is not None}) > 1
 
 
 def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -132,7 +161,11 @@ def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
     formatted column by column."""
     if not rows:
         return ""
-    cells = [_column([row.get(c) for row in rows], c in INTEGER_COLUMNS) for c in columns]
+    try:  # every row has every column (the common case): transposed at C speed
+        values = list(zip(*map(itemgetter(*columns), rows))) if len(columns) > 1 else [[r[columns[0]] for r in rows]]
+    except KeyError:
+        values = [[row.get(c) for row in rows] for c in columns]
+    cells = [_column(list(v), c in INTEGER_COLUMNS) for c, v in zip(columns, values)]
     return "\n".join(map(",".join, zip(*cells))) + "\n"
 
 
@@ -160,10 +193,15 @@ class AppendedTable:
         rows, self.pending = self.pending, []
         if not rows and self.columns:
             return rows
-        known = set(self.columns)
-        if self.columns and all(k in known for row in rows for k in row):  # the common case: appended as is
+        if self.columns and set(self.columns).issuperset(chain.from_iterable(rows)):  # the common case: appended
             with open(self.path, "a", newline="") as f:
                 f.write(_csv_rows(rows, self.columns))
+            self.rows += len(rows)
+            return rows
+        if not self.columns and set(self.fixed).issuperset(chain.from_iterable(rows)):  # a new file, no extra key
+            self.path.with_suffix(".parquet").unlink(missing_ok=True)  # a finished run's copy, stale now
+            _atomic_write_text(self.path, ",".join(self.fixed) + "\n" + _csv_rows(rows, self.fixed))
+            self.columns = list(self.fixed)
             self.rows += len(rows)
             return rows
         frame = _table(rows, list(self.columns or self.fixed))

@@ -123,14 +123,19 @@ class PredictedBackend(Backend):
         self.enforce_memory = enforce_memory
         self._calibration = table.calibration
         self._answers: dict[tuple[int, int], StepRes] = {}
+        self._done: dict[tuple[int, int], Future] = {}  # (probed round, step) -> its answer, resolved
 
     def start(self) -> None:
         """Nothing to start."""
 
     def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
-        future: Future = Future()
-        future.set_result(self._answer(cid, rnd, args, kill))
-        return future
+        answer = self._answer(cid, rnd, args, kill)
+        if isinstance(answer, StepRes):  # the call's probed answer, the same for every client: one future
+            future = self._done.get(args)
+            if future is None or future.result() is not answer:
+                future = self._done[args] = _resolved(answer)
+            return future
+        return _resolved(answer)
 
     def _answer(self, cid: int, rnd: int, args: tuple, kill: bool) -> StepRes | Failure:
         phase, index = args
@@ -153,6 +158,12 @@ class PredictedBackend(Backend):
         return {"compute": "predicted", "probe_clients": self.table.probe_clients,
                 "probe_host_s": round(self.table.probe_host_s, 3),
                 "probed_rounds": [r.round for r in self.table.rounds]}
+
+
+def _resolved(answer: StepRes | Failure) -> Future:
+    future: Future = Future()
+    future.set_result(answer)
+    return future
 
 
 def cost_table(scenario: Scenario, framework_cls: type[Framework], model_dir: str, out_dir: Path, *,

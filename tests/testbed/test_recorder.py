@@ -130,15 +130,18 @@ def test_columns_written_at_once_are_written_as_the_csv_module_writes_each_row(r
 
 
 _repeating = st.sampled_from([0.0, -0.0, 1.5, 1 / 3, 2.0, 1e-05, 1e16, float("inf"), -float("inf"), float("nan"),
-                              123456789.123456789])
+                              123456789.123456789, None])
+_repeating_counts = st.sampled_from([0, 1, 7, 2**40, -3, None])
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(_repeating, min_size=rec.MEMO_MIN_CELLS, max_size=4 * rec.MEMO_MIN_CELLS),
-       st.lists(st.sampled_from(["ok", "a,b", 'q"', "x\ny", ""]), min_size=1, max_size=200))
-def test_long_columns_of_repeated_values_are_written_as_each_cell_alone(floats, texts):
-    """A long float column formats each distinct value once (zeros of both signs and NaN
-    included); a string column checks each distinct value for quoting: the same bytes as the
-    csv module writing row by row."""
-    rows = [dict(_event(1, i), sim_end_s=v, detail=texts[i % len(texts)]) for i, v in enumerate(floats)]
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_repeating, _repeating_counts, st.sampled_from([True, False, None])),
+                min_size=rec.MEMO_MIN_CELLS, max_size=4 * rec.MEMO_MIN_CELLS),
+       st.lists(st.sampled_from(["ok", "a,b", 'q"', "x\ny", "", None]), min_size=1, max_size=200))
+def test_long_columns_of_repeated_values_are_written_as_each_cell_alone(cells, texts):
+    """Long columns format each distinct value once (zeros of both signs, NaN, None included);
+    a string column checks each distinct value for quoting: the same bytes as the csv module
+    writing row by row."""
+    rows = [dict(_event(1, i), sim_end_s=f, wire_bytes=n, host_s=b, detail=texts[i % len(texts)])
+            for i, (f, n, b) in enumerate(cells)]
     assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
