@@ -31,6 +31,7 @@ from network.sharing import Sharing
 from network.transfer import Transfer, TransferRecord
 
 DONE_BYTES = 1e-9  # a flow with this little left to serve is finished (float slack)
+WIRE_SIZES_KEPT = 4096  # distinct payload sizes whose wire bytes are remembered
 
 __all__ = ["DONE_BYTES", "Network", "Pipe", "TransferRecord"]
 
@@ -75,6 +76,7 @@ class Network:
         self._alarm: simpy.Timeout | None = None  # pending, for the earliest due flow
         self._alarm_at_s = math.inf
         self._on_arrival = self._keep_record  # bound once, not once per transfer
+        self._wire_bytes: dict[int, int] = {}  # payload bytes -> wire bytes (rounds repeat a few sizes)
 
     @property
     def outage_policy(self) -> OutagePolicy:
@@ -114,7 +116,11 @@ class Network:
         The event fires when the last byte has arrived (or the transfer failed): yield it
         from a process, as any simpy event.
         """
-        wire_bytes = self.overhead.wire_bytes(payload_bytes)  # validates payload_bytes
+        wire_bytes = self._wire_bytes.get(payload_bytes) if payload_bytes.__class__ is int else None
+        if wire_bytes is None:
+            wire_bytes = self.overhead.wire_bytes(payload_bytes)  # validates payload_bytes
+            if len(self._wire_bytes) < WIRE_SIZES_KEPT:
+                self._wire_bytes[payload_bytes] = wire_bytes
         route = self._routes.route(path, self.overhead)
         # jitter drawn when the transfer starts; without jitter, the route's fixed delay
         delay_s = self._routes.propagation_s(route) if route.jittered else route.delay_s

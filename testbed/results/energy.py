@@ -20,18 +20,17 @@ what is missing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 from testbed.config.fleet import RadioPower
 
 ENERGY_COLUMNS = ["energy_j", "compute_energy_j", "radio_energy_j", "energy_note"]
 
 
-@dataclass(frozen=True)
-class Exchange:
-    """One of the client's transfers: its direction and its span in simulated seconds."""
+class Exchange(NamedTuple):
+    """One of the client's transfers: its direction and its span in simulated seconds
+    (immutable; a named tuple: a fleet run makes two per client-round)."""
 
     direction: str  # up | down
     wire_bytes: int
