@@ -239,19 +239,10 @@ class AppendedTable:
         """`<name>.parquet` beside the CSV when the table is long; its path, or None."""
         if self.rows < PARQUET_MIN_ROWS:
             return None
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
+        from testbed.results.parquet_copy import csv_to_parquet
 
         target = self.path.with_suffix(".parquet")
-        tmp = target.with_suffix(".parquet.tmp")
-        # arrow reads and writes it without pandas in between (hundreds of MB at fleet size);
-        # empty cells are nulls, as pandas.read_csv reads them, and an all-empty column is float
-        table = pacsv.read_csv(self.path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
-        table = table.cast(pa.schema([pa.field(f.name, pa.float64() if pa.types.is_null(f.type) else f.type)
-                                      for f in table.schema]))
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
+        csv_to_parquet(self.path, target, self.fixed, INTEGER_COLUMNS)
         return target
 
 
