@@ -9,7 +9,8 @@ A row is one client's published average in one run (per-client tables) or one ru
 average (the three-phone validation). `fit` rows (the FedAvg WikiText run) set each runtime's
 training efficiency; every other row is held out. The C++ split client's rows are fitted
 leave-one-group-out instead: the phones' rows with the efficiency fitted on the Jetsons' rows
-and the other way round, so each of them is held out from the number that predicts it.
+and the other way round, so each of them is held out from the number that predicts it; so is
+their RSS term, the process memory the memory model does not count (published - predicted).
 
 The SplitLoRA table's "step" column (PROFILE:325-332, 0.195 s on every device) is not the
 client's: the splitlora server (src/lshaped/server/run_server.py:96-99) logs the metrics of its
@@ -165,6 +166,9 @@ class Fit:
 
     by_runtime: dict[str, float]
     by_runtime_device: dict[tuple[str, str], float] = field(default_factory=dict)
+    # (runtime, device) -> MiB of process memory the memory model does not count, added to the
+    # predicted RSS of a LEAVE_ONE_GROUP_OUT runtime's rows; fitted on the other devices' rows
+    rss_extra_mib: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def for_row(self, row: Row) -> float | None:
         if row.runtime in LEAVE_ONE_GROUP_OUT:
@@ -181,7 +185,8 @@ def fit_efficiency(rows: list[Row], preds: list[Prediction]) -> Fit:
     """Each runtime's training efficiency: the median of sourced-prediction / published step
     time over its `fit` rows (a runtime slower than the host's PyTorch gets < 1); for a
     LEAVE_ONE_GROUP_OUT runtime, each device's value is that median over the runtime's rows on
-    the other devices, so no row is predicted by a number fitted on it."""
+    the other devices, so no row is predicted by a number fitted on it. The same runtimes' RSS
+    terms (fit_rss_extra_mib) are fitted alongside."""
     by_runtime: dict[str, float] = {}
     for rt in {r.runtime for r in rows if r.fit and r.runtime not in LEAVE_ONE_GROUP_OUT}:
         by_runtime[rt] = statistics.median(_ratios(rows, preds, lambda r, rt=rt: r.fit and r.runtime == rt) or [math.nan])
@@ -191,7 +196,31 @@ def fit_efficiency(rows: list[Row], preds: list[Prediction]) -> Fit:
             others = _ratios(rows, preds, lambda r, rt=rt, dev=dev: r.runtime == rt and r.device != dev)
             if others:
                 by_device[(rt, dev)] = statistics.median(others)
-    return Fit({k: v for k, v in by_runtime.items() if not math.isnan(v)}, by_device)
+    return Fit({k: v for k, v in by_runtime.items() if not math.isnan(v)}, by_device, fit_rss_extra_mib(rows, preds))
+
+
+def fit_rss_extra_mib(rows: list[Row], preds: list[Prediction]) -> dict[tuple[str, str], float]:
+    """For each LEAVE_ONE_GROUP_OUT runtime and device: the median of published - predicted RSS
+    (MiB) over that runtime's comparable RSS rows on the other devices, the process memory the
+    memory model does not count (the C++ split client's tokenizer and platform memory, sizes
+    not published); no row's term is fitted on that row's device."""
+    out: dict[tuple[str, str], float] = {}
+    pairs = [(r, p) for r, p in zip(rows, preds, strict=True)
+             if r.runtime in LEAVE_ONE_GROUP_OUT and r.rss_comparable and r.rss_mb is not None and p.rss_mb is not None]
+    for rt in LEAVE_ONE_GROUP_OUT:
+        for dev in sorted({r.device for r in rows if r.runtime == rt}):
+            gaps = [r.rss_mb - p.rss_mb for r, p in pairs if r.runtime == rt and r.device != dev]
+            if gaps:
+                out[(rt, dev)] = statistics.median(gaps)
+    return out
+
+
+def fitted_rss_mb(row: Row, pred: Prediction, fit: Fit) -> float | None:
+    """The predicted RSS plus the row's fitted unmodelled process memory (none outside
+    LEAVE_ONE_GROUP_OUT: the FedAvg rows' RSS is not fitted)."""
+    if pred.rss_mb is None:
+        return None
+    return pred.rss_mb + fit.rss_extra_mib.get((row.runtime, row.device), 0.0)
 
 
 def fitted_step_s(row: Row, pred: Prediction, fit: Fit) -> float | None:
@@ -203,10 +232,10 @@ def fitted_step_s(row: Row, pred: Prediction, fit: Fit) -> float | None:
 
 
 def held_out_medians(rows: list[Row], preds: list[Prediction], fit: Fit) -> tuple[float, float]:
-    """(median fitted step-time ratio, median RSS ratio) over the rows not used to fit
+    """(median fitted step-time ratio, median fitted RSS ratio) over the rows not used to fit
     (RSS only where the published RSS covers what the memory model counts)."""
     steps = [ratio(fitted_step_s(r, p, fit), r.step_s) for r, p in zip(rows, preds, strict=True) if not r.fit]
-    rss = [ratio(p.rss_mb, r.rss_mb) for r, p in zip(rows, preds, strict=True) if not r.fit and r.rss_comparable]
+    rss = [ratio(fitted_rss_mb(r, p, fit), r.rss_mb) for r, p in zip(rows, preds, strict=True) if not r.fit and r.rss_comparable]
     return _median([s for s in steps if s is not None]), _median([s for s in rss if s is not None])
 
 

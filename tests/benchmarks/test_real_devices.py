@@ -21,6 +21,7 @@ from benchmarks.real_devices_study import (
     Prediction,
     bytes_max_error_pct,
     fit_efficiency,
+    fitted_rss_mb,
     fitted_step_s,
     held_out_medians,
     split_client_held_bytes,
@@ -83,7 +84,10 @@ def test_fit_and_held_out_arithmetic() -> None:
     assert fitted_step_s(rows[0], preds[0], eff) == pytest.approx(rows[0].step_s)
     step_med, rss_med = held_out_medians(rows, preds, eff)
     assert step_med == pytest.approx(1.0)
-    assert rss_med == pytest.approx(1.1)  # the Jetsons' PyTorch rows (x5) are not compared
+    # the Jetsons' PyTorch rows (x5) are not compared; the split rows' RSS (x1.1) gets the other
+    # class's published - predicted median: -0.1 x 1155.2 for the Jetsons, -0.1 x 1391.1 for the
+    # phones, so 5 MMLU phones at 1.1, 3 Jetsons at 1.1 - 115.52 / 1391.1 (the median), 5 phones at 0.98
+    assert rss_med == pytest.approx(1.1 - 115.52 / 1391.1)
     assert bytes_max_error_pct(rows, preds) == pytest.approx(2.0)  # the per-prompt row (x10) is left out
     # a held-out row twice as slow as predicted moves the median only through its rank
     slow = [replace(p, step_s=p.step_s * 0.5) if r.run == "FedAvg MMLU" and p.step_s else p
@@ -130,6 +134,43 @@ def test_memory_model_of_the_split_client() -> None:
     assert pred / 1390.6 == pytest.approx(0.5381, abs=1e-4)  # jetson_121, PROFILE:325
 
 
+def test_the_split_rss_term_is_fitted_on_the_other_device_class_only() -> None:
+    # the real predictions (predict's arithmetic; step and bytes inputs are placeholders)
+    m = {"n_base": 268_098_176, "n_params": 268_835_456, "n_trainable": 737_280, "bytes": {4: 1, 8: 1, 16: 1},
+         "host_s": dict.fromkeys((rd.PHONE_B8, rd.JETSON_MB1, rd.VALIDATION_B1), 1.0),
+         "split_host_s": dict.fromkeys((rd.PHONE_B8, rd.VALIDATION_B1), 1e-3),
+         "split_bytes": dict.fromkeys((rd.PHONE_B8, rd.VALIDATION_B1), 1)}
+    rows = list(ROWS)
+    preds = [rd.predict(r, fake_host(threads=2), m) for r in rows]
+    split_pred = 640 + 100 + 8_679_632 / 2**20  # 748.28 MiB, the memory model's split client
+    fit = fit_efficiency(rows, preds)
+    # the Jetsons' term is the phones' published - predicted median (nova_19, 1155.2), the
+    # phones' the Jetsons' (1391.1); 235.9 MiB apart
+    assert fit.rss_extra_mib == pytest.approx({(CPP_SPLIT, JETSON): 1155.2 - split_pred,
+                                               (CPP_SPLIT, PHONE): 1391.1 - split_pred}, abs=1e-6)
+    assert fit.rss_extra_mib[(CPP_SPLIT, JETSON)] == pytest.approx(406.92, abs=0.01)
+    assert fit.rss_extra_mib[(CPP_SPLIT, PHONE)] == pytest.approx(642.82, abs=0.01)
+    split = [(r, p) for r, p in zip(rows, preds, strict=True) if r.runtime == CPP_SPLIT and r.rss_mb is not None]
+    assert [p.rss_mb for _, p in split] == pytest.approx([split_pred] * 8, abs=1e-6)  # sourced-only unchanged
+    ratios = [fitted_rss_mb(r, p, fit) / r.rss_mb for r, p in split]
+    assert ratios == pytest.approx([1155.2 / 1390.6, 1155.2 / 1391.1, 1155.2 / 1391.1]
+                                   + [1391.1 / x for x in (1155.2, 1155.1, 1155.3, 1155.6, 1154.9)], abs=1e-9)
+    assert [round(x, 3) for x in ratios] == [0.831, 0.83, 0.83, 1.204, 1.204, 1.204, 1.204, 1.205]
+    # the FedAvg rows get no term
+    mmlu = next(i for i, r in enumerate(rows) if r.run == "FedAvg MMLU" and r.device == PHONE)
+    assert fitted_rss_mb(rows[mmlu], preds[mmlu], fit) == preds[mmlu].rss_mb == pytest.approx(1156.46, abs=0.01)
+    # held out: 3 Jetsons at 0.83, 5 MMLU phones at 1.078-1.082, 5 split phones at 1.20; the 7th of 13
+    # is the MMLU nova_72 (1070.8 MiB)
+    assert held_out_medians(rows, preds, fit)[1] == pytest.approx(preds[mmlu].rss_mb / 1070.8)
+    assert round(held_out_medians(rows, preds, fit)[1], 3) == 1.080
+    # a change in the phones' published RSS moves only the Jetsons' term
+    phones_up = [replace(r, rss_mb=r.rss_mb + 100) if r.runtime == CPP_SPLIT and r.device == PHONE and r.rss_mb else r
+                 for r in rows]
+    fit2 = fit_efficiency(phones_up, preds)
+    assert fit2.rss_extra_mib[(CPP_SPLIT, JETSON)] == pytest.approx(1255.2 - split_pred)
+    assert fit2.rss_extra_mib[(CPP_SPLIT, PHONE)] == pytest.approx(1391.1 - split_pred)
+
+
 def test_memory_model_of_the_phone_step() -> None:
     rss = rd.rss_mib(weights_params=268_098_176, trainable=737_280, tokens=512, blocks=18)
     assert rss == pytest.approx((268_098_176 * 4 + 737_280 * 16 + 512 * 640 * 18 * 4) / 2**20 + 100)  # 1156.46
@@ -163,3 +204,5 @@ def test_quick_path_end_to_end_on_a_tiny_gemma(monkeypatch, capsys) -> None:
     assert split_b < float(fields[-2]) < split_b + 10 * 400
     assert "2c. Held-out rows, C++ split client (copies) fitted leave-one-group-out" in text
     assert "0.1951 s = server step" in line
+    terms = next(s for s in out if s.startswith("fitted leave-one-group-out, process memory"))
+    assert "for the jetson rows 406.9 " in terms and "for the phone rows 642.8 " in terms  # from the 270M's facts, not the tiny model
