@@ -87,6 +87,8 @@ def device_compute(client: FleetClient, *, use_accelerator: bool) -> float:
 class ClientPipes:
     up: Pipe
     down: Pipe
+    uplink: tuple[Pipe, ...] = ()  # the whole path up: [up, the server's in]
+    downlink: tuple[Pipe, ...] = ()  # the whole path down: [the server's out, down]
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,11 @@ class Topology:
     server_out: Pipe  # the server's egress: every download crosses it
     clients: dict[int, ClientPipes]
 
-    def uplink_path(self, client_id: int) -> list[Pipe]:
-        return [self.clients[client_id].up, self.server_in]
+    def uplink_path(self, client_id: int) -> tuple[Pipe, ...]:
+        return self.clients[client_id].uplink
 
-    def downlink_path(self, client_id: int) -> list[Pipe]:
-        return [self.server_out, self.clients[client_id].down]
+    def downlink_path(self, client_id: int) -> tuple[Pipe, ...]:
+        return self.clients[client_id].downlink
 
 
 def build_topology(net: Network, scenario: Scenario, clients: list[FleetClient],
@@ -114,15 +116,13 @@ def build_topology(net: Network, scenario: Scenario, clients: list[FleetClient],
     server_out = net.pipe("server.out", rate_mbps=srv.rate_mbps, delay_s=half_s)
     rng = np.random.default_rng([scenario.seed, 7])
     traces: dict[str, object] = {}  # file -> its trace, read once however many clients replay it
-    pipes = {
-        c.client_id: ClientPipes(
-            up=_client_pipe(net, f"client{c.client_id}.up", c.link, "up", rng, (outages or {}).get(c.client_id, []),
-                            traces),
-            down=_client_pipe(net, f"client{c.client_id}.down", c.link, "down", rng,
-                              (outages or {}).get(c.client_id, []), traces),
-        )
-        for c in clients
-    }
+    pipes = {}
+    for c in clients:
+        up = _client_pipe(net, f"client{c.client_id}.up", c.link, "up", rng, (outages or {}).get(c.client_id, []),
+                          traces)
+        down = _client_pipe(net, f"client{c.client_id}.down", c.link, "down", rng,
+                            (outages or {}).get(c.client_id, []), traces)
+        pipes[c.client_id] = ClientPipes(up, down, (up, server_in), (server_out, down))
     return Topology(server_in, server_out, pipes)
 
 

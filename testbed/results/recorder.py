@@ -265,6 +265,10 @@ class RunRecorder:
     def client_round(self, **row: Any) -> None:
         self.tables["client_rounds.csv"].pending.append(row)
 
+    def client_row(self, row: dict[str, Any]) -> None:
+        """`client_round` of a row made as a dict (kept as it is: not copied)."""
+        self.tables["client_rounds.csv"].pending.append(row)
+
     def round(self, **row: Any) -> None:
         self.rounds.append(row)
 
