@@ -262,6 +262,10 @@ class RunRecorder:
     def event(self, **row: Any) -> None:
         self.tables["events.csv"].pending.append(row)
 
+    def event_row(self, row: dict[str, Any]) -> None:
+        """`event` of a row made as a dict (kept as it is: not copied)."""
+        self.tables["events.csv"].pending.append(row)
+
     def client_round(self, **row: Any) -> None:
         self.tables["client_rounds.csv"].pending.append(row)
 

@@ -123,7 +123,7 @@ class PredictedBackend(Backend):
         self.enforce_memory = enforce_memory
         self._calibration = table.calibration
         self._answers: dict[tuple[int, int], StepRes] = {}
-        self._done: dict[tuple[int, int], Future] = {}  # (probed round, step) -> its answer, resolved
+        self._done: dict[tuple[int, int], tuple[StepRes, Future]] = {}  # (probed round, step) -> answer, resolved
 
     def start(self) -> None:
         """Nothing to start."""
@@ -131,11 +131,11 @@ class PredictedBackend(Backend):
     def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
         answer = self._answer(cid, rnd, args, kill)
         if isinstance(answer, StepRes):  # the call's probed answer, the same for every client: one future
-            future = self._done.get(args)
-            if future is None or future.result() is not answer:
-                future = self._done[args] = _resolved(answer)
-            return future
-        return _resolved(answer)
+            held = self._done.get(args)
+            if held is None or held[0] is not answer:
+                held = self._done[args] = (answer, _Resolved(answer))
+            return held[1]
+        return _Resolved(answer)
 
     def _answer(self, cid: int, rnd: int, args: tuple, kill: bool) -> StepRes | Failure:
         phase, index = args
@@ -160,10 +160,16 @@ class PredictedBackend(Backend):
                 "probed_rounds": [r.round for r in self.table.rounds]}
 
 
-def _resolved(answer: StepRes | Failure) -> Future:
-    future: Future = Future()
-    future.set_result(answer)
-    return future
+class _Resolved(Future):
+    """A future made with its result, which never changes: read without taking its lock (a
+    fleet round reads tens of thousands)."""
+
+    def __init__(self, answer: StepRes | Failure) -> None:
+        super().__init__()
+        self.set_result(answer)
+
+    def result(self, timeout: float | None = None) -> StepRes | Failure:
+        return self._result
 
 
 def cost_table(scenario: Scenario, framework_cls: type[Framework], model_dir: str, out_dir: Path, *,
