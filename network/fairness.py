@@ -74,7 +74,9 @@ class _Filling(Generic[Link]):
     capacity), so it is folded into that flow's own cap, together with the flow's limit:
     only the links flows share are kept per link (capacity left, unfrozen flows, members)
     and sit in a heap keyed by their fair share, which only grows as flows freeze, so stale
-    keys are re-pushed when popped. The flows' own caps sit in a second heap. Each step
+    keys are re-pushed when popped (unless an entry with the current key is already there: a
+    link touched by every freeze would otherwise pile up entries, each refreshed in turn). The
+    flows' own caps sit in a second heap. Each step
     freezes whichever is tightest: the first shared link, or the first unfrozen flow's own
     cap; on a tie the lower rank wins and a limit comes after every link, exactly as if the
     private links and limits sat in the links' heap. One `Share` serves all the flows a link
@@ -116,21 +118,20 @@ class _Filling(Generic[Link]):
         heapq.heapify(own)
         heap = [(self._level(link), rank[link], link) for link in count]
         heapq.heapify(heap)
+        newest = {link: level for level, _, link in heap}  # each shared link's latest key in the heap
         while self.unfrozen:
             while own and shares[own[0][3]] is not None:
                 heapq.heappop(own)  # its flow froze elsewhere
-            while heap:
-                level, key, link = heap[0]
+            if heap and (not own or (heap[0][0], 0, heap[0][1]) < own[0][:3]):
+                level, key, link = heapq.heappop(heap)
                 if count[link] == 0:
-                    heapq.heappop(heap)
                     continue
                 current = self._level(link)
                 if current != level:  # stale key: the share grew since it was pushed
-                    heapq.heapreplace(heap, (current, key, link))
+                    if newest[link] != current:  # else an entry with the current key is in the heap
+                        heapq.heappush(heap, (current, key, link))
+                        newest[link] = current
                     continue
-                break
-            if heap and (not own or (heap[0][0], 0, heap[0][1]) < own[0][:3]):
-                level, _, link = heapq.heappop(heap)
                 touched = self._freeze(self.members[link], Share(level, link))
             elif own:
                 cap, _, _, i, link = heapq.heappop(own)
@@ -141,7 +142,10 @@ class _Filling(Generic[Link]):
                 break  # what is left in the heaps can freeze no one
             for other in touched:
                 if count[other] > 0:
-                    heapq.heappush(heap, (self._level(other), rank[other], other))
+                    level = self._level(other)
+                    if newest[other] != level:
+                        heapq.heappush(heap, (level, rank[other], other))
+                        newest[other] = level
         return [s if s is not None else Share(math.inf, None) for s in shares]
 
     def _level(self, link: Link) -> float:

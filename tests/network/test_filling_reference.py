@@ -144,3 +144,18 @@ def test_same_shares_on_a_large_star_with_ties() -> None:
     paths = [[c, "server"] for c in range(3000)]
     limits = [2.0 if c % 7 == 0 else math.inf for c in range(3000)]
     assert max_min_shares(paths, capacity, limits) == reference_shares(paths, capacity, limits)
+
+
+def test_a_link_touched_by_every_freeze_is_refreshed_a_bounded_number_of_times(monkeypatch) -> None:
+    # 5,000 clients each held below the server's level by its own link: every freeze touches the
+    # server link; its stale keys must not pile up and be refreshed again and again (quadratic)
+    from network import fairness
+
+    calls = []
+    level = fairness._Filling._level
+    monkeypatch.setattr(fairness._Filling, "_level", lambda self, link: calls.append(1) or level(self, link))
+    n = 5000
+    capacity = {"server": 10.0 * n} | {c: 1.0 + c / n for c in range(n)}
+    shares = max_min_shares([[c, "server"] for c in range(n)], capacity)
+    assert [s.bottleneck for s in shares] == list(range(n))  # each held by its own link
+    assert len(calls) < 4 * n
