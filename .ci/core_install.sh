@@ -21,8 +21,9 @@ tar -C "$repo" --exclude=__pycache__ -cf - pyproject.toml README.md testbed fram
 "$py" -m pip install --quiet --disable-pip-version-check --no-deps "$work/src"
 "$py" - <<'PY'
 import importlib.util, sys
-extra = [m for m in ("docker", "onnx", "onnxruntime", "onnxscript", "gguf", "plotly", "matplotlib", "ray", "mlflow")
-         if importlib.util.find_spec(m) is not None]
+from testbed.config.extras import EXTRAS  # the extras' modules, as the package itself lists them
+modules = [m for mods, _ in EXTRAS.values() for m in mods] + ["matplotlib"]  # matplotlib: dropped, kept out
+extra = [m for m in modules if importlib.util.find_spec(m) is not None]
 sys.exit(f"core install: has {', '.join(extra)}" if extra else 0)
 PY
 echo "core install: installed in $((SECONDS - t0)) s"
