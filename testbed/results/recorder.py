@@ -161,11 +161,11 @@ def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
     formatted column by column."""
     if not rows:
         return ""
-    try:  # every row has every column (the common case): transposed at C speed
-        values = list(zip(*map(itemgetter(*columns), rows))) if len(columns) > 1 else [[r[columns[0]] for r in rows]]
+    try:  # every row has every column (the common case): a column at a time at C speed (4x zip(*rows))
+        values = [list(map(itemgetter(c), rows)) for c in columns]
     except KeyError:
         values = [[row.get(c) for row in rows] for c in columns]
-    cells = [_column(list(v), c in INTEGER_COLUMNS) for c, v in zip(columns, values)]
+    cells = [_column(v, c in INTEGER_COLUMNS) for c, v in zip(columns, values)]
     return "\n".join(map(",".join, zip(*cells))) + "\n"
 
 
