@@ -61,19 +61,19 @@ class Recording:
         """One client_rounds.csv row; `result` is the update when the outcome is ok."""
         client = self.clients[cid]
         peak_mb = tl.peak_rss_bytes / 2**20
-        return dict(
-            round=rnd, client=cid, device=client.name, link=client.link.name, outcome=outcome, cause=cause,
-            n_samples=result.n_samples if result else 0,
-            train_loss=result.metrics.get("train_loss") if result else None,
-            host_compute_s=tl.host_s, device_compute_s=tl.device_s, dilation_factor=tl.factor, bound=tl.bound,
-            peak_rss_mb=peak_mb, memory_budget_mb=client.memory_budget_mb,
-            over_memory_budget=bool(peak_mb > client.memory_budget_mb or outcome == "oom"),
-            bytes_down=tl.bytes_down, bytes_up=tl.bytes_up, sim_start_s=tl.start_s, sim_end_s=tl.end_s,
-            **client_round_energy(device=client.device.name, power_w=client.device.power_w,
-                                  device_compute_s=tl.device_s, link=client.link.name, radio=client.link.radio,
-                                  exchanges=tl.exchanges),
-            host=tl.host or self.hostname,
-        )
+        link = client.link
+        row = {"round": rnd, "client": cid, "device": client.name, "link": link.name, "outcome": outcome,
+               "cause": cause, "n_samples": result.n_samples if result else 0,
+               "train_loss": result.metrics.get("train_loss") if result else None, "host_compute_s": tl.host_s,
+               "device_compute_s": tl.device_s, "dilation_factor": tl.factor, "bound": tl.bound,
+               "peak_rss_mb": peak_mb, "memory_budget_mb": client.memory_budget_mb,
+               "over_memory_budget": bool(peak_mb > client.memory_budget_mb or outcome == "oom"),
+               "bytes_down": tl.bytes_down, "bytes_up": tl.bytes_up, "sim_start_s": tl.start_s, "sim_end_s": tl.end_s}
+        row.update(client_round_energy(device=client.device.name, power_w=client.device.power_w,
+                                       device_compute_s=tl.device_s, link=link.name, radio=link.radio,
+                                       exchanges=tl.exchanges))
+        row["host"] = tl.host or self.hostname
+        return row
 
 
 def traffic(tls: Iterable[ClientTimeline]) -> dict[str, int]:
