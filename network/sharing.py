@@ -188,15 +188,18 @@ class Sharing:
         self._full = False
         flows = list(self.flows)
         self._load = load = {}
+        due, timeout_s = self._due, self.policy.timeout_s
         for flow, share in zip(flows, self._shares(flows, now_s)):
+            rate = share.rate
+            for hop in flow.route.path:
+                load[hop] = load.get(hop, 0.0) + rate
             if flow.keeps(share, now_s):
-                for hop in flow.route.path:
-                    load[hop] = load.get(hop, 0.0) + share.rate
                 continue
             flow.remaining_bytes = max(0.0, flow.remaining_bytes - flow.served_bytes(now_s))
             flow.since_s = now_s  # the old allocation settled up to now
-            flow.rate_bytes_per_s = 0.0
-            self._assign(flow, share.rate, share.bottleneck, now_s)
+            flow.assign(rate, share.bottleneck, now_s, timeout_s)  # _assign, inlined: every flow may come here
+            if flow.due_s < math.inf:
+                heapq.heappush(due, (flow.due_s, flow.seq, flow.version, flow))
         if len(self._due) > 2 * len(flows) + 64:  # outdated entries far outnumber the flows
             self._due = [(f.due_s, f.seq, f.version, f) for f in flows if f.due_s < math.inf]
             heapq.heapify(self._due)

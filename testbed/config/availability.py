@@ -60,6 +60,9 @@ class Schedule:
     def offline_at(self, t_s: float) -> float:
         """When the client, online at t_s, goes offline (inf if never); t_s if offline now.
         Back-to-back windows (e.g. one ending where the next period's starts) are one."""
+        if (len(self.windows) == 1 and self.period_s == math.inf and self.windows[0][1] == math.inf
+                and self.windows[0][0] <= t_s + EPS_S):
+            return math.inf  # online from its start on for good (availability: always): the common case
         window = self._window_at(t_s)
         if window is None:
             return t_s

@@ -19,6 +19,8 @@ import json
 import math
 import os
 import re
+import struct
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
@@ -151,9 +153,21 @@ def _formatted(values: list[Any], fmt: Callable[[Any], str], empty: bool) -> lis
     return [fmt(v) for v in values] if not empty else ["" if v is None else fmt(v) for v in values]
 
 
+_NEGATIVE_ZERO = struct.pack("=d", -0.0)
+
+
 def _both_zeros(values: list[Any]) -> bool:
-    """Whether 0.0 and -0.0 both occur (a memo would write one of them with the other's sign)."""
-    return len({math.copysign(1.0, v) for v in values if v == 0 and v is not None}) > 1
+    """Whether 0.0 and -0.0 both occur (a memo would write one of them with the other's sign).
+    A column of floats is searched as its doubles' bytes for a negative zero (C speed: a fleet's
+    device seconds are 0.0 in every transfer row); anything else is looked at value by value."""
+    try:
+        raw = array("d", values).tobytes()
+    except TypeError:  # None (empty) cells among the floats
+        return len({math.copysign(1.0, v) for v in values if v == 0 and v is not None}) > 1
+    at = raw.find(_NEGATIVE_ZERO)
+    while at % 8 and at != -1:  # a match must start on a double's boundary
+        at = raw.find(_NEGATIVE_ZERO, at + 1)
+    return at != -1 and len({math.copysign(1.0, v) for v in values if v == 0}) > 1
 
 
 def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -166,6 +180,12 @@ def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
     except KeyError:
         values = [[row.get(c) for row in rows] for c in columns]
     cells = [_column(v, c in INTEGER_COLUMNS) for c, v in zip(columns, values)]
+    return "\n".join(map(",".join, zip(*cells))) + "\n"
+
+
+def _csv_tuples(rows: list[tuple[Any, ...]], columns: list[str]) -> str:
+    """`_csv_rows` of rows that are tuples of `columns`' values, in order."""
+    cells = [_column(list(map(itemgetter(i), rows)), c in INTEGER_COLUMNS) for i, c in enumerate(columns)]
     return "\n".join(map(",".join, zip(*cells))) + "\n"
 
 
@@ -184,15 +204,25 @@ class AppendedTable:
     def __init__(self, path: Path, columns: list[str]) -> None:
         self.path = path
         self.fixed = columns
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any] | tuple[Any, ...]] = []
+        self.tuples = 0  # of the pending rows, those given as tuples (add_values)
         self.columns: list[str] = []  # the header on disk ([] before the first write)
         self.rows = 0  # rows on disk
 
     def flush(self) -> list[dict[str, Any]]:
-        """Write the pending rows; returns them."""
+        """Write the pending rows; returns them. A row is a dict, or a tuple of the table's own
+        columns in order (`RunRecorder.event_values`: a fleet round makes tens of thousands)."""
         rows, self.pending = self.pending, []
+        tuples, self.tuples = self.tuples, 0
         if not rows and self.columns:
             return rows
+        if tuples:
+            if tuples == len(rows) and self.columns == self.fixed:  # the common case: appended as they are
+                with open(self.path, "a", newline="") as f:
+                    f.write(_csv_tuples(rows, self.fixed))
+                self.rows += len(rows)
+                return rows
+            rows = [dict(zip(self.fixed, r)) if r.__class__ is tuple else r for r in rows]
         if self.columns and set(self.columns).issuperset(chain.from_iterable(rows)):  # the common case: appended
             with open(self.path, "a", newline="") as f:
                 f.write(_csv_rows(rows, self.columns))
@@ -215,13 +245,18 @@ class AppendedTable:
         self.rows += len(rows)
         return rows
 
+    def add_values(self, values: tuple[Any, ...]) -> None:
+        """A row given as its values, in the order of the table's own columns."""
+        self.pending.append(values)
+        self.tuples += 1
+
     def mark(self) -> TableMark:
         size = self.path.stat().st_size if self.path.exists() else 0
         return TableMark(size, self.rows, tuple(self.columns))
 
     def cut_to(self, mark: TableMark) -> None:
         """Back to what `mark` saw (a resumed run's checkpoint): rows written after it go."""
-        self.pending = []
+        self.pending, self.tuples = [], 0
         self.columns, self.rows = list(mark.columns), mark.rows
         self.path.with_suffix(".parquet").unlink(missing_ok=True)  # written again when the run ends
         if not mark.columns:
@@ -266,6 +301,10 @@ class RunRecorder:
         """`event` of a row made as a dict (kept as it is: not copied)."""
         self.tables["events.csv"].pending.append(row)
 
+    def event_values(self, values: tuple[Any, ...]) -> None:
+        """`event` of a row given as its values in EVENT_COLUMNS order."""
+        self.tables["events.csv"].add_values(values)
+
     def client_round(self, **row: Any) -> None:
         self.tables["client_rounds.csv"].pending.append(row)
 
@@ -284,7 +323,7 @@ class RunRecorder:
     def flush(self) -> None:
         if self.muted:
             for table in self.tables.values():
-                table.pending = []
+                table.pending, table.tuples = [], 0
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name, table in self.tables.items():

@@ -157,11 +157,9 @@ class ClientProcess:
 
     def _compute_event(self, rnd: int, cid: int, start_s: float, host_s: float, device_s: float, status: str,
                        detail: str) -> None:
-        self.recorder.event_row({"round": rnd, "client": cid, "kind": "compute", "payload_bytes": 0, "wire_bytes": 0,
-                                 "sim_start_s": start_s, "sim_end_s": self.env.now, "host_s": host_s,
-                                 "device_s": device_s, "status": status, "detail": detail})
+        self.recorder.event_values((rnd, cid, "compute", 0, 0, start_s, self.env.now, host_s, device_s, status,
+                                    detail))  # EVENT_COLUMNS' order
 
     def _transfer_event(self, rnd: int, cid: int, payload: Payload, rec) -> None:
-        self.recorder.event_row({"round": rnd, "client": cid, "kind": payload.kind, "payload_bytes": rec.payload_bytes,
-                                 "wire_bytes": rec.wire_bytes, "sim_start_s": rec.start_s, "sim_end_s": rec.end_s,
-                                 "host_s": 0.0, "device_s": 0.0, "status": rec.status, "detail": ""})
+        self.recorder.event_values((rnd, cid, payload.kind, rec.payload_bytes, rec.wire_bytes, rec.start_s, rec.end_s,
+                                    0.0, 0.0, rec.status, ""))  # EVENT_COLUMNS' order

@@ -145,3 +145,23 @@ def test_long_columns_of_repeated_values_are_written_as_each_cell_alone(cells, t
     rows = [dict(_event(1, i), sim_end_s=f, wire_bytes=n, host_s=b, detail=texts[i % len(texts)])
             for i, (f, n, b) in enumerate(cells)]
     assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
+
+
+def test_rows_given_as_values_are_written_as_the_same_rows_as_dicts(tmp_path):
+    """event_values rows, alone, mixed with dict rows (order kept) and with a late column, give
+    the same file as the same rows given as dicts."""
+    rows = [_event(1, c) for c in range(5)] + [_event(2, 0, queue_s=1.5)] + [_event(3, c) for c in range(3)]
+    as_dicts, as_values = RunRecorder(tmp_path / "d"), RunRecorder(tmp_path / "v")
+    for i, row in enumerate(rows):
+        as_dicts.event(**row)
+        if "queue_s" in row or i == 2:
+            as_values.event(**row)
+        else:
+            as_values.event_values(tuple(row[c] for c in rec.EVENT_COLUMNS))
+        if i in (0, 1, 4, 6):  # a first flush, one of values only, of a mix, and after the late column
+            as_dicts.flush()
+            as_values.flush()
+    as_dicts.flush()
+    as_values.flush()
+    assert (tmp_path / "v" / "events.csv").read_bytes() == (tmp_path / "d" / "events.csv").read_bytes()
+    assert pd.read_csv(tmp_path / "v" / "events.csv")["client"].tolist() == [0, 1, 2, 3, 4, 0, 0, 1, 2]
