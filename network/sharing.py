@@ -211,7 +211,6 @@ class Sharing:
                 self._end(flow, "failed")
 
     def _shares(self, flows: list[Transfer], now_s: float) -> list[Share[Pipe]]:
-        """Max-min fair shares over the pipes the flows cross (a pipe that is down has 0:
-        capacity_now, inlined)."""
-        return fill([f.route.path for f in flows], lambda p: 0.0 if p.outages and p.is_down(now_s) else p._rate, self._rank,
+        """Max-min fair shares over the pipes the flows cross (a pipe that is down has 0)."""
+        return fill([f.route.path for f in flows], lambda pipe: capacity_now(pipe, now_s), self._rank,
                     [f.route.limit_bytes_per_s for f in flows])

@@ -87,8 +87,8 @@ def device_compute(client: FleetClient, *, use_accelerator: bool) -> float:
 class ClientPipes:
     up: Pipe
     down: Pipe
-    uplink: tuple[Pipe, ...] = ()  # the whole path up: [up, the server's in]
-    downlink: tuple[Pipe, ...] = ()  # the whole path down: [the server's out, down]
+    uplink: tuple[Pipe, ...]  # the whole path up: (up, the server's in), built once
+    downlink: tuple[Pipe, ...]  # the whole path down: (the server's out, down)
 
 
 @dataclass(frozen=True)

@@ -54,19 +54,22 @@ def _streamed(csv_path: Path, tmp: Path, columns: list[str], integer_columns: fr
     types = {c: _arrow_type(c, integer_columns) for c in columns}
     reader = pacsv.open_csv(csv_path, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
                             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
-    schema = pa.schema([pa.field(f.name, pa.float64() if pa.types.is_null(f.type) else f.type)
-                        for f in reader.schema])
+    schema = _nulls_as_float(reader.schema)
     with pq.ParquetWriter(tmp, schema) as writer:
         for batch in reader:
             writer.write_table(pa.Table.from_batches([batch]).cast(schema))
 
 
 def _whole(csv_path: Path, tmp: Path) -> None:
-    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     table = pacsv.read_csv(csv_path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
-    table = table.cast(pa.schema([pa.field(f.name, pa.float64() if pa.types.is_null(f.type) else f.type)
-                                  for f in table.schema]))
-    pq.write_table(table, tmp)
+    pq.write_table(table.cast(_nulls_as_float(table.schema)), tmp)
+
+
+def _nulls_as_float(schema):
+    """`schema` with a column arrow typed null (nothing but empty cells) as float64."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(f.name, pa.float64() if pa.types.is_null(f.type) else f.type) for f in schema])

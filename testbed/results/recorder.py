@@ -21,7 +21,7 @@ import os
 import re
 import struct
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -158,16 +158,20 @@ _NEGATIVE_ZERO = struct.pack("=d", -0.0)
 
 def _both_zeros(values: list[Any]) -> bool:
     """Whether 0.0 and -0.0 both occur (a memo would write one of them with the other's sign).
-    A column of floats is searched as its doubles' bytes for a negative zero (C speed: a fleet's
-    device seconds are 0.0 in every transfer row); anything else is looked at value by value."""
+    A column of floats is first searched as its doubles' bytes for a negative zero (C speed: a
+    fleet's device seconds are 0.0 in every transfer row); only where one is found, or where
+    empty cells (None) prevent the search, are the zeros' signs looked at one by one."""
     try:
         raw = array("d", values).tobytes()
     except TypeError:  # None (empty) cells among the floats
-        return len({math.copysign(1.0, v) for v in values if v == 0 and v is not None}) > 1
-    at = raw.find(_NEGATIVE_ZERO)
-    while at % 8 and at != -1:  # a match must start on a double's boundary
-        at = raw.find(_NEGATIVE_ZERO, at + 1)
-    return at != -1 and len({math.copysign(1.0, v) for v in values if v == 0}) > 1
+        raw = None
+    if raw is not None:
+        at = raw.find(_NEGATIVE_ZERO)
+        while at % 8 and at != -1:  # a match must start on a double's boundary
+            at = raw.find(_NEGATIVE_ZERO, at + 1)
+        if at == -1:
+            return False
+    return len({math.copysign(1.0, v) for v in values if v == 0 and v is not None}) > 1
 
 
 def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -176,16 +180,15 @@ def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
     if not rows:
         return ""
     try:  # every row has every column (the common case): a column at a time at C speed (4x zip(*rows))
-        values = [list(map(itemgetter(c), rows)) for c in columns]
+        return _csv_lines(rows, columns, columns)
     except KeyError:
-        values = [[row.get(c) for row in rows] for c in columns]
-    cells = [_column(v, c in INTEGER_COLUMNS) for c, v in zip(columns, values)]
-    return "\n".join(map(",".join, zip(*cells))) + "\n"
+        return _csv_lines([[row.get(c) for c in columns] for row in rows], columns, range(len(columns)))
 
 
-def _csv_tuples(rows: list[tuple[Any, ...]], columns: list[str]) -> str:
-    """`_csv_rows` of rows that are tuples of `columns`' values, in order."""
-    cells = [_column(list(map(itemgetter(i), rows)), c in INTEGER_COLUMNS) for i, c in enumerate(columns)]
+def _csv_lines(rows: list, columns: list[str], keys: Iterable) -> str:
+    """CSV lines of `rows` (dicts, or tuples in `columns`' order), each column's cells taken by
+    its key in `keys` (a column name, or a position) and formatted at once."""
+    cells = [_column(list(map(itemgetter(k), rows)), c in INTEGER_COLUMNS) for c, k in zip(columns, keys)]
     return "\n".join(map(",".join, zip(*cells))) + "\n"
 
 
@@ -219,7 +222,7 @@ class AppendedTable:
         if tuples:
             if tuples == len(rows) and self.columns == self.fixed:  # the common case: appended as they are
                 with open(self.path, "a", newline="") as f:
-                    f.write(_csv_tuples(rows, self.fixed))
+                    f.write(_csv_lines(rows, self.fixed, range(len(self.fixed))))
                 self.rows += len(rows)
                 return rows
             rows = [dict(zip(self.fixed, r)) if r.__class__ is tuple else r for r in rows]
@@ -250,13 +253,17 @@ class AppendedTable:
         self.pending.append(values)
         self.tuples += 1
 
+    def drop_pending(self) -> None:
+        """Forget the rows not written yet."""
+        self.pending, self.tuples = [], 0
+
     def mark(self) -> TableMark:
         size = self.path.stat().st_size if self.path.exists() else 0
         return TableMark(size, self.rows, tuple(self.columns))
 
     def cut_to(self, mark: TableMark) -> None:
         """Back to what `mark` saw (a resumed run's checkpoint): rows written after it go."""
-        self.pending, self.tuples = [], 0
+        self.drop_pending()
         self.columns, self.rows = list(mark.columns), mark.rows
         self.path.with_suffix(".parquet").unlink(missing_ok=True)  # written again when the run ends
         if not mark.columns:
@@ -297,18 +304,14 @@ class RunRecorder:
     def event(self, **row: Any) -> None:
         self.tables["events.csv"].pending.append(row)
 
-    def event_row(self, row: dict[str, Any]) -> None:
-        """`event` of a row made as a dict (kept as it is: not copied)."""
-        self.tables["events.csv"].pending.append(row)
-
     def event_values(self, values: tuple[Any, ...]) -> None:
         """`event` of a row given as its values in EVENT_COLUMNS order."""
         self.tables["events.csv"].add_values(values)
 
     def client_round(self, **row: Any) -> None:
-        self.tables["client_rounds.csv"].pending.append(row)
+        self.add_client_row(row)
 
-    def client_row(self, row: dict[str, Any]) -> None:
+    def add_client_row(self, row: dict[str, Any]) -> None:
         """`client_round` of a row made as a dict (kept as it is: not copied)."""
         self.tables["client_rounds.csv"].pending.append(row)
 
@@ -323,7 +326,7 @@ class RunRecorder:
     def flush(self) -> None:
         if self.muted:
             for table in self.tables.values():
-                table.pending, table.tuples = [], 0
+                table.drop_pending()
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name, table in self.tables.items():

@@ -122,36 +122,27 @@ class PredictedBackend(Backend):
         self.budget_bytes = {c.client_id: c.memory_budget_mb * 2**20 for c in clients}
         self.enforce_memory = enforce_memory
         self._calibration = table.calibration
-        self._answers: dict[tuple[int, int], StepRes] = {}
-        self._done: dict[tuple[int, int], tuple[StepRes, Future]] = {}  # (probed round, step) -> answer, resolved
+        self._answers: dict[tuple[int, int], Future] = {}  # (probed round, step) -> its answer, resolved
 
     def start(self) -> None:
         """Nothing to start."""
 
     def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
-        answer = self._answer(cid, rnd, args, kill)
-        if isinstance(answer, StepRes):  # the call's probed answer, the same for every client: one future
-            held = self._done.get(args)
-            if held is None or held[0] is not answer:
-                held = self._done[args] = (answer, _Resolved(answer))
-            return held[1]
-        return _Resolved(answer)
-
-    def _answer(self, cid: int, rnd: int, args: tuple, kill: bool) -> StepRes | Failure:
+        """The call's probed answer: one resolved future shared by every client, or a failure."""
         phase, index = args
         step = self.table.for_round(phase).steps[index]
         assert isinstance(step, CallCost)
+        if kill:
+            return _Resolved(Failure(cid, rnd, "killed", "fault injection: killed once the call started"))
+        if self.enforce_memory and step.peak_rss_bytes > self.budget_bytes[cid]:
+            return _Resolved(Failure(
+                cid, rnd, "oom", f"predicted: {step.method} peaks at {step.peak_rss_bytes / 2**20:.0f} MB, over the "
+                f"{self.budget_bytes[cid] / 2**20:.0f} MB budget", host_s=sum(s.host_s for s in step.spans),
+                peak_rss_bytes=step.peak_rss_bytes))
         answer = self._answers.get((phase, index))
         if answer is None:
             spans = tuple(ComputeSpan(s.label, s.host_s, s.workload, s.precision, t_end_unix=0.0) for s in step.spans)
-            answer = self._answers[(phase, index)] = StepRes(spans=spans, peak_rss_bytes=step.peak_rss_bytes)
-        host_s = sum(s.host_s for s in step.spans)
-        if kill:
-            return Failure(cid, rnd, "killed", "fault injection: killed once the call started")
-        if self.enforce_memory and step.peak_rss_bytes > self.budget_bytes[cid]:
-            return Failure(cid, rnd, "oom", f"predicted: {step.method} peaks at {step.peak_rss_bytes / 2**20:.0f} MB, "
-                           f"over the {self.budget_bytes[cid] / 2**20:.0f} MB budget", host_s=host_s,
-                           peak_rss_bytes=step.peak_rss_bytes)
+            answer = self._answers[(phase, index)] = _Resolved(StepRes(spans=spans, peak_rss_bytes=step.peak_rss_bytes))
         return answer
 
     def facts(self) -> dict[str, Any]:

@@ -50,7 +50,7 @@ class Recording:
         outcome = ctx.results.get(cid) or ctx.failures.get(cid)
         ok = isinstance(outcome, FitRes)
         late = cid in ctx.discarded and not ok and cid not in ctx.failures
-        self.recorder.client_row(self.client_row(
+        self.recorder.add_client_row(self.client_row(
             ctx.rnd, cid, ctx.timelines[cid], outcome if ok else None,
             "ok" if ok else ("discarded" if late else failure_outcome(outcome.cause)),
             "" if ok else ("late" if late else outcome.cause),
