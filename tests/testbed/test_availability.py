@@ -21,6 +21,10 @@ def test_a_schedule_answers_online_offline_and_next_online():
     wrapping = Schedule(((0.0, 20.0), (80.0, 100.0)), period_s=100.0)  # online 80 -> 120, across the period
     assert wrapping.offline_at(90) == 120.0 and wrapping.offline_windows(200) == [(20.0, 80.0), (120.0, 180.0)]
     assert ALWAYS.online(1e9) and ALWAYS.offline_at(3.0) == math.inf and ALWAYS.offline_windows(100) == []
+    late = Schedule(((100.0, math.inf),))  # online for good, but only from 100 s on
+    assert late.offline_at(50.0) == 50.0 and late.offline_at(100.0) == math.inf
+    periodic = Schedule(((5.0, 100.0),), period_s=100.0)  # online from 5 s of each period to its end: no shortcut
+    assert periodic.offline_at(102.0) == 102.0 and periodic.offline_at(50.0) == 100.0
 
 
 def test_diurnal_clients_are_online_their_share_of_each_period_at_seeded_phases():
