@@ -46,6 +46,7 @@ ROUND_COLUMNS = [
     "straggler", "train_loss", "eval_loss", "accuracy", "bytes_up", "bytes_down", "wire_bytes_up",
     "wire_bytes_down", "wasted_compute_s", "server_compute_s", "host_round_s", "host_fit_s", "host_eval_s",
 ]
+_EVENT_KEYS = frozenset(EVENT_COLUMNS)
 HOST_TIMELINE_COLUMNS = ["round", "who", "kind", "t0_unix", "t1_unix", "host_s"]
 # client_rounds.csv `outcome`: ok | failed | oom | discarded. A client killed for exceeding its
 # memory limit reads `oom` (cause `oom` too); every other failure reads `failed` with its cause.
@@ -302,7 +303,12 @@ class RunRecorder:
         self.muted = False
 
     def event(self, **row: Any) -> None:
-        self.tables["events.csv"].pending.append(row)
+        """An events.csv row; one with exactly the table's columns is kept as its values (a
+        table of tuples is appended as it is; one dict among them makes every row a dict)."""
+        if row.keys() == _EVENT_KEYS:
+            self.event_values(tuple(map(row.__getitem__, EVENT_COLUMNS)))
+        else:
+            self.tables["events.csv"].pending.append(row)
 
     def event_values(self, values: tuple[Any, ...]) -> None:
         """`event` of a row given as its values in EVENT_COLUMNS order."""

@@ -19,7 +19,9 @@ import json
 import math
 import os
 from collections.abc import Callable
+import threading
 from concurrent.futures import Future
+from concurrent.futures._base import FINISHED
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,7 @@ class PredictedBackend(Backend):
         self.enforce_memory = enforce_memory
         self._calibration = table.calibration
         self._answers: dict[tuple[int, int], Future] = {}  # (probed round, step) -> its answer, resolved
+        self._ooms: dict[tuple[int, int, int], tuple[str, float]] = {}  # (round, step, budget) -> _oom_detail
 
     def start(self) -> None:
         """Nothing to start."""
@@ -135,15 +138,25 @@ class PredictedBackend(Backend):
         if kill:
             return _Resolved(Failure(cid, rnd, "killed", "fault injection: killed once the call started"))
         if self.enforce_memory and step.peak_rss_bytes > self.budget_bytes[cid]:
-            return _Resolved(Failure(
-                cid, rnd, "oom", f"predicted: {step.method} peaks at {step.peak_rss_bytes / 2**20:.0f} MB, over the "
-                f"{self.budget_bytes[cid] / 2**20:.0f} MB budget", host_s=sum(s.host_s for s in step.spans),
-                peak_rss_bytes=step.peak_rss_bytes))
+            detail, host_s = self._oom_detail(phase, index, self.budget_bytes[cid])
+            return _Resolved(Failure(cid, rnd, "oom", detail, host_s=host_s, peak_rss_bytes=step.peak_rss_bytes))
         answer = self._answers.get((phase, index))
         if answer is None:
             spans = tuple(ComputeSpan(s.label, s.host_s, s.workload, s.precision, t_end_unix=0.0) for s in step.spans)
             answer = self._answers[(phase, index)] = _Resolved(StepRes(spans=spans, peak_rss_bytes=step.peak_rss_bytes))
         return answer
+
+    def _oom_detail(self, phase: int, index: int, budget_bytes: int) -> tuple[str, float]:
+        """(detail, host seconds) of a probed call's oom failure under a budget, made once per
+        call and budget (a fleet's device class fails alike, thousands a round)."""
+        key = (phase, index, budget_bytes)
+        made = self._ooms.get(key)
+        if made is None:
+            step = self.table.for_round(phase).steps[index]
+            made = self._ooms[key] = (
+                f"predicted: {step.method} peaks at {step.peak_rss_bytes / 2**20:.0f} MB, over the "
+                f"{budget_bytes / 2**20:.0f} MB budget", sum(s.host_s for s in step.spans))
+        return made
 
     def facts(self) -> dict[str, Any]:
         return {"compute": "predicted", "probe_clients": self.table.probe_clients,
@@ -152,12 +165,18 @@ class PredictedBackend(Backend):
 
 
 class _Resolved(Future):
-    """A future made with its result, which never changes: read without taking its lock (a
-    fleet round reads tens of thousands)."""
+    """A future made with its result, which never changes: read without taking a lock, and made
+    without one (a fleet round makes thousands). It never waits, so its instances share one
+    condition (add_done_callback, done(), as_completed take it briefly)."""
 
-    def __init__(self, answer: StepRes | Failure) -> None:
-        super().__init__()
-        self.set_result(answer)
+    _condition = threading.Condition()
+    _state = FINISHED
+    _exception = None
+    _done_callbacks: tuple = ()  # a finished future calls a new callback at once, keeping none
+
+    def __init__(self, answer: StepRes | Failure) -> None:  # no Future.__init__: no lock of its own
+        self._result = answer
+        self._waiters: list = []  # concurrent.futures.wait/as_completed add and remove theirs
 
     def result(self, timeout: float | None = None) -> StepRes | Failure:
         return self._result

@@ -249,3 +249,33 @@ def test_stress_sweeps_compute_like_any_other_key(assets, tmp_path):
     measured = table.set_index("emulation.compute").loc["measured"]
     assert math.isnan(predicted["final_accuracy"]) and not math.isnan(measured["final_accuracy"])
     assert predicted["bytes_up_per_client_round"] == measured["bytes_up_per_client_round"] > 0
+
+
+def test_the_backend_answers_with_finished_futures_and_one_oom_text_per_budget():
+    """Every client's answer is a finished future (result, done, callbacks, wait, as_completed as
+    for any future); a call over a client's budget is an oom failure naming both sizes, its text
+    made once per budget."""
+    from concurrent.futures import as_completed, wait
+    from types import SimpleNamespace
+
+    from testbed.protocol import Failure, StepRes
+    from testbed.sim.predicted import PredictedBackend
+
+    table = CostTable.from_json(json.dumps(VALID), "t.json")
+    clients = [SimpleNamespace(client_id=i, memory_budget_mb=mb) for i, mb in enumerate((1.0, 2**-20, 2**-20, 1e-6))]
+    backend = PredictedBackend(table, clients, enforce_memory=True)
+    ok, small, also_small, smaller = (backend.submit(c, 3, "fit", (1, 1)) for c in range(4))
+    assert isinstance(ok.result(), StepRes) and ok.done() and not ok.running() and ok.exception() is None
+    assert [s.host_s for s in ok.result().spans] == [0.5] and ok.result().peak_rss_bytes == 5
+    assert backend.submit(0, 4, "fit", (1, 1)) is ok  # one answer shared by every client and round
+    seen = []
+    ok.add_done_callback(seen.append)
+    assert seen == [ok] and set(as_completed([ok, small])) == {ok, small} and wait([ok, small]).not_done == set()
+    assert ok._waiters == [] and small._waiters == []  # the waiters wait() and as_completed added are gone
+    fails = [f.result() for f in (small, also_small, smaller)]
+    assert all(isinstance(f, Failure) and f.cause == "oom" and f.round == 3 for f in fails)
+    assert [f.client_id for f in fails] == [1, 2, 3] and [f.host_s for f in fails] == [0.5] * 3
+    assert fails[0].detail == "predicted: fit peaks at 0 MB, over the 0 MB budget"
+    assert fails[0].detail is fails[1].detail and fails[2].detail is not fails[0].detail
+    killed = backend.submit(0, 3, "fit", (1, 1), kill=True).result()
+    assert isinstance(killed, Failure) and killed.cause == "killed"

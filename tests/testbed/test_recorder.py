@@ -163,5 +163,8 @@ def test_rows_given_as_values_are_written_as_the_same_rows_as_dicts(tmp_path):
             as_values.flush()
     as_dicts.flush()
     as_values.flush()
+    as_values.event(**_event(4, 0))  # a keyword row of exactly the table's columns is kept as its values
+    assert as_values.tables["events.csv"].pending == [tuple(_event(4, 0)[c] for c in rec.EVENT_COLUMNS)]
+    as_values.tables["events.csv"].drop_pending()
     assert (tmp_path / "v" / "events.csv").read_bytes() == (tmp_path / "d" / "events.csv").read_bytes()
     assert pd.read_csv(tmp_path / "v" / "events.csv")["client"].tolist() == [0, 1, 2, 3, 4, 0, 0, 1, 2]
