@@ -127,8 +127,10 @@ def _column(values: list[Any], integer: bool) -> list[str]:
     if kinds <= {str}:
         distinct = dict.fromkeys(values)
         distinct.pop(None, None)
-        if any(map(_QUOTED.search, distinct)):
-            return [_quoted(v) if v is not None else "" for v in values]
+        if any(map(_QUOTED.search, distinct)):  # each distinct text quoted once
+            quoted = {v: _quoted(v) for v in distinct}
+            quoted[None] = ""
+            return list(map(quoted.__getitem__, values))
         return ["" if v is None else v for v in values] if empty else values
     return [_text(v, integer) for v in values]
 
@@ -186,6 +188,17 @@ def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
         return _csv_lines([[row.get(c) for c in columns] for row in rows], columns, range(len(columns)))
 
 
+def _csv_exact(rows: list[dict[str, Any]], columns: list[str]) -> str | None:
+    """`_csv_rows` of rows that each have exactly `columns` as keys (as many keys, none missing:
+    no key checked one by one); None where a row has others or fewer."""
+    if set(map(len, rows)) != {len(columns)}:
+        return None
+    try:
+        return _csv_lines(rows, columns, columns)
+    except KeyError:
+        return None
+
+
 def _csv_lines(rows: list, columns: list[str], keys: Iterable) -> str:
     """CSV lines of `rows` (dicts, or tuples in `columns`' order), each column's cells taken by
     its key in `keys` (a column name, or a position) and formatted at once."""
@@ -227,9 +240,12 @@ class AppendedTable:
                 self.rows += len(rows)
                 return rows
             rows = [dict(zip(self.fixed, r)) if r.__class__ is tuple else r for r in rows]
-        if self.columns and set(self.columns).issuperset(chain.from_iterable(rows)):  # the common case: appended
+        text = _csv_exact(rows, self.columns) if self.columns else None
+        if text is None and self.columns and set(self.columns).issuperset(chain.from_iterable(rows)):
+            text = _csv_rows(rows, self.columns)
+        if text is not None:  # the common case: appended
             with open(self.path, "a", newline="") as f:
-                f.write(_csv_rows(rows, self.columns))
+                f.write(text)
             self.rows += len(rows)
             return rows
         if not self.columns and set(self.fixed).issuperset(chain.from_iterable(rows)):  # a new file, no extra key
@@ -296,6 +312,7 @@ class RunRecorder:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
         self.tables = {name: AppendedTable(self.out_dir / name, cols) for name, cols in APPENDED.items()}
+        self._events = self.tables["events.csv"]
         self.rounds: list[dict[str, Any]] = []
         self._rounds_table = AppendedTable(self.out_dir / "rounds.csv", ROUND_COLUMNS)
         self._rounds_written = 0  # of self.rounds, the rows in rounds.csv
@@ -311,8 +328,11 @@ class RunRecorder:
             self.tables["events.csv"].pending.append(row)
 
     def event_values(self, values: tuple[Any, ...]) -> None:
-        """`event` of a row given as its values in EVENT_COLUMNS order."""
-        self.tables["events.csv"].add_values(values)
+        """`event` of a row given as its values in EVENT_COLUMNS order (`AppendedTable.add_values`,
+        inlined: a fleet round adds tens of thousands)."""
+        events = self._events
+        events.pending.append(values)
+        events.tuples += 1
 
     def client_round(self, **row: Any) -> None:
         self.add_client_row(row)

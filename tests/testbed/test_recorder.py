@@ -42,6 +42,23 @@ def test_flushes_append_rows_and_a_late_column_rewrites_the_table_once(tmp_path)
     assert pd.read_csv(tmp_path / "events.csv")["queue_s"].isna().sum() == 5
 
 
+def test_a_row_of_as_many_keys_with_one_new_is_a_late_column_not_a_shifted_row(tmp_path):
+    """Dict rows of exactly the table's columns are appended at once; one of as many keys, one
+    of them new (and one column missing), still rewrites the table with the new column."""
+    r = RunRecorder(tmp_path)
+    r.client_round(round=1, client=0, outcome="ok")
+    r.flush()
+    r.client_round(round=2, client=0, outcome="ok")
+    r.client_round(round=2, client=1, staleness=3)  # three keys too: `outcome` missing, `staleness` new
+    r.flush()
+    table = pd.read_csv(tmp_path / "client_rounds.csv")
+    assert table.columns.tolist()[-1] == "staleness" and table["client"].tolist() == [0, 0, 1]
+    assert table["outcome"].fillna("").tolist() == ["ok", "ok", ""] and table["staleness"].iloc[2] == 3
+    assert rec._csv_exact([{"a": 1, "b": 2.5}], ["a", "b"]) == "1,2.5\n"
+    assert rec._csv_exact([{"a": 1, "c": 2.5}], ["a", "b"]) is None
+    assert rec._csv_exact([{"a": 1}], ["a", "b"]) is None
+
+
 def test_a_checkpoint_mark_cuts_later_rows_even_after_a_rewrite(tmp_path):
     r = RunRecorder(tmp_path)
     r.event(**_event(1, 0))
