@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import simpy
 
-from network import Network
+from network import Network, TransferRecord
 from testbed.backends import Backend
 from testbed.config.fleet import Topology
 from testbed.protocol import ClientCall, Failure, FitRes, Framework, Outcome, Payload, Send, ServerCall
@@ -57,8 +57,11 @@ class ClientProcess:
             except StopIteration as stop:
                 self._arrive(ctx, cid, stop.value, tl)
                 return
-            if isinstance(action, Send):
-                reply = yield from self._send(ctx.rnd, cid, action, tl)
+            if isinstance(action, Send):  # the link's record once its last byte arrived (or it failed)
+                up = action.direction == "up"
+                path = self.topology.uplink_path(cid) if up else self.topology.downlink_path(cid)
+                reply = yield self.net.transfer(action.payload.payload_bytes, path, label=action.payload.kind)
+                self._sent(ctx.rnd, cid, action, reply, tl, up)
                 if reply.status != "ok":
                     cause = "disconnected" if reply.status == "failed" else "timeout"
                     return self._fail(ctx, cid, script, tl, cause, f"{action.payload.kind}: link {reply.status}")
@@ -111,10 +114,8 @@ class ClientProcess:
         ctx.kill.discard(cid)
         return self.backend.submit(cid, ctx.rnd, call.method, call.args, kill=kill).result()
 
-    def _send(self, rnd: int, cid: int, action: Send, tl: ClientTimeline) -> Generator:
-        up = action.direction == "up"
-        path = self.topology.uplink_path(cid) if up else self.topology.downlink_path(cid)
-        rec = yield self.net.transfer(action.payload.payload_bytes, path, label=action.payload.kind)
+    def _sent(self, rnd: int, cid: int, action: Send, rec: TransferRecord, tl: ClientTimeline, up: bool) -> None:
+        """A transfer's event row and its bytes and span on the client's timeline."""
         self._transfer_event(rnd, cid, action.payload, rec)
         tl.exchanges.append(Exchange(action.direction, rec.wire_bytes, rec.start_s, rec.end_s, rec.status == "ok"))
         if up:
@@ -123,7 +124,6 @@ class ClientProcess:
         else:
             tl.bytes_down += rec.payload_bytes
             tl.wire_down += rec.wire_bytes
-        return rec
 
     def _compute(self, rnd: int, cid: int, outcome: Outcome, tl: ClientTimeline) -> Generator:
         """Put the outcome's spans on the clock; returns False when the client went offline
@@ -160,6 +160,6 @@ class ClientProcess:
         self.recorder.event_values((rnd, cid, "compute", 0, 0, start_s, self.env.now, host_s, device_s, status,
                                     detail))  # EVENT_COLUMNS' order
 
-    def _transfer_event(self, rnd: int, cid: int, payload: Payload, rec) -> None:
+    def _transfer_event(self, rnd: int, cid: int, payload: Payload, rec: TransferRecord) -> None:
         self.recorder.event_values((rnd, cid, payload.kind, rec.payload_bytes, rec.wire_bytes, rec.start_s, rec.end_s,
                                     0.0, 0.0, rec.status, ""))  # EVENT_COLUMNS' order
