@@ -20,6 +20,7 @@ what is missing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from itertools import pairwise
 from typing import Any, NamedTuple
 
@@ -77,15 +78,25 @@ def radio_energy_j(radio: RadioPower, exchanges: Sequence[Exchange]) -> float:
 def client_round_energy(*, device: str, power_w: float | None, device_compute_s: float, link: str,
                         radio: RadioPower | None, exchanges: Sequence[Exchange]) -> dict[str, Any]:
     """The energy columns of one client_rounds.csv row (None where a figure is unknown)."""
-    missing = []
-    compute_j = radio_j = None
-    if power_w is None:
-        missing.append(f"power_w unknown for {device}")
-    else:
-        compute_j = power_w * device_compute_s
-    if radio is None:
-        missing.append(f"radio power unknown for link {link}")
-    else:
-        radio_j = radio_energy_j(radio, exchanges)
+    return dict(zip(ENERGY_COLUMNS, energy_values(device, power_w, device_compute_s, link, radio, exchanges),
+                    strict=True))
+
+
+def energy_values(device: str, power_w: float | None, device_compute_s: float, link: str, radio: RadioPower | None,
+                  exchanges: Sequence[Exchange]) -> tuple[float | None, float | None, float | None, str]:
+    """`client_round_energy`'s values in ENERGY_COLUMNS' order (a fleet round makes tens of thousands)."""
+    compute_j = None if power_w is None else power_w * device_compute_s
+    radio_j = None if radio is None else radio_energy_j(radio, exchanges)
     total = compute_j + radio_j if compute_j is not None and radio_j is not None else None
-    return dict(energy_j=total, compute_energy_j=compute_j, radio_energy_j=radio_j, energy_note="; ".join(missing))
+    note = "" if power_w is not None and radio is not None else \
+        _missing(device if power_w is None else None, link if radio is None else None)
+    return total, compute_j, radio_j, note
+
+
+@lru_cache(maxsize=1024)
+def _missing(device: str | None, link: str | None) -> str:
+    """The energy_note of a row whose device (power_w) or link (radio power) has no figure."""
+    missing = [f"power_w unknown for {device}"] if device is not None else []
+    if link is not None:
+        missing.append(f"radio power unknown for link {link}")
+    return "; ".join(missing)

@@ -51,6 +51,7 @@ HOST_TIMELINE_COLUMNS = ["round", "who", "kind", "t0_unix", "t1_unix", "host_s"]
 # client_rounds.csv `outcome`: ok | failed | oom | discarded. A client killed for exceeding its
 # memory limit reads `oom` (cause `oom` too); every other failure reads `failed` with its cause.
 FAILED_OUTCOMES = ("failed", "oom")
+_FAILURE_FIELDS = ("round", "device", "outcome", "cause")  # what failed_client_rounds reads of a row
 
 
 def failure_outcome(cause: str) -> str:
@@ -233,6 +234,11 @@ class AppendedTable:
         tuples, self.tuples = self.tuples, 0
         if not rows and self.columns:
             return rows
+        if not self.columns and (tuples == len(rows) or set(self.fixed).issuperset(
+                chain.from_iterable(r for r in rows if r.__class__ is not tuple))):  # a new file, no extra key
+            self.path.with_suffix(".parquet").unlink(missing_ok=True)  # a finished run's copy, stale now
+            _atomic_write_text(self.path, ",".join(self.fixed) + "\n")  # its header; the rows appended below
+            self.columns = list(self.fixed)
         if tuples:
             if tuples == len(rows) and self.columns == self.fixed:  # the common case: appended as they are
                 with open(self.path, "a", newline="") as f:
@@ -246,12 +252,6 @@ class AppendedTable:
         if text is not None:  # the common case: appended
             with open(self.path, "a", newline="") as f:
                 f.write(text)
-            self.rows += len(rows)
-            return rows
-        if not self.columns and set(self.fixed).issuperset(chain.from_iterable(rows)):  # a new file, no extra key
-            self.path.with_suffix(".parquet").unlink(missing_ok=True)  # a finished run's copy, stale now
-            _atomic_write_text(self.path, ",".join(self.fixed) + "\n" + _csv_rows(rows, self.fixed))
-            self.columns = list(self.fixed)
             self.rows += len(rows)
             return rows
         frame = _table(rows, list(self.columns or self.fixed))
@@ -316,7 +316,8 @@ class RunRecorder:
         self.rounds: list[dict[str, Any]] = []
         self._rounds_table = AppendedTable(self.out_dir / "rounds.csv", ROUND_COLUMNS)
         self._rounds_written = 0  # of self.rounds, the rows in rounds.csv
-        self.last_client_rounds: list[dict[str, Any]] = []  # the client rows of the latest flush
+        self._client_rounds = self.tables["client_rounds.csv"]
+        self._last_client_rows: list[dict[str, Any] | tuple[Any, ...]] = []  # those the latest flush wrote
         self.muted = False
 
     def event(self, **row: Any) -> None:
@@ -339,7 +340,19 @@ class RunRecorder:
 
     def add_client_row(self, row: dict[str, Any]) -> None:
         """`client_round` of a row made as a dict (kept as it is: not copied)."""
-        self.tables["client_rounds.csv"].pending.append(row)
+        self._client_rounds.pending.append(row)
+
+    def client_values(self, values: tuple[Any, ...]) -> None:
+        """`client_round` of a row given as its values in CLIENT_ROUND_COLUMNS order."""
+        self._client_rounds.pending.append(values)
+        self._client_rounds.tuples += 1
+
+    def failed_client_rounds(self) -> list[tuple[int, str, str]]:
+        """(round, device, cause) of each failed row among the client rows the latest flush wrote."""
+        by_index = itemgetter(*map(CLIENT_ROUND_COLUMNS.index, _FAILURE_FIELDS))
+        picked = (by_index(r) if r.__class__ is tuple else tuple(map(r.get, _FAILURE_FIELDS))
+                  for r in self._last_client_rows)
+        return [(rnd, device, cause) for rnd, device, outcome, cause in picked if outcome in FAILED_OUTCOMES]
 
     def round(self, **row: Any) -> None:
         self.rounds.append(row)
@@ -358,7 +371,7 @@ class RunRecorder:
         for name, table in self.tables.items():
             written = table.flush()
             if name == "client_rounds.csv":
-                self.last_client_rounds = written
+                self._last_client_rows = written
         self._rounds_table.pending = self.rounds[self._rounds_written:]
         self._rounds_table.flush()
         self._rounds_written = len(self.rounds)

@@ -11,8 +11,8 @@ import simpy
 
 from testbed.config.fleet import FleetClient
 from testbed.protocol import FitRes
-from testbed.results.energy import client_round_energy
-from testbed.results.recorder import RunRecorder, failure_outcome
+from testbed.results.energy import energy_values
+from testbed.results.recorder import CLIENT_ROUND_COLUMNS, RunRecorder, failure_outcome
 from testbed.sim.timeline import ClientTimeline, RoundContext
 
 
@@ -50,7 +50,7 @@ class Recording:
         outcome = ctx.results.get(cid) or ctx.failures.get(cid)
         ok = isinstance(outcome, FitRes)
         late = cid in ctx.discarded and not ok and cid not in ctx.failures
-        self.recorder.add_client_row(self.client_row(
+        self.recorder.client_values(self.client_values(
             ctx.rnd, cid, ctx.timelines[cid], outcome if ok else None,
             "ok" if ok else ("discarded" if late else failure_outcome(outcome.cause)),
             "" if ok else ("late" if late else outcome.cause),
@@ -59,21 +59,24 @@ class Recording:
     def client_row(self, rnd: int, cid: int, tl: ClientTimeline, result: FitRes | None, outcome: str,
                    cause: str) -> dict[str, Any]:
         """One client_rounds.csv row; `result` is the update when the outcome is ok."""
+        return dict(zip(CLIENT_ROUND_COLUMNS, self.client_values(rnd, cid, tl, result, outcome, cause), strict=True))
+
+    def client_values(self, rnd: int, cid: int, tl: ClientTimeline, result: FitRes | None, outcome: str,
+                      cause: str) -> tuple[Any, ...]:
+        """`client_row`'s values in CLIENT_ROUND_COLUMNS' order (a fleet round makes tens of thousands)."""
         client = self.clients[cid]
         peak_mb = tl.peak_rss_bytes / 2**20
         link = client.link
-        row = {"round": rnd, "client": cid, "device": client.name, "link": link.name, "outcome": outcome,
-               "cause": cause, "n_samples": result.n_samples if result else 0,
-               "train_loss": result.metrics.get("train_loss") if result else None, "host_compute_s": tl.host_s,
-               "device_compute_s": tl.device_s, "dilation_factor": tl.factor, "bound": tl.bound,
-               "peak_rss_mb": peak_mb, "memory_budget_mb": client.memory_budget_mb,
-               "over_memory_budget": bool(peak_mb > client.memory_budget_mb or outcome == "oom"),
-               "bytes_down": tl.bytes_down, "bytes_up": tl.bytes_up, "sim_start_s": tl.start_s, "sim_end_s": tl.end_s}
-        row.update(client_round_energy(device=client.device.name, power_w=client.device.power_w,
-                                       device_compute_s=tl.device_s, link=link.name, radio=link.radio,
-                                       exchanges=tl.exchanges))
-        row["host"] = tl.host or self.hostname
-        return row
+        return (
+            rnd, cid, client.name, link.name, outcome, cause,  # round, client, device, link, outcome, cause
+            result.n_samples if result else 0, result.metrics.get("train_loss") if result else None,
+            tl.host_s, tl.device_s, tl.factor, tl.bound,  # host_compute_s, device_compute_s, dilation_factor, bound
+            peak_mb, client.memory_budget_mb, bool(peak_mb > client.memory_budget_mb or outcome == "oom"),
+            tl.bytes_down, tl.bytes_up, tl.start_s, tl.end_s,  # ..., over_memory_budget, bytes_down, ..., sim_end_s
+            *energy_values(client.device.name, client.device.power_w, tl.device_s, link.name, link.radio,
+                           tl.exchanges),  # energy_j, compute_energy_j, radio_energy_j, energy_note
+            tl.host or self.hostname,  # host
+        )
 
 
 def traffic(tls: Iterable[ClientTimeline]) -> dict[str, int]:

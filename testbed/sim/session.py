@@ -23,7 +23,7 @@ from rich.table import Table
 
 from testbed.config.scenario import Scenario, ScenarioError
 from testbed.results.console import RunConsole
-from testbed.results.recorder import FAILED_OUTCOMES, write_json_atomic
+from testbed.results.recorder import write_json_atomic
 from testbed.results.runfolder import claim, read_summary
 from testbed.sim.replay import ComputeReplay
 
@@ -93,9 +93,10 @@ def _round_line(row: dict[str, Any]) -> str:
 FAILURES_NAMED = 8  # a round line names up to this many failed clients, else counts them by cause
 
 
-def _failed_clients(client_rounds: list[dict[str, Any]], rnd: int) -> str:
-    """The round's failed clients and their causes, e.g. "  (pixel-7: oom)"; "" when none."""
-    failed = [(r["device"], r["cause"]) for r in client_rounds if r["round"] == rnd and r["outcome"] in FAILED_OUTCOMES]
+def _failed_clients(failed_client_rounds: list[tuple[int, str, str]], rnd: int) -> str:
+    """The round's failed clients and their causes, e.g. "  (pixel-7: oom)"; "" when none, from the
+    (round, device, cause) of failed client rows."""
+    failed = [(device, cause) for r, device, cause in failed_client_rounds if r == rnd]
     if len(failed) > FAILURES_NAMED:  # a fleet's round: counted by cause, the most frequent first
         causes = Counter(cause for _, cause in failed).most_common()
         return f"  ({len(failed):,} failed: {', '.join(f'{n:,} {cause}' for cause, n in causes)})"
@@ -305,7 +306,7 @@ def _run_with_progress(runner, scenario: Scenario, console: Console, summary: di
         task = progress.add_task(f"{scenario.framework.name} rounds", total=scenario.framework.rounds, completed=done)
 
         def on_round(row: dict[str, Any]) -> None:
-            console.log(_round_line(row) + _failed_clients(runner.recorder.last_client_rounds, row["round"]))
+            console.log(_round_line(row) + _failed_clients(runner.recorder.failed_client_rounds(), row["round"]))
             if row["round"] > 0:
                 progress.advance(task)
             summary["rounds_completed"] = row["round"]

@@ -59,6 +59,26 @@ def test_a_row_of_as_many_keys_with_one_new_is_a_late_column_not_a_shifted_row(t
     assert rec._csv_exact([{"a": 1}], ["a", "b"]) is None
 
 
+def test_client_rows_given_as_values_are_written_and_their_failures_read_back(tmp_path):
+    """client_values rows are written as the same rows given as dicts; failed_client_rounds reads
+    (round, device, cause) of the failed ones, whichever way they were given."""
+    def row(client: int, outcome: str, cause: str) -> dict:
+        return dict.fromkeys(rec.CLIENT_ROUND_COLUMNS, 1.5) | dict(round=2, client=client, device=f"pixel-7#{client}",
+                                                                   outcome=outcome, cause=cause, host="h")
+    rows = [row(0, "ok", ""), row(1, "oom", "oom"), row(2, "failed", "offline"), row(3, "discarded", "late")]
+    as_dicts, as_values = RunRecorder(tmp_path / "d"), RunRecorder(tmp_path / "v")
+    for r in rows:
+        as_dicts.client_round(**r)
+        as_values.client_values(tuple(r[c] for c in rec.CLIENT_ROUND_COLUMNS))
+    as_dicts.flush()
+    as_values.flush()
+    assert (tmp_path / "v" / "client_rounds.csv").read_bytes() == (tmp_path / "d" / "client_rounds.csv").read_bytes()
+    failed = [(2, "pixel-7#1", "oom"), (2, "pixel-7#2", "offline")]
+    assert as_values.failed_client_rounds() == failed and as_dicts.failed_client_rounds() == failed
+    as_values.flush()  # nothing new: the latest flush wrote no client row
+    assert as_values.failed_client_rounds() == []
+
+
 def test_a_checkpoint_mark_cuts_later_rows_even_after_a_rewrite(tmp_path):
     r = RunRecorder(tmp_path)
     r.event(**_event(1, 0))
@@ -97,7 +117,7 @@ def test_muted_rows_are_dropped_and_long_tables_go_to_parquet(tmp_path, monkeypa
         r.event(**_event(1, client))
     r.client_round(round=1, client=0, outcome="ok")
     r.flush()
-    assert r.last_client_rounds == [{"round": 1, "client": 0, "outcome": "ok"}]
+    assert r.failed_client_rounds() == []
     assert r.finish() == [tmp_path / "events.parquet"]
     parquet, csv = pd.read_parquet(tmp_path / "events.parquet"), pd.read_csv(tmp_path / "events.csv")
     pd.testing.assert_frame_equal(parquet, csv, check_dtype=False)
