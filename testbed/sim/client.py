@@ -47,7 +47,7 @@ class ClientProcess:
 
     def round(self, ctx: RoundContext, cid: int) -> Generator:
         """The client's script on the clock, until it returns its result, fails or the round closes."""
-        tl = ctx.timelines.setdefault(cid, ClientTimeline(start_s=self.env.now))
+        tl = ctx.timelines[cid] = ClientTimeline(start_s=self.env.now)  # a client runs once in a round's context
         tl.offline_at_s = self.selection.offline_at(cid)
         script = self.framework.client_script(ctx.rnd, cid, ctx.ins[cid])
         reply, calls = None, 0
