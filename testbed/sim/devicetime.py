@@ -45,6 +45,7 @@ class DeviceTime:
         self.throttled = throttled  # client -> CPU quota (cores) under `time: throttle`
         self.replay = replay
         self._predicted: dict[tuple[int, int], tuple[object, ComputeSpan, tuple[float, float, float, str]]] = {}
+        self._bound_factors: dict[int, float] = {}  # client -> its compute-bound factor (failed work)
 
     def span(self, rnd: int, cid: int, span: ComputeSpan) -> tuple[float, float, float, str]:
         """(host_s, device_s, factor, bound) of one measured span of client `cid`."""
@@ -59,8 +60,10 @@ class DeviceTime:
 
     def failed(self, rnd: int, cid: int, outcome: Failure) -> float:
         """Device seconds of the work a failed call did (compute-bound)."""
-        factor = 1.0 if cid in self.throttled else compute_bound_factor(self.scenario, self.clients[cid],
-                                                                        self.calibration)
+        factor = self._bound_factors.get(cid)
+        if factor is None:  # per client: a fleet round's failures are thousands of the same few devices
+            factor = self._bound_factors[cid] = 1.0 if cid in self.throttled else compute_bound_factor(
+                self.scenario, self.clients[cid], self.calibration)
         device_s = outcome.host_s * factor
         if self.replay is not None:
             _, device_s = self.replay.lookup(rnd, cid, "failed", outcome.host_s, device_s)
