@@ -111,7 +111,8 @@ def rounds_host_s(out: Path) -> float:
 
 def part_fleet(tmp: Path, quick: bool) -> Path:
     extra = ["framework.rounds=10"] if quick else []
-    probe_s, _, _ = run_testbed(FLEET, tmp / "probe", ["framework.rounds=1"], one_core=False)
+    # pinned as the timed run is: the table's key holds the clients probed at once, which the cores set
+    probe_s, _, _ = run_testbed(FLEET, tmp / "probe", ["framework.rounds=1"], one_core=True)
     print(f"cost table (probe on a cold cache, or read from it; 1 round): {probe_s:.1f} s")
     wait_for_stray_workers()
     wall_s, rss_mb, code = run_testbed(FLEET, tmp / "fleet", extra, one_core=True)
@@ -173,8 +174,9 @@ def part_split(tmp: Path, quick: bool) -> None:
              f"framework.rounds={2 if quick else 10}", "framework.local_steps=8", "eval.before_training=false",
              "eval.every=100"]
     split = REPO / "scenarios" / "split_quickstart.yaml"
-    run_testbed(split, tmp / "split-probe", [*extra[:2], "framework.clients_per_round=4", "framework.rounds=1"],
-                one_core=False)  # the cost table first
+    probe_s, _, _ = run_testbed(split, tmp / "split-probe", [*extra, "framework.clients_per_round=4",
+                                                              "framework.rounds=1"], one_core=True)
+    print(f"split cost table (probe on a cold cache, or read from it; 1 round of 4 clients): {probe_s:.1f} s")
     wait_for_stray_workers()
     wall_s, rss_mb, code = run_testbed(split, tmp / "split", extra, one_core=True)
     events = table(tmp / "split", "events", ["kind"])
