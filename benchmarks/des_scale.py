@@ -153,10 +153,15 @@ def count_held_back(net: Network, client_pipes: dict[str, tuple[str, Pipe]]) -> 
 Client = Callable[[int, float], Generator[simpy.Event, object, None]]
 
 
+Plan = Callable[[int], tuple[np.ndarray, np.ndarray]]  # round -> (its clients, their device seconds)
+
+
 def timed_rounds(
-    env: simpy.Environment, args: argparse.Namespace, rng: np.random.Generator, client: Client
+    env: simpy.Environment, args: argparse.Namespace, rng: np.random.Generator, client: Client,
+    plan: Plan | None = None,
 ) -> float:
     """Run the synchronous rounds, each waiting for all its clients; returns CPU seconds.
+    Each round's clients and device seconds are drawn (seeded), or given by `plan`.
 
     With --gc freeze, whatever a round leaves (records, mostly) is frozen out of the garbage
     collector after it: otherwise every full collection walks the millions of records a long
@@ -165,13 +170,15 @@ def timed_rounds(
     speed = rng.lognormal(0.0, 0.5, args.clients)  # each device's own slowness
 
     def rounds() -> Generator[simpy.Event, object, None]:
-        for _ in range(args.rounds):
-            if args.per_round == args.clients:
+        for rnd in range(args.rounds):
+            if plan is not None:
+                chosen, compute = plan(rnd)
+            elif args.per_round == args.clients:
                 chosen = np.arange(args.clients)
             else:
                 chosen = rng.choice(args.clients, args.per_round, replace=False)
-            noise = rng.lognormal(0.0, 0.2, len(chosen))
-            compute = args.compute_s * speed[chosen] * noise
+            if plan is None:
+                compute = args.compute_s * speed[chosen] * rng.lognormal(0.0, 0.2, len(chosen))
             yield env.all_of(
                 [env.process(client(int(c), float(s))) for c, s in zip(chosen, compute)]
             )
@@ -202,13 +209,43 @@ def run_simulation(args: argparse.Namespace) -> tuple[Network, float, dict[str, 
     client_pipes = {d.name: ("server.out", d) for d in downs}
     client_pipes.update({u.name: ("server.in", u) for u in ups})
 
-    def client(c: int, compute_s: float) -> Generator[simpy.Event, object, None]:
-        yield net.transfer(ADAPTER_BYTES, [server_out, downs[c]], label=downs[c].name)
-        yield env.timeout(compute_s)
-        yield net.transfer(ADAPTER_BYTES, [ups[c], server_in], label=ups[c].name)
-
+    client = exchange_client(env, net, (server_out, server_in), downs, ups, ADAPTER_BYTES, ADAPTER_BYTES)
     cpu_s = timed_rounds(env, args, rng, client)
     return net, cpu_s, count_held_back(net, client_pipes)
+
+
+def exchange_client(env: simpy.Environment, net: Network, server: tuple[Pipe, Pipe], downs: list[Pipe],
+                    ups: list[Pipe], down_bytes: int, up_bytes: int) -> Client:
+    """One client's exchange: download across (server.out, its down pipe), compute, upload
+    across (its up pipe, server.in)."""
+    server_out, server_in = server
+
+    def client(c: int, compute_s: float) -> Generator[simpy.Event, object, None]:
+        yield net.transfer(down_bytes, [server_out, downs[c]], label=downs[c].name)
+        yield env.timeout(compute_s)
+        yield net.transfer(up_bytes, [ups[c], server_in], label=ups[c].name)
+
+    return client
+
+
+def replay_exchanges(links: list[tuple[float, float, float]], compute_s: np.ndarray, down_bytes: int,
+                     up_bytes: int, server_mbps: float, server_delay_s: float) -> float:
+    """CPU seconds for this network-only simulation timing exchanges given from elsewhere (a
+    `testbed run`'s): client c on constant pipes `links[c]` (down Mbit/s, up Mbit/s, one-way
+    delay s) behind the server's pipes, every client in every round, computing `compute_s[r, c]`
+    device seconds in round r between its download and its upload of the given sizes."""
+    env = simpy.Environment()
+    net = Network(env, keep_records=False)
+    server = (net.pipe("server.out", rate_mbps=server_mbps, delay_s=server_delay_s),
+              net.pipe("server.in", rate_mbps=server_mbps, delay_s=server_delay_s))
+    downs = [net.pipe(f"c{c}.down", rate_mbps=d, delay_s=delay_s) for c, (d, _, delay_s) in enumerate(links)]
+    ups = [net.pipe(f"c{c}.up", rate_mbps=u, delay_s=delay_s) for c, (_, u, delay_s) in enumerate(links)]
+    rounds, clients = compute_s.shape
+    args = argparse.Namespace(rounds=rounds, clients=clients, per_round=clients, gc="freeze")
+    everyone = np.arange(clients)
+    return timed_rounds(env, args, np.random.default_rng(0), exchange_client(env, net, server, downs, ups, down_bytes,
+                                                                               up_bytes),
+                        plan=lambda rnd: (everyone, compute_s[rnd]))
 
 
 def fixed_transfers_s(args: argparse.Namespace) -> float:

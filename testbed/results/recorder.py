@@ -126,6 +126,8 @@ def _column(values: list[Any], integer: bool) -> list[str]:
     if kinds <= {float} and not integer:
         return _formatted(values, _float_text, empty)
     if kinds <= {str}:
+        if len(values) >= MEMO_MIN_CELLS and values.count(values[0]) == len(values):  # one text throughout
+            return [_quoted(values[0]) if values[0] is not None else ""] * len(values)
         distinct = dict.fromkeys(values)
         distinct.pop(None, None)
         if any(map(_QUOTED.search, distinct)):  # each distinct text quoted once
@@ -147,8 +149,11 @@ def _float_text(value: float) -> str:
 def _formatted(values: list[Any], fmt: Callable[[Any], str], empty: bool) -> list[str]:
     """`fmt` of each value (None: empty), each distinct value once where most repeat."""
     if len(values) >= MEMO_MIN_CELLS:
+        first, floats = values[0], fmt is _float_text  # only a float has a zero of either sign
+        if values.count(first) == len(values) and not (floats and first == 0):  # one value throughout
+            return ["" if first is None else fmt(first)] * len(values)
         distinct = dict.fromkeys(values)
-        if 2 * len(distinct) <= len(values) and not (0.0 in distinct and _both_zeros(values)):
+        if 2 * len(distinct) <= len(values) and not (floats and 0.0 in distinct and _both_zeros(values)):
             text = {v: "" if v is None else fmt(v) for v in distinct}  # 0.0 == -0.0: one key, one sign here
             return list(map(text.__getitem__, values))
     if fmt is _float_text and not empty:

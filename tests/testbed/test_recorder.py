@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -182,6 +183,18 @@ def test_long_columns_of_repeated_values_are_written_as_each_cell_alone(cells, t
     rows = [dict(_event(1, i), sim_end_s=f, wire_bytes=n, host_s=b, detail=texts[i % len(texts)])
             for i, (f, n, b) in enumerate(cells)]
     assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
+
+
+@pytest.mark.parametrize("value, other", [(0.0, -0.0), (-0.0, 0.0), (None, 1.5), (float("nan"), 2.5), (7, 8),
+                                          ("a,b", "c"), ("ok", None), (True, False), (1.5, 1)])
+def test_a_long_column_of_one_value_is_written_as_each_cell_alone(value, other):
+    """A long column of one value throughout is written at once; one other value anywhere in it
+    (a zero of the other sign, an empty cell, another type) is still written cell by cell."""
+    n = rec.MEMO_MIN_CELLS + 5
+    for cells in ([value] * n, [value] * (n - 1) + [other], [other] + [value] * (n - 1)):
+        rows = [dict(_event(1, i), sim_end_s=c if not isinstance(c, str) else 1.0,
+                     detail=c if isinstance(c, str) or c is None else "x", host_s=c) for i, c in enumerate(cells)]
+        assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
 
 
 def test_rows_given_as_values_are_written_as_the_same_rows_as_dicts(tmp_path):
