@@ -198,8 +198,9 @@ def part_des(all_run: Path, before: tuple[float, float, int], after: tuple[float
     print(f"cost per exchange: runner {per_runner * 1e6:,.0f} us (host seconds after set-up over {n:,} exchanges), "
           f"des_scale --links constant {before[0] * 1e6:,.0f} us before it and {after[0] * 1e6:,.0f} us after "
           f"({before[2]:,}, CPU), bare simpy {per_bare * 1e6:,.1f} us")
-    print(f"  runner / des_scale: {per_runner / per_des:.2f}x (target <= 1.5x; {per_runner / max(before[0], after[0]):.2f}"
-          f"-{per_runner / min(before[0], after[0]):.2f}x against either); runner / bare simpy: "
+    low, high = per_runner / max(before[0], after[0]), per_runner / min(before[0], after[0])
+    print(f"  runner / des_scale: {per_runner / per_des:.2f}x (target <= 1.5x; {low:.2f}-{high:.2f}x against either); "
+          "runner / bare simpy: "
           f"{per_runner / per_bare:.1f}x (long-run goal 5x); des_scale / bare: {per_des / per_bare:.1f}x")
     replayed = replayed_cost(all_run)
     print(f"  des_scale timing the runner's own exchanges (its links, device seconds and payloads): "

@@ -16,20 +16,16 @@ written anew from the checkpoint's rows when a run resumes. A table of more than
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
-import struct
-from array import array
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from testbed.results.csvtext import INTEGER_COLUMNS, csv_exact, csv_lines, csv_rows
 
 EVENT_COLUMNS = [
     "round", "client", "kind", "payload_bytes", "wire_bytes", "sim_start_s", "sim_end_s",
@@ -59,12 +55,6 @@ def failure_outcome(cause: str) -> str:
     return "oom" if cause == "oom" else "failed"
 
 
-INTEGER_COLUMNS = {
-    "round", "client", "payload_bytes", "wire_bytes", "n_samples", "bytes_down", "bytes_up", "participants",
-    "failures", "discarded", "straggler", "wire_bytes_up", "wire_bytes_down", "start_version", "staleness",
-}
-
-
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     """Rows -> DataFrame with nullable integers where a column counts things (NA, not 2.0).
     The fixed columns come first; keys a framework adds (e.g. student_accuracy) follow in
@@ -85,131 +75,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
 APPENDED = {"events.csv": EVENT_COLUMNS, "client_rounds.csv": CLIENT_ROUND_COLUMNS,
             "host_timeline.csv": HOST_TIMELINE_COLUMNS}  # the tables that grow by appending
 PARQUET_MIN_ROWS = 100_000  # a table this long is also written as parquet at the end of the run
-
-
-def _cell(value: Any, integer: bool) -> Any:
-    """A value as pandas writes it in _table's frames: empty for None/NaN, counts as integers."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if integer and isinstance(value, (float, np.floating, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    return value
-
-
-MEMO_MIN_CELLS = 64  # a float column this long formats each distinct value once, when half repeat
-_QUOTED = re.compile(r'[,"\n]')  # a cell the csv module quotes (QUOTE_MINIMAL, lines ending in \n)
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if _QUOTED.search(text) else text
-
-
-def _text(value: Any, integer: bool) -> str:
-    """One cell as the csv module writes `_cell(value)`: a float as its repr, None as empty."""
-    cell = _cell(value, integer)
-    return _quoted(cell if cell.__class__ is str else str(cell))
-
-
-def _column(values: list[Any], integer: bool) -> list[str]:
-    """One column's cells as text: a whole column of ints (or bools), floats or plain strings,
-    with or without empty cells (None), at once (the common case: a fleet round writes tens of
-    thousands of rows), any other column cell by cell. Python's float repr is the cost (~0.5 us
-    a cell); a fleet's columns repeat most values (the device seconds of a device class, shared
-    start times), so a long column formats each distinct value once."""
-    kinds = set(map(type, values))
-    empty = _NONE in kinds
-    kinds.discard(_NONE)
-    if kinds <= {int} or kinds == {bool}:  # not both: True == 1 would share a memo key
-        return _formatted(values, str, empty)
-    if kinds <= {float} and not integer:
-        return _formatted(values, _float_text, empty)
-    if kinds <= {str}:
-        if len(values) >= MEMO_MIN_CELLS and values.count(values[0]) == len(values):  # one text throughout
-            return [_quoted(values[0]) if values[0] is not None else ""] * len(values)
-        distinct = dict.fromkeys(values)
-        distinct.pop(None, None)
-        if any(map(_QUOTED.search, distinct)):  # each distinct text quoted once
-            quoted = {v: _quoted(v) for v in distinct}
-            quoted[None] = ""
-            return list(map(quoted.__getitem__, values))
-        return ["" if v is None else v for v in values] if empty else values
-    return [_text(v, integer) for v in values]
-
-
-_NONE = type(None)
-
-
-def _float_text(value: float) -> str:
-    """A float cell: its repr, NaN empty."""
-    return "" if value != value else float.__repr__(value)
-
-
-def _formatted(values: list[Any], fmt: Callable[[Any], str], empty: bool) -> list[str]:
-    """`fmt` of each value (None: empty), each distinct value once where most repeat."""
-    if len(values) >= MEMO_MIN_CELLS:
-        first, floats = values[0], fmt is _float_text  # only a float has a zero of either sign
-        if values.count(first) == len(values) and not (floats and first == 0):  # one value throughout
-            return ["" if first is None else fmt(first)] * len(values)
-        distinct = dict.fromkeys(values)
-        if 2 * len(distinct) <= len(values) and not (floats and 0.0 in distinct and _both_zeros(values)):
-            text = {v: "" if v is None else fmt(v) for v in distinct}  # 0.0 == -0.0: one key, one sign here
-            return list(map(text.__getitem__, values))
-    if fmt is _float_text and not empty:
-        cells = list(map(float.__repr__, values))
-        return ["" if c == "nan" else c for c in cells] if "nan" in cells else cells
-    return [fmt(v) for v in values] if not empty else ["" if v is None else fmt(v) for v in values]
-
-
-_NEGATIVE_ZERO = struct.pack("=d", -0.0)
-
-
-def _both_zeros(values: list[Any]) -> bool:
-    """Whether 0.0 and -0.0 both occur (a memo would write one of them with the other's sign).
-    A column of floats is first searched as its doubles' bytes for a negative zero (C speed: a
-    fleet's device seconds are 0.0 in every transfer row); only where one is found, or where
-    empty cells (None) prevent the search, are the zeros' signs looked at one by one."""
-    try:
-        raw = array("d", values).tobytes()
-    except TypeError:  # None (empty) cells among the floats
-        raw = None
-    if raw is not None:
-        at = raw.find(_NEGATIVE_ZERO)
-        while at % 8 and at != -1:  # a match must start on a double's boundary
-            at = raw.find(_NEGATIVE_ZERO, at + 1)
-        if at == -1:
-            return False
-    return len({math.copysign(1.0, v) for v in values if v == 0 and v is not None}) > 1
-
-
-def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Rows as CSV lines under `columns` (no header), as _table(...).to_csv would write them,
-    formatted column by column."""
-    if not rows:
-        return ""
-    try:  # every row has every column (the common case): a column at a time at C speed (4x zip(*rows))
-        return _csv_lines(rows, columns, columns)
-    except KeyError:
-        return _csv_lines([[row.get(c) for c in columns] for row in rows], columns, range(len(columns)))
-
-
-def _csv_exact(rows: list[dict[str, Any]], columns: list[str]) -> str | None:
-    """`_csv_rows` of rows that each have exactly `columns` as keys (as many keys, none missing:
-    no key checked one by one); None where a row has others or fewer."""
-    if set(map(len, rows)) != {len(columns)}:
-        return None
-    try:
-        return _csv_lines(rows, columns, columns)
-    except KeyError:
-        return None
-
-
-def _csv_lines(rows: list, columns: list[str], keys: Iterable) -> str:
-    """CSV lines of `rows` (dicts, or tuples in `columns`' order), each column's cells taken by
-    its key in `keys` (a column name, or a position) and formatted at once."""
-    cells = [_column(list(map(itemgetter(k), rows)), c in INTEGER_COLUMNS) for c, k in zip(columns, keys)]
-    return "\n".join(map(",".join, zip(*cells))) + "\n"
 
 
 @dataclass(frozen=True)
@@ -247,13 +112,13 @@ class AppendedTable:
         if tuples:
             if tuples == len(rows) and self.columns == self.fixed:  # the common case: appended as they are
                 with open(self.path, "a", newline="") as f:
-                    f.write(_csv_lines(rows, self.fixed, range(len(self.fixed))))
+                    f.write(csv_lines(rows, self.fixed, range(len(self.fixed))))
                 self.rows += len(rows)
                 return rows
             rows = [dict(zip(self.fixed, r)) if r.__class__ is tuple else r for r in rows]
-        text = _csv_exact(rows, self.columns) if self.columns else None
+        text = csv_exact(rows, self.columns) if self.columns else None
         if text is None and self.columns and set(self.columns).issuperset(chain.from_iterable(rows)):
-            text = _csv_rows(rows, self.columns)
+            text = csv_rows(rows, self.columns)
         if text is not None:  # the common case: appended
             with open(self.path, "a", newline="") as f:
                 f.write(text)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from testbed.results import csvtext
 from testbed.results import recorder as rec
 from testbed.results.recorder import RunRecorder, TableMark
 
@@ -55,9 +56,9 @@ def test_a_row_of_as_many_keys_with_one_new_is_a_late_column_not_a_shifted_row(t
     table = pd.read_csv(tmp_path / "client_rounds.csv")
     assert table.columns.tolist()[-1] == "staleness" and table["client"].tolist() == [0, 0, 1]
     assert table["outcome"].fillna("").tolist() == ["ok", "ok", ""] and table["staleness"].iloc[2] == 3
-    assert rec._csv_exact([{"a": 1, "b": 2.5}], ["a", "b"]) == "1,2.5\n"
-    assert rec._csv_exact([{"a": 1, "c": 2.5}], ["a", "b"]) is None
-    assert rec._csv_exact([{"a": 1}], ["a", "b"]) is None
+    assert csvtext.csv_exact([{"a": 1, "b": 2.5}], ["a", "b"]) == "1,2.5\n"
+    assert csvtext.csv_exact([{"a": 1, "c": 2.5}], ["a", "b"]) is None
+    assert csvtext.csv_exact([{"a": 1}], ["a", "b"]) is None
 
 
 def test_client_rows_given_as_values_are_written_and_their_failures_read_back(tmp_path):
@@ -134,7 +135,7 @@ def test_appended_rows_are_written_as_pandas_writes_them():
                  sim_end_s=None, host_s=1 / 3, device_s=True, status="failed", detail="x\ny"),
             dict(round=3, client=2, kind="compute", payload_bytes=None, wire_bytes=float("nan"),
                  sim_start_s=np.float64("nan"), host_s=np.float32(0.1))]
-    assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == rec._table(rows, rec.EVENT_COLUMNS).to_csv(index=False,
+    assert csvtext.csv_rows(rows, rec.EVENT_COLUMNS) == rec._table(rows, rec.EVENT_COLUMNS).to_csv(index=False,
                                                                                                  header=False)
 
 
@@ -143,7 +144,7 @@ def _row_by_row(rows: list[dict], columns: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     for row in rows:
-        writer.writerow([rec._cell(row.get(c), c in rec.INTEGER_COLUMNS) for c in columns])
+        writer.writerow([csvtext.cell(row.get(c), c in rec.INTEGER_COLUMNS) for c in columns])
     return buf.getvalue()
 
 
@@ -164,7 +165,7 @@ def test_columns_written_at_once_are_written_as_the_csv_module_writes_each_row(r
     make = {"float": lambda i: i / 7, "int": lambda i: i * 3, "str": lambda i: f"k{i},\"q\"" if i % 2 else f"k{i}"}
     for i, row in enumerate(rows):
         row["sim_start_s"] = make[uniform](i)
-    assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
+    assert csvtext.csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
 
 
 _repeating = st.sampled_from([0.0, -0.0, 1.5, 1 / 3, 2.0, 1e-05, 1e16, float("inf"), -float("inf"), float("nan"),
@@ -174,7 +175,7 @@ _repeating_counts = st.sampled_from([0, 1, 7, 2**40, -3, None])
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(_repeating, _repeating_counts, st.sampled_from([True, False, None])),
-                min_size=rec.MEMO_MIN_CELLS, max_size=4 * rec.MEMO_MIN_CELLS),
+                min_size=csvtext.MEMO_MIN_CELLS, max_size=4 * csvtext.MEMO_MIN_CELLS),
        st.lists(st.sampled_from(["ok", "a,b", 'q"', "x\ny", "", None]), min_size=1, max_size=200))
 def test_long_columns_of_repeated_values_are_written_as_each_cell_alone(cells, texts):
     """Long columns format each distinct value once (zeros of both signs, NaN, None included);
@@ -182,7 +183,7 @@ def test_long_columns_of_repeated_values_are_written_as_each_cell_alone(cells, t
     writing row by row."""
     rows = [dict(_event(1, i), sim_end_s=f, wire_bytes=n, host_s=b, detail=texts[i % len(texts)])
             for i, (f, n, b) in enumerate(cells)]
-    assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
+    assert csvtext.csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
 
 
 @pytest.mark.parametrize("value, other", [(0.0, -0.0), (-0.0, 0.0), (None, 1.5), (float("nan"), 2.5), (7, 8),
@@ -190,11 +191,11 @@ def test_long_columns_of_repeated_values_are_written_as_each_cell_alone(cells, t
 def test_a_long_column_of_one_value_is_written_as_each_cell_alone(value, other):
     """A long column of one value throughout is written at once; one other value anywhere in it
     (a zero of the other sign, an empty cell, another type) is still written cell by cell."""
-    n = rec.MEMO_MIN_CELLS + 5
+    n = csvtext.MEMO_MIN_CELLS + 5
     for cells in ([value] * n, [value] * (n - 1) + [other], [other] + [value] * (n - 1)):
         rows = [dict(_event(1, i), sim_end_s=c if not isinstance(c, str) else 1.0,
                      detail=c if isinstance(c, str) or c is None else "x", host_s=c) for i, c in enumerate(cells)]
-        assert rec._csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
+        assert csvtext.csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
 
 
 def test_rows_given_as_values_are_written_as_the_same_rows_as_dicts(tmp_path):

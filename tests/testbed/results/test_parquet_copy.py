@@ -8,7 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from testbed.results import parquet_copy
-from testbed.results.recorder import CLIENT_ROUND_COLUMNS, INTEGER_COLUMNS, _csv_rows
+from testbed.results.csvtext import INTEGER_COLUMNS, csv_rows
+from testbed.results.recorder import CLIENT_ROUND_COLUMNS
 
 _read_whole = parquet_copy._whole
 
@@ -27,7 +28,7 @@ def _rows(n: int) -> list[dict]:
 
 def test_blocks_give_the_csv_back_with_each_column_typed(tmp_path, monkeypatch):
     csv = tmp_path / "client_rounds.csv"
-    csv.write_text(",".join(CLIENT_ROUND_COLUMNS) + "\n" + _csv_rows(_rows(1000), CLIENT_ROUND_COLUMNS))
+    csv.write_text(",".join(CLIENT_ROUND_COLUMNS) + "\n" + csv_rows(_rows(1000), CLIENT_ROUND_COLUMNS))
     monkeypatch.setattr(parquet_copy, "BLOCK_BYTES", 4096)  # ~20 rows a block: many blocks, the first all-empty
     target = tmp_path / "client_rounds.parquet"
     parquet_copy.csv_to_parquet(csv, target, CLIENT_ROUND_COLUMNS, INTEGER_COLUMNS)
