@@ -128,7 +128,7 @@ class PredictedBackend(Backend):
         self.budget_bytes = {c.client_id: c.memory_budget_mb * 2**20 for c in clients}
         self.enforce_memory = enforce_memory
         self._calibration = table.calibration
-        self._answers: dict[tuple[int, int], Future] = {}  # (probed round, step) -> its answer, resolved
+        self._answers: dict[tuple[int, int], tuple[CallCost, Future]] = {}  # (probed round, step) -> it, its answer
         self._ooms: dict[tuple[int, int, int], tuple[str, float]] = {}  # (round, step, budget) -> _oom_detail
 
     def start(self) -> None:
@@ -137,17 +137,18 @@ class PredictedBackend(Backend):
     def submit(self, cid: int, rnd: int, method: str, args: tuple = (), *, kill: bool = False) -> Future:
         """The call's probed answer: one resolved future shared by every client, or a failure."""
         phase, index = args
-        step = self.table.for_round(phase).steps[index]
-        assert isinstance(step, CallCost)
+        held = self._answers.get(args)
+        if held is None:
+            step = self.table.for_round(phase).steps[index]
+            assert isinstance(step, CallCost)
+            spans = tuple(ComputeSpan(s.label, s.host_s, s.workload, s.precision, t_end_unix=0.0) for s in step.spans)
+            held = self._answers[args] = (step, _Resolved(StepRes(spans=spans, peak_rss_bytes=step.peak_rss_bytes)))
+        step, answer = held
         if kill:
             return _Resolved(Failure(cid, rnd, "killed", "fault injection: killed once the call started"))
         if self.enforce_memory and step.peak_rss_bytes > self.budget_bytes[cid]:
             detail, host_s = self._oom_detail(phase, index, self.budget_bytes[cid])
             return _Resolved(Failure(cid, rnd, "oom", detail, host_s=host_s, peak_rss_bytes=step.peak_rss_bytes))
-        answer = self._answers.get((phase, index))
-        if answer is None:
-            spans = tuple(ComputeSpan(s.label, s.host_s, s.workload, s.precision, t_end_unix=0.0) for s in step.spans)
-            answer = self._answers[(phase, index)] = _Resolved(StepRes(spans=spans, peak_rss_bytes=step.peak_rss_bytes))
         return answer
 
     def _oom_detail(self, phase: int, index: int, budget_bytes: int) -> tuple[str, float]:

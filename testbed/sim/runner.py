@@ -167,8 +167,10 @@ class Runner:
         device_time = DeviceTime(self.scenario, self.clients, self.calibration, throttled=self.throttled,
                                  replay=self.replay)
         server = Server(self.env, self.recorder, device_time, self.ledger)
-        clients = ClientProcess(self.env, self.net, self.topology, self.selection, self.framework,
-                                LedgerBackend(self.backend, self.ledger), self.recorder, device_time, server)
+        # a ledger that keeps nothing (predicted compute) has no view to put between the clock and the backend
+        backend = LedgerBackend(self.backend, self.ledger) if self.ledger.kept else self.backend
+        clients = ClientProcess(self.env, self.net, self.topology, self.selection, self.framework, backend,
+                                self.recorder, device_time, server)
 
         def progress(message: str) -> None:  # quiet while a resumed run replays its way to the checkpoint
             if not self.ledger.replaying:
