@@ -88,14 +88,13 @@ def energy_values(device: str, power_w: float | None, device_compute_s: float, l
     compute_j = None if power_w is None else power_w * device_compute_s
     radio_j = None if radio is None else radio_energy_j(radio, exchanges)
     total = compute_j + radio_j if compute_j is not None and radio_j is not None else None
-    note = "" if power_w is not None and radio is not None else \
-        _missing(device if power_w is None else None, link if radio is None else None)
-    return total, compute_j, radio_j, note
+    return total, compute_j, radio_j, _missing(device if power_w is None else None, link if radio is None else None)
 
 
 @lru_cache(maxsize=1024)
 def _missing(device: str | None, link: str | None) -> str:
-    """The energy_note of a row whose device (power_w) or link (radio power) has no figure."""
+    """The energy_note of a row: the device without power_w and the link without radio power, if any
+    ("" where neither is missing)."""
     missing = [f"power_w unknown for {device}"] if device is not None else []
     if link is not None:
         missing.append(f"radio power unknown for link {link}")

@@ -199,11 +199,8 @@ class RunRecorder:
             self.tables["events.csv"].pending.append(row)
 
     def event_values(self, values: tuple[Any, ...]) -> None:
-        """`event` of a row given as its values in EVENT_COLUMNS order (`AppendedTable.add_values`,
-        inlined: a fleet round adds tens of thousands)."""
-        events = self._events
-        events.pending.append(values)
-        events.tuples += 1
+        """`event` of a row given as its values in EVENT_COLUMNS order."""
+        self._events.add_values(values)
 
     def client_round(self, **row: Any) -> None:
         self.add_client_row(row)
@@ -214,8 +211,7 @@ class RunRecorder:
 
     def client_values(self, values: tuple[Any, ...]) -> None:
         """`client_round` of a row given as its values in CLIENT_ROUND_COLUMNS order."""
-        self._client_rounds.pending.append(values)
-        self._client_rounds.tuples += 1
+        self._client_rounds.add_values(values)
 
     def failed_client_rounds(self) -> list[tuple[int, str, str]]:
         """(round, device, cause) of each failed row among the client rows the latest flush wrote."""

@@ -147,17 +147,16 @@ class PredictedBackend(Backend):
         if kill:
             return _Resolved(Failure(cid, rnd, "killed", "fault injection: killed once the call started"))
         if self.enforce_memory and step.peak_rss_bytes > self.budget_bytes[cid]:
-            detail, host_s = self._oom_detail(phase, index, self.budget_bytes[cid])
+            detail, host_s = self._oom_detail(args, step, self.budget_bytes[cid])
             return _Resolved(Failure(cid, rnd, "oom", detail, host_s=host_s, peak_rss_bytes=step.peak_rss_bytes))
         return answer
 
-    def _oom_detail(self, phase: int, index: int, budget_bytes: int) -> tuple[str, float]:
+    def _oom_detail(self, args: tuple[int, int], step: CallCost, budget_bytes: int) -> tuple[str, float]:
         """(detail, host seconds) of a probed call's oom failure under a budget, made once per
         call and budget (a fleet's device class fails alike, thousands a round)."""
-        key = (phase, index, budget_bytes)
+        key = (*args, budget_bytes)
         made = self._ooms.get(key)
         if made is None:
-            step = self.table.for_round(phase).steps[index]
             made = self._ooms[key] = (
                 f"predicted: {step.method} peaks at {step.peak_rss_bytes / 2**20:.0f} MB, over the "
                 f"{budget_bytes / 2**20:.0f} MB budget", sum(s.host_s for s in step.spans))
