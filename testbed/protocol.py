@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from testbed.config.dictinit import dict_init
 from testbed.config.wiretypes import wire_type
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def client_round_seed(scenario_seed: int, rnd: int, client_id: int) -> int:
 
 
 @wire_type("FitIns")
+@dict_init  # made once per client-round: a fleet run makes millions
 @dataclass(frozen=True)
 class FitIns(CarriesPayloads):
     round: int
@@ -74,6 +76,7 @@ class FitIns(CarriesPayloads):
 
 
 @wire_type("FitRes")
+@dict_init
 @dataclass(frozen=True)
 class FitRes(CarriesPayloads):
     client_id: int

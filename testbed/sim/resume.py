@@ -16,7 +16,7 @@ from testbed.backends import Backend
 from testbed.protocol import Client, Failure, FitIns, Framework, FrameworkState
 from testbed.results.generations import keep_rounds_through
 from testbed.results.recorder import RunRecorder
-from testbed.sim.checkpoint import Checkpoint, write_checkpoint
+from testbed.sim.checkpoint import Checkpoint, RoundsJson, write_checkpoint
 from testbed.sim.ledger import Ledger, ResumeError
 
 SIGKILL_ROUND_ENV = "TESTBED_FAULT_SIGKILL_ROUND"  # fault injection: SIGKILL the run in this round
@@ -52,6 +52,7 @@ class Checkpoints:
         self.progress = progress
         self.host_s = 0.0  # host seconds spent writing checkpoints
         self.enabled = True  # False once the framework says it cannot be checkpointed
+        self._rounds_json = RoundsJson()  # the rounds rows' JSON, each row encoded once
 
     def restore_clients(self) -> None:
         """Give the client workers back what they carried (before anything runs)."""
@@ -97,7 +98,7 @@ class Checkpoints:
             rounds=list(self.recorder.rounds), marks=self.recorder.marks(),
             framework=framework_state, clients=self._client_states(rnd), ledger=self.ledger,
             torch_rng=torch.get_rng_state(),
-        ))
+        ), self._rounds_json)
 
     def _client_states(self, rnd: int) -> dict[int, bytes]:
         if self.backend.client_class.checkpoint_state is Client.checkpoint_state:  # carries nothing

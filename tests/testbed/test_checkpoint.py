@@ -18,7 +18,7 @@ from testbed.backends import wire
 from testbed.host.calibration import HostCalibration
 from testbed.protocol import ComputeSpan, Failure, FitIns, FitRes, FrameworkState, Payload
 from testbed.results.recorder import TableMark
-from testbed.sim.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from testbed.sim.checkpoint import Checkpoint, RoundsJson, read_checkpoint, write_checkpoint
 from testbed.sim.ledger import Ledger, ResumeError, ServerEntry, filled, hollow
 from tests.golden.cases import GOLDEN, SMOKE, TABLES, GoldenReplay
 from tests.golden.compare import assert_tables_equal
@@ -92,6 +92,39 @@ def test_checkpoint_round_trip_and_a_crash_while_writing(tmp_path):
     (tmp_path / "checkpoint.tmp" / "state.json").write_text("{")
     assert read_checkpoint(tmp_path).round == 2
     assert read_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_rounds_rows_are_encoded_once_across_checkpoints(tmp_path):
+    """Each checkpoint holds every rounds row so far; a row is encoded once, at the first
+    checkpoint that holds it, and what is written is the JSON of the whole list."""
+    import numpy as np
+
+    encode = RoundsJson()
+    rows = [{"round": 0, "selected": "", "accuracy": np.float64(0.25)}]
+    for rnd in range(1, 4):
+        rows.append({"round": rnd, "selected": " ".join(map(str, range(rnd * 3))), "eval_loss": float("nan"),
+                     "failures": np.int64(rnd)})
+        with mock.patch("testbed.sim.checkpoint.json.dumps", wraps=json.dumps) as dumps:
+            ckpt = _checkpoint(rnd)
+            ckpt.rounds = list(rows)
+            write_checkpoint(tmp_path, ckpt, encode)
+        assert _rows_encoded(dumps) == [rnd] if rnd > 1 else [0, 1]  # the new row alone
+        got = read_checkpoint(tmp_path).rounds
+        assert [r["round"] for r in got] == list(range(rnd + 1)) and got[0]["accuracy"] == 0.25
+        assert got[rnd]["selected"] == rows[rnd]["selected"] and got[rnd]["failures"] == rnd
+        assert math.isnan(got[rnd]["eval_loss"]) and type(got[rnd]["failures"]) is int
+    # a list that differs (a resumed run's rows: other objects from row 2 on) is encoded from there
+    again = rows[:2] + [dict(r, accuracy=0.5) for r in rows[2:]]
+    with mock.patch("testbed.sim.checkpoint.json.dumps", wraps=json.dumps) as dumps:
+        text = encode(again)
+    assert _rows_encoded(dumps) == [2, 3] and json.loads(text) == json.loads(RoundsJson()(again))
+    assert [r.get("accuracy") for r in json.loads(text)] == [0.25, None, 0.5, 0.5]
+    assert json.loads(encode(again[:1])) == [{"round": 0, "selected": "", "accuracy": 0.25}]
+
+
+def _rows_encoded(dumps: mock.MagicMock) -> list[int]:
+    """The rounds of the rows json.dumps was asked to encode (not the checkpoint's other JSON)."""
+    return [c.args[0]["round"] for c in dumps.call_args_list if "selected" in c.args[0]]
 
 
 def _run(out: Path, rounds: int, *, resume: bool = False) -> dict:
