@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -189,6 +190,10 @@ class RunRecorder:
         self._client_rounds = self.tables["client_rounds.csv"]
         self._last_client_rows: list[dict[str, Any] | tuple[Any, ...]] = []  # those the latest flush wrote
         self.muted = False
+        # rows given as their values in the table's column order, handed to the table at once (a
+        # fleet round adds tens of thousands): `event` and `client_round` of tuples
+        self.event_values: Callable[[tuple[Any, ...]], None] = self._events.add_values
+        self.client_values: Callable[[tuple[Any, ...]], None] = self._client_rounds.add_values
 
     def event(self, **row: Any) -> None:
         """An events.csv row; one with exactly the table's columns is kept as its values (a
@@ -198,9 +203,6 @@ class RunRecorder:
         else:
             self.tables["events.csv"].pending.append(row)
 
-    def event_values(self, values: tuple[Any, ...]) -> None:
-        """`event` of a row given as its values in EVENT_COLUMNS order."""
-        self._events.add_values(values)
 
     def client_round(self, **row: Any) -> None:
         self.add_client_row(row)
@@ -209,16 +211,14 @@ class RunRecorder:
         """`client_round` of a row made as a dict (kept as it is: not copied)."""
         self._client_rounds.pending.append(row)
 
-    def client_values(self, values: tuple[Any, ...]) -> None:
-        """`client_round` of a row given as its values in CLIENT_ROUND_COLUMNS order."""
-        self._client_rounds.add_values(values)
 
     def failed_client_rounds(self) -> list[tuple[int, str, str]]:
         """(round, device, cause) of each failed row among the client rows the latest flush wrote."""
-        by_index = itemgetter(*map(CLIENT_ROUND_COLUMNS.index, _FAILURE_FIELDS))
-        picked = (by_index(r) if r.__class__ is tuple else tuple(map(r.get, _FAILURE_FIELDS))
-                  for r in self._last_client_rows)
-        return [(rnd, device, cause) for rnd, device, outcome, cause in picked if outcome in FAILED_OUTCOMES]
+        outcome_at, by_index = CLIENT_ROUND_COLUMNS.index("outcome"), itemgetter(*map(CLIENT_ROUND_COLUMNS.index, _FAILURE_FIELDS))
+        failed = [r for r in self._last_client_rows
+                  if (r[outcome_at] if r.__class__ is tuple else r.get("outcome")) in FAILED_OUTCOMES]
+        picked = (by_index(r) if r.__class__ is tuple else tuple(map(r.get, _FAILURE_FIELDS)) for r in failed)
+        return [(rnd, device, cause) for rnd, device, _, cause in picked]
 
     def round(self, **row: Any) -> None:
         self.rounds.append(row)

@@ -15,7 +15,7 @@ import simpy
 from network import Network, TransferRecord
 from testbed.backends import Backend
 from testbed.config.fleet import Topology
-from testbed.protocol import ClientCall, Failure, FitRes, Framework, Outcome, Payload, Send, ServerCall
+from testbed.protocol import ClientCall, Failure, FitRes, Framework, Outcome, Send, ServerCall
 from testbed.results.energy import Exchange
 from testbed.results.recorder import RunRecorder
 from testbed.sim.devicetime import DeviceTime
@@ -115,8 +115,9 @@ class ClientProcess:
         return self.backend.submit(cid, ctx.rnd, call.method, call.args, kill=kill).result()
 
     def _sent(self, rnd: int, cid: int, action: Send, rec: TransferRecord, tl: ClientTimeline, up: bool) -> None:
-        """A transfer's event row and its bytes and span on the client's timeline."""
-        self._transfer_event(rnd, cid, action.payload, rec)
+        """A transfer's event row (EVENT_COLUMNS' order) and its bytes and span on the client's timeline."""
+        self.recorder.event_values((rnd, cid, action.payload.kind, rec.payload_bytes, rec.wire_bytes, rec.start_s,
+                                    rec.end_s, 0.0, 0.0, rec.status, ""))
         tl.exchanges.append(Exchange(action.direction, rec.wire_bytes, rec.start_s, rec.end_s, rec.status == "ok"))
         if up:
             tl.bytes_up += rec.payload_bytes
@@ -159,7 +160,3 @@ class ClientProcess:
                        detail: str) -> None:
         self.recorder.event_values((rnd, cid, "compute", 0, 0, start_s, self.env.now, host_s, device_s, status,
                                     detail))  # EVENT_COLUMNS' order
-
-    def _transfer_event(self, rnd: int, cid: int, payload: Payload, rec: TransferRecord) -> None:
-        self.recorder.event_values((rnd, cid, payload.kind, rec.payload_bytes, rec.wire_bytes, rec.start_s, rec.end_s,
-                                    0.0, 0.0, rec.status, ""))  # EVENT_COLUMNS' order
