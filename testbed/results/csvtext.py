@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+import threading
 from array import array
 from collections.abc import Callable, Iterable
 from operator import itemgetter
@@ -47,16 +48,22 @@ def _text(value: Any, integer: bool) -> str:
     return _quoted(text if text.__class__ is str else str(text))
 
 
-def _column(values: list[Any], integer: bool) -> list[str]:
-    """One column's cells as text: a whole column of ints (or bools), floats or plain strings,
-    with or without empty cells (None), at once (the common case: a fleet round writes tens of
-    thousands of rows), any other column cell by cell. Python's float repr is the cost (~0.5 us
-    a cell); a fleet's columns repeat most values (the device seconds of a device class, shared
-    start times), so a long column formats each distinct value once."""
+def _column(values: list[Any], column: str) -> list[str]:
+    """The cells of column `column` as text: a whole column of ints (or bools), floats or plain
+    strings, with or without empty cells (None), at once (the common case: a fleet round writes
+    tens of thousands of rows), any other column cell by cell. Python's float repr is the cost
+    (~0.5 us a cell); a fleet's columns repeat most values (the device seconds of a device class,
+    shared start times), so a long column formats each distinct value once, and client ids are
+    looked up."""
+    integer = column in INTEGER_COLUMNS
     kinds = set(map(type, values))
     empty = _NONE in kinds
     kinds.discard(_NONE)
     if kinds <= {int} or kinds == {bool}:  # not both: True == 1 would share a memo key
+        if column in ID_COLUMNS and kinds and not empty and len(values) >= MEMO_MIN_CELLS:
+            texts = _id_texts(values)
+            if texts is not None:
+                return texts
         return _formatted(values, str, empty)
     if kinds <= {float} and not integer:
         return _formatted(values, _float_text, empty)
@@ -74,6 +81,23 @@ def _column(values: list[Any], integer: bool) -> list[str]:
 
 
 _NONE = type(None)
+ID_COLUMNS = frozenset({"client"})  # dense ids from 0 (-1: the server's rows): their texts are kept, and looked up
+ID_TEXT_MAX = 1 << 20
+# str(i) for each id i from 0 up, then "-1" last, where Python's index -1 finds it: grown to the largest id written
+_ID_TEXT: list[str] = ["-1"]
+_ID_GROWING = threading.Lock()
+
+
+def _id_texts(values: list[int]) -> list[str] | None:
+    """The texts of ids (ints from -1) by lookup; None where one is below -1 or ID_TEXT_MAX or more."""
+    low, high = min(values), max(values)
+    if low < -1 or high >= ID_TEXT_MAX:
+        return None
+    if high >= len(_ID_TEXT) - 1:
+        with _ID_GROWING:  # one thread grows it at a time (each entry's text follows its index)
+            held = len(_ID_TEXT) - 1
+            _ID_TEXT[held:] = [*map(str, range(held, high + 1)), "-1"]
+    return list(map(_ID_TEXT.__getitem__, values))
 
 
 def _float_text(value: float) -> str:
@@ -143,5 +167,5 @@ def csv_exact(rows: list[dict[str, Any]], columns: list[str]) -> str | None:
 def csv_lines(rows: list, columns: list[str], keys: Iterable) -> str:
     """CSV lines of `rows` (dicts, or tuples in `columns`' order), each column's cells taken by
     its key in `keys` (a column name, or a position) and formatted at once."""
-    cells = [_column(list(map(itemgetter(k), rows)), c in INTEGER_COLUMNS) for c, k in zip(columns, keys)]
+    cells = [_column(list(map(itemgetter(k), rows)), c) for c, k in zip(columns, keys)]
     return "\n".join(map(",".join, zip(*cells))) + "\n"

@@ -214,7 +214,8 @@ class RunRecorder:
 
     def failed_client_rounds(self) -> list[tuple[int, str, str]]:
         """(round, device, cause) of each failed row among the client rows the latest flush wrote."""
-        outcome_at, by_index = CLIENT_ROUND_COLUMNS.index("outcome"), itemgetter(*map(CLIENT_ROUND_COLUMNS.index, _FAILURE_FIELDS))
+        outcome_at = CLIENT_ROUND_COLUMNS.index("outcome")
+        by_index = itemgetter(*map(CLIENT_ROUND_COLUMNS.index, _FAILURE_FIELDS))
         failed = [r for r in self._last_client_rows
                   if (r[outcome_at] if r.__class__ is tuple else r.get("outcome")) in FAILED_OUTCOMES]
         picked = (by_index(r) if r.__class__ is tuple else tuple(map(r.get, _FAILURE_FIELDS)) for r in failed)

@@ -219,3 +219,23 @@ def test_rows_given_as_values_are_written_as_the_same_rows_as_dicts(tmp_path):
     as_values.tables["events.csv"].drop_pending()
     assert (tmp_path / "v" / "events.csv").read_bytes() == (tmp_path / "d" / "events.csv").read_bytes()
     assert pd.read_csv(tmp_path / "v" / "events.csv")["client"].tolist() == [0, 1, 2, 3, 4, 0, 0, 1, 2]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.integers(-1, 3000), st.integers(-2**40, 2**40), st.none(), st.booleans(),
+                          st.integers(-5, 5).map(float), st.integers(0, 50).map(np.int64)),
+                min_size=1, max_size=3 * csvtext.MEMO_MIN_CELLS), st.booleans())
+def test_client_ids_looked_up_are_written_as_each_cell_alone(ids, plain):
+    """A long column of client ids (ints from -1: the server's rows) is written by table lookup,
+    which grows to the largest id; any other column of ids (below -1, past the table's limit,
+    empty cells, floats, bools, numpy ints) as before: the same bytes as the csv module."""
+    if plain:  # the common case: every cell a client id
+        ids = [abs(i) % 3000 - 1 if isinstance(i, int) and not isinstance(i, bool) else 7 for i in ids]
+        ids += list(range(-1, csvtext.MEMO_MIN_CELLS))
+    rows = [dict(_event(1, i), client=c) for i, c in enumerate(ids)]
+    assert csvtext.csv_rows(rows, rec.EVENT_COLUMNS) == _row_by_row(rows, rec.EVENT_COLUMNS)
+    values = [r for r in ids if r.__class__ is int]
+    if plain:
+        assert csvtext._id_texts(values) == list(map(str, values))  # looked up, grown as far as needed
+        assert len(csvtext._ID_TEXT) > max(values) and csvtext._ID_TEXT[-1] == "-1"
+    assert csvtext._id_texts([-2, 5]) is None and csvtext._id_texts([csvtext.ID_TEXT_MAX]) is None
