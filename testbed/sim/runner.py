@@ -66,7 +66,7 @@ class Runner:
         self.recorder = RunRecorder(self.out_dir)
         self.recorder.muted = resume is not None  # its tables are the checkpoint's until the replay reaches it
         self.clients = expand_fleet(scenario)
-        self.env = simpy.Environment()
+        self.env = simpy.Environment(initial_time=0.0)  # a float from the start: round 1 begins at 0.0 s, not 0
         overhead = TCP_IP if scenario.emulation.protocol_overhead else NO_OVERHEAD
         policy = OutagePolicy(scenario.network.on_outage, scenario.network.outage_timeout_s)
         self.net = Network(self.env, overhead=overhead, outage_policy=policy, keep_records=False)  # events.csv has them

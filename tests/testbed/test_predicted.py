@@ -54,6 +54,10 @@ def test_predicted_tables_have_the_measured_columns_and_bytes(measured_and_predi
     # the same exchanges, in the same rounds, for the same clients (selection is seeded alike)
     key = ["round", "client", "kind"]
     assert sorted(map(tuple, p_events[key].values.tolist())) == sorted(map(tuple, m_events[key].values.tolist()))
+    for run in measured_and_predicted:  # simulated instants are written as floats from the start (0.0, not 0)
+        starts = {table: set(pd.read_csv(run / table, dtype=str, keep_default_na=False)["sim_start_s"])
+                  for table in ("rounds.csv", "client_rounds.csv", "events.csv")}
+        assert "0.0" in set.union(*starts.values()) and not any("0" in s for s in starts.values()), starts
 
 
 def test_predicted_metrics_are_empty_and_the_summary_says_predicted(measured_and_predicted):
