@@ -136,20 +136,26 @@ class ClientProcess:
             host_s, device_s, factor, bound = self.device_time.span(rnd, cid, span)
             start = self.env.now
             if start + device_s > tl.offline_at_s:  # the device leaves mid-compute: the work is lost
+                tl.span_start_s, tl.span_host_s, tl.span_device_s = start, host_s, max(0.0, tl.offline_at_s - start)
                 yield self.env.timeout(max(0.0, tl.offline_at_s - start))
+                tl.span_start_s = None
                 tl.host_s += host_s
                 tl.device_s += self.env.now - start
                 self._compute_event(rnd, cid, start, host_s, self.env.now - start, "failed", f"{span.label}: offline")
                 return False
+            tl.span_start_s, tl.span_host_s, tl.span_device_s = start, host_s, device_s  # what cut_at counts
+            tl.factor, tl.bound = factor, bound
             yield self.env.timeout(device_s)
+            tl.span_start_s = None
             tl.host_s += host_s
             tl.device_s += device_s
-            tl.factor, tl.bound = factor, bound
             self._compute_event(rnd, cid, start, host_s, device_s, "ok", span.label)
         if isinstance(outcome, Failure):
             device_s = self.device_time.failed(rnd, cid, outcome)
             start = self.env.now
+            tl.span_start_s, tl.span_host_s, tl.span_device_s = start, outcome.host_s, device_s
             yield self.env.timeout(device_s)
+            tl.span_start_s = None
             tl.host_s += outcome.host_s
             tl.device_s += device_s
             self._compute_event(rnd, cid, start, outcome.host_s, device_s, "failed",

@@ -198,7 +198,7 @@ class FedBuffRounds(RoundPolicy):
                 self._settle(task)
                 continue
             if task.proc.is_alive:
-                task.timeline.end_s = self.parts.env.now
+                task.timeline.cut_at(self.parts.env.now)
             self._record_task(task, "discarded", "run_ended")
         self.active.clear()
 
@@ -217,7 +217,7 @@ class FedBuffRounds(RoundPolicy):
             selected=" ".join(map(str, sorted(set(acc.started)))), participants=len(acc.buffer),
             failures=sum(t.outcome in FAILED_OUTCOMES for t in acc.accounted),
             discarded=sum(t.outcome == "discarded" for t in acc.accounted), straggler=acc.buffer[-1].cid,
-            wasted_compute_s=sum(t.timeline.device_s for t in acc.accounted if t.outcome != "ok"),
+            wasted_compute_s=sum((t.timeline.device_s for t in acc.accounted if t.outcome != "ok"), 0.0),
             **traffic(t.timeline for t in acc.accounted),
             server_compute_s=server_s, host_round_s=time.perf_counter() - acc.host_t0 - host_eval_s,
             host_fit_s=acc.host_fit_s, host_eval_s=host_eval_s,

@@ -41,7 +41,7 @@ class Recording:
             round=ctx.rnd, sim_start_s=sim_start, sim_end_s=self.env.now, sim_duration_s=self.env.now - sim_start,
             selected=" ".join(map(str, sorted(ctx.ins))), participants=len(arrived),
             failures=len(ctx.failures), discarded=len(ctx.discarded - set(ctx.failures)), straggler=last,
-            wasted_compute_s=sum(ctx.timelines[c].device_s for c in ctx.timelines if c not in ctx.results),
+            wasted_compute_s=sum((ctx.timelines[c].device_s for c in ctx.timelines if c not in ctx.results), 0.0),
             **traffic(tls), server_compute_s=server_s, host_round_s=host_round_s, host_fit_s=host_fit_s,
             host_eval_s=host_eval_s, **metrics,
         )

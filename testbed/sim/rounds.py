@@ -56,6 +56,9 @@ class SyncRounds(RoundPolicy):
         p.env.run(until=p.env.any_of(ends))
         ctx.closed = True
         ctx.discarded = {cid for cid, proc in zip(selected, procs, strict=True) if proc.is_alive}
+        for cid in ctx.discarded - ctx.failures.keys():  # still at work: their rows end at the close
+            if cid in ctx.timelines:
+                ctx.timelines[cid].cut_at(p.env.now)
         host_fit_s = time.perf_counter() - t_clients - ctx.server_host_s
         results = [ctx.results[cid] for cid in sorted(ctx.results)]
         metrics, server_s = self._aggregate(rnd, results, list(ctx.failures.values()))

@@ -33,6 +33,22 @@ class ClientTimeline:
     exchanges: list[Exchange] = field(default_factory=list)  # its transfers, for the radio energy
     arrived: bool = False
     offline_at_s: float = math.inf  # when the client's availability window ends
+    span_start_s: float | None = None  # the compute span in progress: its start, host and device seconds (cut_at)
+    span_host_s: float = 0.0
+    span_device_s: float = 0.0
+
+    def cut_at(self, t_s: float) -> None:
+        """The round closed (or the run ended) at `t_s` with the client still at work, and its row is
+        written now. A client computing then finishes the span it is in (it learns of the close at
+        its next action): the row counts that span whole, the wasted work it is, and ends where the
+        span ends. Otherwise the row ends at `t_s`. Its later actions are not the round's."""
+        if self.span_start_s is not None:
+            self.device_s += self.span_device_s
+            self.host_s += self.span_host_s
+            self.end_s = self.span_start_s + self.span_device_s
+            self.span_start_s = None
+        else:
+            self.end_s = t_s
 
 
 @dataclass

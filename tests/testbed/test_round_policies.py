@@ -59,6 +59,35 @@ def test_a_deadline_closes_the_round_with_what_arrived(assets, tmp_path):
     assert aggregate.sim_start_s == pytest.approx(deadline)
 
 
+def test_a_client_computing_when_the_round_closes_counts_its_span_as_wasted(assets, tmp_path):
+    """A deadline in the middle of a client's compute span: the client finishes the span (it
+    learns of the close at its next action), so its row counts the span whole, as wasted compute
+    the round's row sums, and ends where the span ends; clients between actions end at the close."""
+    everyone = _run(tmp_path, "all", [FLEET, "framework.rounds=1", "framework.clients_per_round=4"])
+    spans = pd.read_csv(everyone / "events.csv").query("kind == 'compute'").set_index("client")
+    cid = spans.sim_start_s.idxmax()  # the last to start computing
+    span = spans.loc[cid]
+    deadline = span.sim_start_s + 0.4 * span.device_s
+    out = _run(tmp_path, "deadline", [FLEET, "framework.rounds=2", "framework.clients_per_round=4",
+                                      "policy.kind=deadline", f"policy.deadline_s={deadline}"], replay=everyone)
+    rows = pd.read_csv(out / "client_rounds.csv").query("round == 1").set_index("client")
+    row = rows.loc[cid]
+    assert (row.outcome, row.cause) == ("discarded", "late")
+    before = pd.read_csv(everyone / "client_rounds.csv").set_index("client").loc[cid]
+    for column in ("device_compute_s", "host_compute_s", "dilation_factor", "compute_energy_j"):
+        assert row[column] == pytest.approx(before[column], rel=1e-9), column
+    assert row.sim_end_s == pytest.approx(span.sim_end_s) and row.bound == "compute"
+    rnd = pd.read_csv(out / "rounds.csv").query("round == 1").iloc[0]
+    assert rnd.wasted_compute_s == pytest.approx(rows.query("outcome != 'ok'").device_compute_s.sum())
+    assert rnd.wasted_compute_s >= row.device_compute_s > 0
+    # the span's event, written when it ended (in round 2's simulated time), is the one the row counts
+    events = pd.read_csv(out / "events.csv").query(f"round == 1 and kind == 'compute' and client == {cid}")
+    assert events.device_s.tolist() == pytest.approx([span.device_s]) and events.status.tolist() == ["ok"]
+    between = rows.query("outcome == 'discarded'").drop(index=cid)  # not computing at the close
+    assert all(s in (pytest.approx(deadline), pytest.approx(spans.loc[c].sim_end_s))
+               for c, s in between.sim_end_s.items())
+
+
 def test_a_link_outage_mid_transfer_is_a_failure_with_its_cause(assets, tmp_path):
     # a 64 kbit/s downlink needs several seconds for the adapter; the link drops at t = 1 s
     out = _run(tmp_path, "outage", ["framework.rounds=1", "framework.clients_per_round=1",
