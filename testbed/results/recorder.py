@@ -203,14 +203,12 @@ class RunRecorder:
         else:
             self.tables["events.csv"].pending.append(row)
 
-
     def client_round(self, **row: Any) -> None:
         self.add_client_row(row)
 
     def add_client_row(self, row: dict[str, Any]) -> None:
         """`client_round` of a row made as a dict (kept as it is: not copied)."""
         self._client_rounds.pending.append(row)
-
 
     def failed_client_rounds(self) -> list[tuple[int, str, str]]:
         """(round, device, cause) of each failed row among the client rows the latest flush wrote."""
