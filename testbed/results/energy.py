@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from testbed.config.fleet import RadioPower
 
@@ -75,16 +75,10 @@ def radio_energy_j(radio: RadioPower, exchanges: Sequence[Exchange]) -> float:
     return (data_mj + base_mj + tail_mj) / 1000.0
 
 
-def client_round_energy(*, device: str, power_w: float | None, device_compute_s: float, link: str,
-                        radio: RadioPower | None, exchanges: Sequence[Exchange]) -> dict[str, Any]:
-    """The energy columns of one client_rounds.csv row (None where a figure is unknown)."""
-    return dict(zip(ENERGY_COLUMNS, energy_values(device, power_w, device_compute_s, link, radio, exchanges),
-                    strict=True))
-
-
 def energy_values(device: str, power_w: float | None, device_compute_s: float, link: str, radio: RadioPower | None,
                   exchanges: Sequence[Exchange]) -> tuple[float | None, float | None, float | None, str]:
-    """`client_round_energy`'s values in ENERGY_COLUMNS' order (a fleet round makes tens of thousands)."""
+    """The energy columns of one client_rounds.csv row, in ENERGY_COLUMNS' order (None where a figure
+    is unknown)."""
     compute_j = None if power_w is None else power_w * device_compute_s
     radio_j = None if radio is None else radio_energy_j(radio, exchanges)
     total = compute_j + radio_j if compute_j is not None and radio_j is not None else None

@@ -204,10 +204,7 @@ class RunRecorder:
             self.tables["events.csv"].pending.append(row)
 
     def client_round(self, **row: Any) -> None:
-        self.add_client_row(row)
-
-    def add_client_row(self, row: dict[str, Any]) -> None:
-        """`client_round` of a row made as a dict (kept as it is: not copied)."""
+        """A client_rounds.csv row given by column (FedBuff's, with its own columns)."""
         self._client_rounds.pending.append(row)
 
     def failed_client_rounds(self) -> list[tuple[int, str, str]]:

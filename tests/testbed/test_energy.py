@@ -11,7 +11,8 @@ import pytest
 from device_profiles import devices, links
 from testbed.config.fleet import expand_fleet
 from testbed.config.scenario import load_scenario
-from testbed.results.energy import Exchange, RadioPower, busy_s, client_round_energy, radio_energy_j, tail_s
+from testbed.results.energy import (ENERGY_COLUMNS, Exchange, RadioPower, busy_s, energy_values, radio_energy_j,
+                                    tail_s)
 from testbed.sim.session import run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,6 +21,13 @@ QUICKSTART = REPO / "scenarios" / "quickstart.yaml"
 LTE = RadioPower(up_mw_per_mbps=438.39, down_mw_per_mbps=51.97, base_mw=1288.04)  # Huang et al., LTE
 LTE_TAIL = RadioPower(438.39, 51.97, 1288.04, tail_s=10.12, tail_mw=1060)  # + ARO's LTE tail
 UMTS = RadioPower(0.0, 0.0, 1300.0, tail_s=14.0, tail_mw=585.71)  # ARO's 3G profile
+
+
+def client_round_energy(*, device: str, power_w: float | None, device_compute_s: float, link: str,
+                        radio: RadioPower | None, exchanges: list[Exchange]) -> dict:
+    """The energy columns of a row by name."""
+    return dict(zip(ENERGY_COLUMNS, energy_values(device, power_w, device_compute_s, link, radio, exchanges),
+                    strict=True))
 
 
 def test_hand_computed_client_round_energy() -> None:
